@@ -1,0 +1,57 @@
+# Everything a developer or CI needs; `make test` and `make demo` work from a fresh clone.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: install test test-unit test-integration test-faults test-compat lint format bench demo kafka-up kafka-down kafka-install clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+test: install
+	$(PY) -m pytest -q -m "not faults_full"
+
+test-unit: install
+	$(PY) -m pytest -q -m "not integration"
+
+test-integration: install
+	$(PY) -m pytest -q -m integration
+
+test-faults: install
+	WORKER_FAULTS_FULL=1 $(PY) -m pytest -q -m faults
+
+test-compat: install
+	KAFKA_VERSION=$${KAFKA_COMPAT_VERSION:-3.9.1} $(PY) -m pytest -q -m integration
+
+lint: install
+	$(VENV)/bin/ruff check worker tests
+	$(VENV)/bin/ruff format --check worker tests
+
+format: install
+	$(VENV)/bin/ruff check --fix worker tests
+	$(VENV)/bin/ruff format worker tests
+
+bench: install
+	$(PY) -m worker.bench
+
+demo: install
+	./scripts/demo.sh
+
+kafka-install:
+	./scripts/kafka.sh install
+
+kafka-up:
+	./scripts/kafka.sh up
+
+kafka-down:
+	./scripts/kafka.sh down
+
+clean:
+	rm -rf $(VENV) .cache .pytest_cache .ruff_cache .hypothesis

@@ -1,0 +1,32 @@
+"""Learner settings: which semantics (SPEC section 4), the score weights and the scale."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Semantics = Literal["corrected", "nemo-flow"]
+
+
+class Weights(BaseModel):
+    """Weights of the sensitivity score's four parts (SPEC 4.5)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    critical: float = 0.5
+    fanout: float = 0.3
+    position: float = 0.2
+    parallel: float = 0.0
+
+
+class LearnerConfig(BaseModel):
+    """Everything that changes what is learned; the same config must be used for a state's life."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    semantics: Semantics = "corrected"
+    weights: Weights = Weights()
+    scale: int = Field(default=5, ge=2, le=100)
+    #: how many recent run ids each agent remembers to skip duplicates (SPEC section 1)
+    dedupe_window: int = Field(default=100_000, ge=0)
