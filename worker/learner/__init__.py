@@ -1,10 +1,10 @@
 """The learner: a pure, Kafka-free core (run records in, trie and hints out).
 
-    state = AgentState()
-    state.learn(run, config)          # False when run.id was already learned (duplicate)
-    trie = build_trie("agent-7", state, config)
-    hints = default_hints(trie, config)          # AgentHints | None
-    blob = state.to_bytes(); AgentState.from_bytes(blob).merge(other_state)
+state = AgentState()
+state.learn(run, config)          # False when run.id was already learned (duplicate)
+trie = build_trie("agent-7", state, config)
+hints = default_hints(trie, config)          # AgentHints | None
+blob = state.to_bytes(); AgentState.from_bytes(blob).merge(other_state)
 """
 
 from worker.learner.config import LearnerConfig, Semantics, Weights

@@ -1,0 +1,55 @@
+"""SPEC section 5: the hints a router attaches to requests, from a prediction trie."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from worker.learner.config import LearnerConfig
+from worker.learner.rounding import round_half_away, saturate_u32
+from worker.records import AgentHints, Prediction, TrieEnvelope
+
+
+def _hints(
+    p: Prediction, config: LearnerConfig, prefix_id: str, level: float, extra_requests: int
+) -> AgentHints:
+    scale = config.scale
+    return AgentHints(
+        osl=saturate_u32(p.output_tokens.p90),
+        iat=saturate_u32(p.interarrival_ms.mean),
+        priority=max(scale - (p.latency_sensitivity or 1), 0),
+        latency_sensitivity=level,
+        prefix_id=prefix_id,
+        total_requests=saturate_u32(round_half_away(p.remaining_calls.mean) + extra_requests),
+    )
+
+
+def default_hints(trie: TrieEnvelope, config: LearnerConfig) -> AgentHints | None:
+    """The agent-wide hints, from the root's any-index prediction; None before any LLM call."""
+    p = trie.root.predictions_any_index
+    if p is None:
+        return None
+    level = float(p.latency_sensitivity) if p.latency_sensitivity is not None else 0.0
+    return _hints(p, config, "default", level, 1)
+
+
+def lookup_hints(
+    trie: TrieEnvelope, path: Sequence[str], call_index: int, config: LearnerConfig
+) -> AgentHints | None:
+    """Hints for a request at scope `path` and call index `call_index` (what a router does).
+
+    Walks from the root along the path while names match; the deepest visited node with a
+    prediction (for this index, else across indices) wins. Without any, the defaults apply.
+    """
+    node = trie.root
+    found = node.predictions_by_call_index.get(str(call_index)) or node.predictions_any_index
+    for name in path:
+        node = node.children.get(name)  # type: ignore[assignment]
+        if node is None:
+            break
+        own = node.predictions_by_call_index.get(str(call_index)) or node.predictions_any_index
+        found = own or found
+    if found is None:
+        return default_hints(trie, config)
+    level = float(found.latency_sensitivity or 1)
+    prefix = f"{trie.workflow_name}-d{len(path)}"
+    return _hints(found, config, prefix, level, call_index)

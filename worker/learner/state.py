@@ -1,0 +1,202 @@
+"""One agent's learning state: per-node statistics plus the run ids already learned.
+
+This is what the worker keeps per agent (as `to_bytes()` in RocksDB and the changelog),
+so it is compact, mergeable, and holds the dedupe window in the same value as the
+statistics: one atomic write says both "learned" and "what was learned".
+"""
+
+from __future__ import annotations
+
+import struct
+from collections import deque
+from typing import Any
+from uuid import UUID
+
+import orjson
+
+from worker.learner.analysis import CallObservation, observe_run
+from worker.learner.config import LearnerConfig
+from worker.learner.stats import Statistic
+from worker.records import RunRecord
+
+_FORMAT_VERSION = 1
+_HEADER = struct.Struct("<BI")  # format version, length of the JSON part; run ids follow
+
+
+class StatGroup:
+    """The four statistics SPEC 4.6 folds, for one node and one call index (or all)."""
+
+    __slots__ = ("interarrival_ms", "output_tokens", "remaining_calls", "score")
+
+    def __init__(self) -> None:
+        self.remaining_calls = Statistic()
+        self.interarrival_ms = Statistic()
+        self.output_tokens = Statistic()
+        self.score = Statistic()
+
+    def add(self, obs: CallObservation) -> None:
+        self.remaining_calls.add(obs.remaining_calls)
+        if obs.interarrival_ms is not None:
+            self.interarrival_ms.add(obs.interarrival_ms)
+        self.output_tokens.add(obs.output_tokens)
+        self.score.add(obs.score)
+
+    def merge(self, other: StatGroup) -> None:
+        for name in self.__slots__:
+            getattr(self, name).merge(getattr(other, name))
+
+    def dump(self) -> list[Any]:
+        return [getattr(self, name).dump() for name in self.__slots__]
+
+    @classmethod
+    def load(cls, data: list[Any]) -> StatGroup:
+        group = cls()
+        for name, part in zip(cls.__slots__, data, strict=True):
+            setattr(group, name, Statistic.load(part))
+        return group
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, StatGroup) and all(
+            getattr(self, n) == getattr(other, n) for n in self.__slots__
+        )
+
+
+class NodeStats:
+    """Statistics of one trie node: per call index, and across all indices."""
+
+    __slots__ = ("any_index", "by_index")
+
+    def __init__(self) -> None:
+        self.any_index = StatGroup()
+        self.by_index: dict[int, StatGroup] = {}
+
+    def add(self, obs: CallObservation) -> None:
+        self.any_index.add(obs)
+        group = self.by_index.get(obs.call_index)
+        if group is None:
+            group = self.by_index[obs.call_index] = StatGroup()
+        group.add(obs)
+
+    def merge(self, other: NodeStats) -> None:
+        self.any_index.merge(other.any_index)
+        for index, group in other.by_index.items():
+            self.by_index.setdefault(index, StatGroup()).merge(group)
+
+    def dump(self) -> list[Any]:
+        return [self.any_index.dump(), [[i, g.dump()] for i, g in self.by_index.items()]]
+
+    @classmethod
+    def load(cls, data: list[Any]) -> NodeStats:
+        node = cls()
+        node.any_index = StatGroup.load(data[0])
+        node.by_index = {i: StatGroup.load(g) for i, g in data[1]}
+        return node
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, NodeStats)
+            and self.any_index == other.any_index
+            and self.by_index == other.by_index
+        )
+
+
+class AgentState:
+    """Everything learned for one agent; `learn` folds in one run (SPEC section 4)."""
+
+    __slots__ = ("_recent", "_seen", "children", "root", "runs")
+
+    def __init__(self) -> None:
+        self.runs = 0
+        self.root = NodeStats()
+        #: the root's children by call name (a name with "/" is still one node)
+        self.children: dict[str, NodeStats] = {}
+        self._seen: set[int] = set()  # run ids (as 128-bit ints) in the dedupe window
+        self._recent: deque[int] = deque()  # the same ids, oldest first
+
+    @property
+    def node_count(self) -> int:
+        """Distinct trie nodes, the root included."""
+        return 1 + len(self.children)
+
+    def nodes_after(self, run: RunRecord) -> int:
+        """How many trie nodes the agent would have once `run` is learned."""
+        new = {c.name for c in run.calls if c.kind == "llm" and c.ended_at is not None}
+        return self.node_count + len(new.difference(self.children))
+
+    def has_run(self, run_id: UUID) -> bool:
+        return run_id.int in self._seen
+
+    def learn(self, run: RunRecord, config: LearnerConfig) -> bool:
+        """Fold one run in; False (and no change) when its id was already learned."""
+        if run.id.int in self._seen:
+            return False
+        for obs in observe_run(run, config):
+            self.root.add(obs)
+            node = self.children.get(obs.name)
+            if node is None:
+                node = self.children[obs.name] = NodeStats()
+            node.add(obs)
+        self.runs += 1
+        self._remember(run.id.int, config.dedupe_window)
+        return True
+
+    def _remember(self, run_id: int, window: int) -> None:
+        self._seen.add(run_id)
+        self._recent.append(run_id)
+        while len(self._recent) > window:
+            self._seen.discard(self._recent.popleft())
+
+    def merge(self, other: AgentState, config: LearnerConfig | None = None) -> AgentState:
+        """Fold a state learned from other runs into this one, and return this one.
+
+        Raises ValueError when both remember a run id: that run would count twice.
+        """
+        shared = self._seen & other._seen
+        if shared:
+            raise ValueError(f"states share {len(shared)} run id(s); merging would double-count")
+        self.runs += other.runs
+        self.root.merge(other.root)
+        for name, node in other.children.items():
+            self.children.setdefault(name, NodeStats()).merge(node)
+        window = (config or LearnerConfig()).dedupe_window
+        for run_id in other._recent:
+            self._remember(run_id, window)
+        return self
+
+    def to_bytes(self) -> bytes:
+        """Compact form: a small header, the statistics as JSON, then 16 bytes per run id."""
+        body = orjson.dumps(
+            [self.runs, self.root.dump(), {n: s.dump() for n, s in self.children.items()}]
+        )
+        ids = b"".join(run_id.to_bytes(16, "big") for run_id in self._recent)
+        return _HEADER.pack(_FORMAT_VERSION, len(body)) + body + ids
+
+    @classmethod
+    def from_bytes(cls, blob: bytes) -> AgentState:
+        version, length = _HEADER.unpack_from(blob)
+        if version != _FORMAT_VERSION:
+            raise ValueError(f"unknown agent state format version {version}")
+        start = _HEADER.size
+        runs, root, children = orjson.loads(blob[start : start + length])
+        state = cls()
+        state.runs = runs
+        state.root = NodeStats.load(root)
+        state.children = {name: NodeStats.load(data) for name, data in children.items()}
+        ids = memoryview(blob)[start + length :]
+        state._recent = deque(
+            int.from_bytes(ids[i : i + 16], "big") for i in range(0, len(ids), 16)
+        )
+        state._seen = set(state._recent)
+        return state
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, AgentState)
+            and self.runs == other.runs
+            and self._seen == other._seen
+            and self.root == other.root
+            and self.children == other.children
+        )
+
+    def __repr__(self) -> str:
+        return f"AgentState(runs={self.runs}, nodes={self.node_count})"

@@ -1,0 +1,59 @@
+"""SPEC section 5: turn an agent's statistics into the published prediction trie."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from worker.learner.config import LearnerConfig
+from worker.learner.rounding import round_half_away
+from worker.learner.state import AgentState, NodeStats, StatGroup
+from worker.learner.stats import Statistic
+from worker.records import TrieEnvelope
+from worker.timestamps import now_rfc3339
+
+
+def sensitivity_level(score: Statistic, scale: int) -> int | None:
+    """Mean score in [0, 1] mapped to a level 1..scale; None without any score."""
+    if not score.count:
+        return None
+    return min(max(round_half_away(score.mean * (scale - 1)) + 1, 1), scale)
+
+
+def prediction(group: StatGroup, scale: int) -> dict[str, Any]:
+    return {
+        "remaining_calls": group.remaining_calls.metrics(),
+        "interarrival_ms": group.interarrival_ms.metrics(),
+        "output_tokens": group.output_tokens.metrics(),
+        "latency_sensitivity": sensitivity_level(group.score, scale),
+    }
+
+
+def node_dict(name: str, node: NodeStats, children: dict[str, Any], scale: int) -> dict[str, Any]:
+    has_samples = node.any_index.remaining_calls.count > 0
+    return {
+        "name": name,
+        "children": children,
+        "predictions_by_call_index": {
+            str(index): prediction(group, scale) for index, group in sorted(node.by_index.items())
+        },
+        "predictions_any_index": prediction(node.any_index, scale) if has_samples else None,
+    }
+
+
+def trie_dict(agent_id: str, state: AgentState, config: LearnerConfig) -> dict[str, Any]:
+    """The TrieEnvelope as plain JSON-ready data (what is published to `agent-tries`)."""
+    scale = config.scale
+    children = {
+        name: node_dict(name, node, {}, scale) for name, node in sorted(state.children.items())
+    }
+    return {
+        "version": "1.0",
+        "generated_at": now_rfc3339(),
+        "workflow_name": agent_id,
+        "root": node_dict("root", state.root, children, scale),
+    }
+
+
+def build_trie(agent_id: str, state: AgentState, config: LearnerConfig) -> TrieEnvelope:
+    """The agent's prediction trie, as a validated TrieEnvelope model."""
+    return TrieEnvelope.model_validate(trie_dict(agent_id, state, config))
