@@ -49,16 +49,26 @@ async def read_latest(
     )
     await consumer.start()
     try:
-        topics = await consumer.topics()
-        if topic not in topics:
-            raise LookupError(f"topic {topic!r} does not exist on {bootstrap}")
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        partitions = [TopicPartition(topic, p) for p in await topic_partitions(consumer, topic)]
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
         end = await consumer.end_offsets(partitions)
         return await asyncio.wait_for(_drain(consumer, end, keys), timeout_s)
     finally:
         await consumer.stop()
+
+
+async def topic_partitions(client: Any, topic: str) -> list[int]:
+    """Partition ids of `topic`, from fresh cluster metadata; LookupError if it does not exist.
+
+    A consumer's `partitions_for_topic` only knows subscribed topics, so we ask for all
+    metadata (aiokafka exposes no public call for this on a consumer or producer).
+    """
+    cluster = await client._client.fetch_all_metadata()
+    partitions = cluster.partitions_for_topic(topic)
+    if not partitions:
+        raise LookupError(f"topic {topic!r} does not exist")
+    return sorted(partitions)
 
 
 async def _drain(consumer: Any, end: Mapping[Any, int], keys: set[str] | None) -> dict[str, bytes]:

@@ -1,0 +1,254 @@
+"""`python -m worker produce-demo`: stream generated runs for a handful of agents.
+
+Runs come from `worker.workload.generate_runs`, keyed by agent id, at a steady `--rate`.
+With `--follow` it also watches `agent-hints` and prints one line whenever an agent's hints
+change, until every produced run is reflected (or nothing moves for `--follow-timeout`).
+`--create-topics` creates the worker's topics first when they are missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import orjson
+
+from worker.inspect import (
+    HINTS_TOPIC,
+    TRIES_TOPIC,
+    default_bootstrap,
+    read_latest,
+    topic_partitions,
+)
+
+RUNS_TOPIC = "agent-runs"
+#: (name, partitions, topic configs)
+TopicSpec = tuple[str, int, dict[str, str]]
+HINT_FIELDS = ("osl", "iat", "priority", "total_requests", "latency_sensitivity")
+
+
+# --- topics ---------------------------------------------------------------------------------
+
+
+def topic_specs(
+    runs_topic: str, hints_topic: str, tries_topic: str, partitions: int
+) -> list[TopicSpec]:
+    """(name, partitions, configs) of the worker's topics: outputs compacted, like SPEC 1."""
+    compact = {"cleanup.policy": "compact"}
+    return [
+        (runs_topic, partitions, {}),
+        (hints_topic, partitions, compact),
+        (tries_topic, partitions, compact),
+        (f"{runs_topic}.dlq", 1, {}),
+    ]
+
+
+async def ensure_topics(bootstrap: str, specs: Iterable[TopicSpec]) -> list[str]:
+    """Create the topics that do not exist yet (replication 1: a local broker); return them."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [
+            NewTopic(name, num_partitions=parts, replication_factor=1, topic_configs=configs)
+            for name, parts, configs in specs
+            if name not in existing
+        ]
+        if missing:
+            await admin.create_topics(missing)
+        return [topic.name for topic in missing]
+    finally:
+        await admin.close()
+
+
+# --- producing --------------------------------------------------------------------------------
+
+
+async def produce_runs(
+    producer: Any, topic: str, runs: Iterable[dict[str, Any]], rate: float
+) -> Counter[str]:
+    """Send runs keyed by agent id at `rate` runs/s (0: as fast as possible); count per agent."""
+    sent: Counter[str] = Counter()
+    start = time.monotonic()
+    pending = []
+    for index, run in enumerate(runs):
+        if rate > 0:
+            delay = start + index / rate - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+        agent = run["agent_id"]
+        pending.append(await producer.send(topic, orjson.dumps(run), key=agent.encode()))
+        sent[agent] += 1
+        if len(pending) >= 1000:
+            await asyncio.gather(*pending)
+            pending.clear()
+    await asyncio.gather(*pending)
+    return sent
+
+
+# --- following hints ----------------------------------------------------------------------------
+
+
+def format_change(record: Mapping[str, Any]) -> str:
+    """One compact line for a hints change: agent, runs, then the routing fields."""
+    hints = record.get("hints") or {}
+    fields = " ".join(f"{name}={hints.get(name)}" for name in HINT_FIELDS)
+    return f"{record.get('agent_id', '?'):<12} runs={record.get('runs', 0):<5} {fields}"
+
+
+class HintsFollower:
+    """Watches the hints topic from its current end and prints each agent's hints changes."""
+
+    def __init__(self, bootstrap: str, topic: str, agents: set[str] | None) -> None:
+        self.bootstrap, self.topic, self.agents = bootstrap, topic, agents
+        self.latest: dict[str, dict[str, Any]] = {}
+        self.changed = asyncio.Event()
+        self._consumer: Any = None
+
+    async def start(self, baseline: Mapping[str, dict[str, Any]]) -> None:
+        """Assign every partition at its end offset; `baseline` is each agent's last record."""
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+
+        self.latest = dict(baseline)
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False
+        )
+        await self._consumer.start()
+        parts = await topic_partitions(self._consumer, self.topic)
+        partitions = [TopicPartition(self.topic, p) for p in parts]
+        self._consumer.assign(partitions)
+        await self._consumer.seek_to_end(*partitions)
+        for tp in partitions:  # resolve the end offsets now, before anything is produced
+            await self._consumer.position(tp)
+
+    async def run(self) -> None:
+        """Print a line whenever an agent's hints differ from the last ones seen."""
+        async for message in self._consumer:
+            record = orjson.loads(message.value) if message.value else None
+            if not record:
+                continue
+            agent = record.get("agent_id")
+            if self.agents is not None and agent not in self.agents:
+                continue
+            previous = self.latest.get(agent)
+            self.latest[agent] = record
+            if previous is None or previous.get("hints") != record.get("hints"):
+                print(format_change(record), flush=True)
+            self.changed.set()
+
+    async def wait_for(self, targets: Mapping[str, int], idle_timeout: float) -> bool:
+        """Until each agent's `runs` reaches its target; False after `idle_timeout` s of quiet."""
+        while any(self.runs(a) < n for a, n in targets.items()):
+            self.changed.clear()
+            try:
+                await asyncio.wait_for(self.changed.wait(), idle_timeout)
+            except TimeoutError:
+                return False
+        return True
+
+    def runs(self, agent: str) -> int:
+        return int((self.latest.get(agent) or {}).get("runs", 0))
+
+    async def stop(self) -> None:
+        if self._consumer is not None:
+            await self._consumer.stop()
+
+
+def format_summary(records: Mapping[str, Mapping[str, Any]]) -> str:
+    """Final hints per agent, one line each, in agent order."""
+    lines = ["final hints per agent:"]
+    lines.extend("  " + format_change(records[agent]) for agent in sorted(records))
+    return "\n".join(lines)
+
+
+# --- command ------------------------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--bootstrap-servers",
+        default=default_bootstrap(),
+        help="Kafka bootstrap servers (env WORKER_BOOTSTRAP_SERVERS; default %(default)s)",
+    )
+    parser.add_argument("--topic", default=RUNS_TOPIC, help="input topic (default %(default)s)")
+    parser.add_argument("--hints-topic", default=HINTS_TOPIC, help="default %(default)s")
+    parser.add_argument("--tries-topic", default=TRIES_TOPIC, help="default %(default)s")
+    parser.add_argument("--count", type=int, default=200, help="runs to produce (default 200)")
+    parser.add_argument("--agents", type=int, default=5, help="distinct agents (default 5)")
+    parser.add_argument("--rate", type=float, default=20.0, help="runs/s, 0 = unthrottled")
+    parser.add_argument("--seed", type=int, default=None, help="workload seed (default: random)")
+    parser.add_argument("--follow", action="store_true", help="print hints as they change")
+    parser.add_argument(
+        "--follow-timeout",
+        type=float,
+        default=30.0,
+        help="with --follow, give up after this many seconds without a hints change",
+    )
+    parser.add_argument("--create-topics", action="store_true", help="create missing topics first")
+    parser.add_argument("--partitions", type=int, default=6, help="for --create-topics")
+
+
+async def _main(args: argparse.Namespace) -> int:
+    if args.create_topics:
+        specs = topic_specs(args.topic, args.hints_topic, args.tries_topic, args.partitions)
+        created = await ensure_topics(args.bootstrap_servers, specs)
+        print(f"topics created: {', '.join(created) or 'none (all exist)'}", flush=True)
+    if args.count <= 0:
+        return 0
+    from aiokafka import AIOKafkaProducer
+
+    from worker.workload import agent_id, generate_runs
+
+    seed = args.seed if args.seed is not None else random.randrange(1 << 31)
+    agents = {agent_id(i) for i in range(args.agents)}
+    follower = None
+    if args.follow:
+        baseline_raw = await read_latest(args.bootstrap_servers, args.hints_topic, agents)
+        baseline = {key: orjson.loads(value) for key, value in baseline_raw.items()}
+        follower = HintsFollower(args.bootstrap_servers, args.hints_topic, agents)
+        await follower.start(baseline)
+    producer = AIOKafkaProducer(bootstrap_servers=args.bootstrap_servers, linger_ms=5, acks="all")
+    await producer.start()
+    before = {agent: follower.runs(agent) for agent in agents} if follower else {}
+    follow_task = asyncio.create_task(follower.run()) if follower else None
+    try:
+        print(
+            f"producing {args.count} runs for {args.agents} agents at "
+            f"{args.rate or 'max'} runs/s to {args.topic} (seed {seed})",
+            flush=True,
+        )
+        runs = generate_runs(args.count, args.agents, seed=seed)
+        sent = await produce_runs(producer, args.topic, runs, args.rate)
+        print(f"produced {sum(sent.values())} runs", flush=True)
+        if follower is None:
+            return 0
+        targets = {agent: before[agent] + n for agent, n in sent.items()}
+        complete = await follower.wait_for(targets, args.follow_timeout)
+        print(format_summary(follower.latest), flush=True)
+        if not complete:
+            behind = {a: n - follower.runs(a) for a, n in targets.items() if follower.runs(a) < n}
+            print(f"gave up waiting: runs not yet reflected {behind}", file=sys.stderr)
+            return 1
+        return 0
+    finally:
+        if follow_task is not None:
+            follow_task.cancel()
+            await asyncio.gather(follow_task, return_exceptions=True)
+        await producer.stop()
+        if follower is not None:
+            await follower.stop()
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        return asyncio.run(_main(args))
+    except KeyboardInterrupt:
+        return 130
