@@ -45,7 +45,7 @@ def topic_specs(
         (runs_topic, partitions, {}),
         (hints_topic, partitions, compact),
         (tries_topic, partitions, compact),
-        (f"{runs_topic}.dlq", 1, {}),
+        (f"{runs_topic}.dlq", partitions, {}),
     ]
 
 
@@ -193,7 +193,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="with --follow, give up after this many seconds without a hints change",
     )
     parser.add_argument("--create-topics", action="store_true", help="create missing topics first")
-    parser.add_argument("--partitions", type=int, default=6, help="for --create-topics")
+    parser.add_argument(
+        "--partitions", type=int, default=8, help="for --create-topics (default 8, as the worker)"
+    )
 
 
 async def _main(args: argparse.Namespace) -> int:
