@@ -1,0 +1,120 @@
+"""Statistic properties: exact to 100 samples, bounded error and size beyond, mergeable."""
+
+from __future__ import annotations
+
+import random
+import statistics
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from worker.learner.stats import EXACT_LIMIT, Statistic, interpolate
+
+values = st.one_of(
+    st.integers(min_value=-(2**31), max_value=2**32 - 1),
+    st.floats(min_value=-1e9, max_value=1e9, allow_nan=False, allow_infinity=False),
+)
+
+
+def exact_percentile(samples: list[float], p: int) -> float:
+    """An independent reference: the stdlib's 'inclusive' quantiles use the same rule."""
+    if len(samples) == 1:
+        return float(samples[0])
+    return statistics.quantiles(samples, n=100, method="inclusive")[p - 1]
+
+
+def within_bound(got: float, exact: float) -> bool:
+    return abs(got - exact) <= max(0.02 * abs(exact), 1.0)
+
+
+def stat_of(samples: list[float]) -> Statistic:
+    stat = Statistic()
+    for value in samples:
+        stat.add(value)
+    return stat
+
+
+@given(st.lists(values, min_size=1, max_size=EXACT_LIMIT))
+def test_percentiles_are_exact_up_to_100_samples(samples: list[float]) -> None:
+    stat = stat_of(samples)
+    for got, p in zip(stat.percentiles(), (50, 90, 95), strict=True):
+        assert got == pytest.approx(exact_percentile(samples, p), rel=1e-9, abs=1e-6)
+    assert stat.mean == pytest.approx(statistics.fmean(samples), rel=1e-9, abs=1e-6)
+    assert stat.count == len(samples)
+
+
+def test_no_samples_gives_zeros() -> None:
+    assert Statistic().metrics() == {
+        "sample_count": 0,
+        "mean": 0.0,
+        "p50": 0.0,
+        "p90": 0.0,
+        "p95": 0.0,
+    }
+
+
+def test_interpolation_rule() -> None:
+    assert interpolate([1, 2, 3, 4], 50) == 2.5
+    assert interpolate([10, 20], 90) == 19.0
+
+
+SKEWED = {
+    "lognormal tokens": lambda r: int(r.lognormvariate(6, 1.5)),
+    "pareto gaps": lambda r: r.paretovariate(1.2) * 100,
+    "bimodal": lambda r: r.choice((r.gauss(50, 5), r.gauss(4000, 400))),
+    "small integers": lambda r: r.randint(0, 12),
+    "scores": lambda r: r.random(),
+    "negative gaps": lambda r: r.gauss(-800, 900),
+    "huge range": lambda r: 10 ** r.uniform(-3, 9.6),
+}
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    kind=st.sampled_from(sorted(SKEWED)),
+    count=st.integers(min_value=EXACT_LIMIT + 1, max_value=30_000),
+    seed=st.integers(0, 2**32),
+)
+def test_large_skewed_inputs_stay_within_bounds(kind: str, count: int, seed: int) -> None:
+    rng = random.Random(seed)
+    samples = [SKEWED[kind](rng) for _ in range(count)]
+    stat = stat_of(samples)
+    for got, p in zip(stat.percentiles(), (50, 90, 95), strict=True):
+        exact = exact_percentile(samples, p)
+        assert within_bound(got, exact), f"{kind} p{p}: {got} vs exact {exact}"
+    assert stat.mean == pytest.approx(statistics.fmean(samples), rel=1e-9, abs=1e-6)
+    size = len(orjson.dumps(stat.dump()))
+    assert size <= 12_000, f"{kind}: {size} bytes for {count} samples"
+
+
+def test_size_does_not_grow_with_sample_count() -> None:
+    rng = random.Random(7)
+    stat = Statistic()
+    sizes = []
+    for _ in range(4):
+        for _ in range(100_000):
+            stat.add(int(rng.lognormvariate(6, 1)))
+        sizes.append(len(orjson.dumps(stat.dump())))
+    # the bucket count follows the range of values, not their number
+    assert max(sizes) < 4_096 and sizes[-1] < sizes[0] * 1.2, sizes
+
+
+@given(st.lists(values, max_size=400), st.lists(st.integers(0, 400), max_size=6))
+def test_merge_is_independent_of_the_split(samples: list[float], cuts: list[int]) -> None:
+    bounds = sorted({0, len(samples), *(min(c, len(samples)) for c in cuts)})
+    merged = Statistic()
+    for start, end in zip(bounds, bounds[1:], strict=False):
+        merged.merge(stat_of(samples[start:end]))
+    whole = stat_of(samples)
+    assert merged == whole
+    assert merged.percentiles() == whole.percentiles()
+
+
+@given(st.lists(values, max_size=300))
+def test_dump_and_load_round_trip(samples: list[float]) -> None:
+    stat = stat_of(samples)
+    loaded = Statistic.load(orjson.loads(orjson.dumps(stat.dump())))
+    assert loaded == stat
+    assert loaded.metrics() == stat.metrics()
