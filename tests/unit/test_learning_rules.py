@@ -177,7 +177,7 @@ def test_dedupe_window_forgets_oldest_ids() -> None:
 
 
 def test_lookup_falls_back_along_the_path() -> None:
-    state, trie, defaults = learned(
+    _state, trie, defaults = learned(
         run(llm("plan", 0, 100, 50), llm("write", 200, 300, 500), llm("write", 400, 500, 700))
     )
     deep = lookup_hints(trie, ["write"], 2, CORRECTED)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import orjson
 import pytest
 from hypothesis import given, settings
@@ -56,7 +58,7 @@ def trie_json(state: AgentState, config: LearnerConfig) -> dict:
 def test_learning_does_not_depend_on_how_runs_are_split(records, cuts, semantics) -> None:
     config = CONFIGS[semantics]
     bounds = sorted({0, len(records), *(min(c, len(records)) for c in cuts)})
-    parts = [learn_all(records[a:b], config) for a, b in zip(bounds, bounds[1:], strict=False)]
+    parts = [learn_all(records[a:b], config) for a, b in itertools.pairwise(bounds)]
     merged = AgentState()
     for part in parts:
         merged.merge(AgentState.from_bytes(part.to_bytes()), config)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 import statistics
 
@@ -105,7 +106,7 @@ def test_size_does_not_grow_with_sample_count() -> None:
 def test_merge_is_independent_of_the_split(samples: list[float], cuts: list[int]) -> None:
     bounds = sorted({0, len(samples), *(min(c, len(samples)) for c in cuts)})
     merged = Statistic()
-    for start, end in zip(bounds, bounds[1:], strict=False):
+    for start, end in itertools.pairwise(bounds):
         merged.merge(stat_of(samples[start:end]))
     whole = stat_of(samples)
     assert merged == whole
