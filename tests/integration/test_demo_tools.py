@@ -165,3 +165,46 @@ def test_inspect_reports_a_missing_topic(kafka_broker: Any, topic_name: str) -> 
     )
     assert result.returncode == 1
     assert "does not exist" in result.stderr
+
+
+def test_produce_demo_follow_and_inspect_with_a_real_worker(kafka_broker: Any) -> None:
+    """produce-demo -> worker -> follow sees every run; inspect shows what replay computes."""
+    from worker_process import TopicNames, WorkerProcess, expected_outputs
+
+    from worker.workload import generate_runs
+
+    topics = TopicNames.unique("demo")
+    worker = WorkerProcess(kafka_broker.bootstrap, topics).start()
+    try:
+        worker.wait_ready()
+        flags = ["--topic", topics.runs, "--hints-topic", topics.hints]
+        flags += ["--tries-topic", topics.tries]
+        produced = cli(
+            "produce-demo", *flags, "--count", "40", "--agents", "3", "--rate", "0",
+            "--seed", "3", "--follow", "--follow-timeout", "60",
+            bootstrap=kafka_broker.bootstrap,
+        )  # fmt: skip
+        assert produced.returncode == 0, produced.stderr + worker.log_text()[-3000:]
+        expected = expected_outputs(generate_runs(40, 3, seed=3))
+        summary = produced.stdout.split("final hints per agent:", 1)[1]
+        for agent, want in expected.items():
+            hints = want["hints"]
+            line = f"{agent:<12} runs={want['runs']:<5} osl={hints['osl']} iat={hints['iat']}"
+            assert line in summary
+        # the follow output printed changes as they happened, ending at the final counts
+        changes = [line for line in produced.stdout.splitlines() if line.startswith("agent-0000")]
+        assert changes and f"runs={expected['agent-0000']['runs']} " in changes[-1]
+
+        flags = ["--hints-topic", topics.hints, "--tries-topic", topics.tries]
+        raw = cli("inspect", "agent-0000", "--json", *flags, bootstrap=kafka_broker.bootstrap)
+        assert raw.returncode == 0, raw.stderr
+        payload = json.loads(raw.stdout)
+        assert payload["hints"]["hints"] == expected["agent-0000"]["hints"]
+        assert payload["hints"]["runs"] == expected["agent-0000"]["runs"]
+
+        shown = cli("inspect", "agent-0000", *flags, bootstrap=kafka_broker.bootstrap)
+        assert shown.returncode == 0, shown.stderr
+        for name in expected["agent-0000"]["trie"]["root"]["children"]:
+            assert f"── {name}\n" in shown.stdout
+    finally:
+        worker.close()
