@@ -23,13 +23,12 @@ def parse_timestamp_ns(text: str) -> int:
     if moment.tzinfo is None:
         raise ValueError("timestamp has no zone (expected 'Z' or ±hh:mm)")
     ns = (moment - _EPOCH) // _MICROSECOND * 1000
-    dot = text.find(".")
-    if dot >= 0:
-        end = dot + 1
-        while end < len(text) and text[end].isdigit():
-            end += 1
-        if end - dot - 1 > 6:  # datetime dropped the digits past microseconds
-            ns += int(text[dot + 7 : min(end, dot + 10)].ljust(3, "0"))
+    dot = text.find(".", 19)
+    if dot > 0:  # datetime keeps 6 fraction digits; add back the nanoseconds past them
+        zone = 1 if text[-1] in "Zz" else 6
+        digits = len(text) - dot - 1 - zone
+        if digits > 6:
+            ns += int(text[dot + 7 : dot + 1 + min(digits, 9)].ljust(3, "0"))
     return ns
 
 

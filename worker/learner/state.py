@@ -16,7 +16,7 @@ import orjson
 
 from worker.learner.analysis import CallObservation, observe_run
 from worker.learner.config import LearnerConfig
-from worker.learner.stats import Statistic
+from worker.learner.stats import FOLD_BATCH, Mean, Statistic
 from worker.records import RunRecord
 
 _FORMAT_VERSION = 1
@@ -32,14 +32,21 @@ class StatGroup:
         self.remaining_calls = Statistic()
         self.interarrival_ms = Statistic()
         self.output_tokens = Statistic()
-        self.score = Statistic()
+        self.score = Mean()  # only its mean is ever read (SPEC section 5)
 
     def add(self, obs: CallObservation) -> None:
-        self.remaining_calls.add(obs.remaining_calls)
+        # the hot path: plain appends; folding into sketches happens in batches
+        remaining = self.remaining_calls.pending
+        remaining.append(obs.remaining_calls)
         if obs.interarrival_ms is not None:
-            self.interarrival_ms.add(obs.interarrival_ms)
-        self.output_tokens.add(obs.output_tokens)
-        self.score.add(obs.score)
+            self.interarrival_ms.pending.append(obs.interarrival_ms)
+        self.output_tokens.pending.append(obs.output_tokens)
+        score = self.score
+        score.count += 1
+        score.total += obs.score
+        if len(remaining) >= FOLD_BATCH:  # remaining_calls gets every sample: the longest
+            for name in self.__slots__:
+                getattr(self, name).compact()
 
     def merge(self, other: StatGroup) -> None:
         for name in self.__slots__:
@@ -52,7 +59,7 @@ class StatGroup:
     def load(cls, data: list[Any]) -> StatGroup:
         group = cls()
         for name, part in zip(cls.__slots__, data, strict=True):
-            setattr(group, name, Statistic.load(part))
+            setattr(group, name, Mean.load(part) if name == "score" else Statistic.load(part))
         return group
 
     def __eq__(self, other: object) -> bool:

@@ -15,6 +15,7 @@ import math
 from typing import Any
 
 EXACT_LIMIT = 100
+FOLD_BATCH = 256  # pending samples past the exact limit are folded in batches this big
 LINEAR_LIMIT = 49.5
 RELATIVE_ERROR = 0.01
 _GAMMA = (1 + RELATIVE_ERROR) / (1 - RELATIVE_ERROR)
@@ -54,122 +55,186 @@ def interpolate(sorted_values: list[Number], percentile: float) -> float:
 
 
 class Statistic:
-    """Count, sum and either the raw samples (at most 100) or a bucket sketch."""
+    """Count, sum and samples: raw while there are at most 100, else a bucket sketch.
 
-    __slots__ = ("buckets", "count", "samples", "total")
+    `add` only appends to `pending`; pending values are folded into the sketch in batches
+    (`compact`), which keeps the hot path to one list append. Every reading and the
+    serialized form treat pending values exactly as if they had been folded one by one,
+    so a statistic's result never depends on when folding happened.
+    """
+
+    __slots__ = ("_metrics", "buckets", "folded_count", "folded_total", "pending")
 
     def __init__(self) -> None:
-        self.count = 0
-        self.total: Number = 0
-        self.samples: list[Number] | None = []
+        self._metrics: dict[str, Any] | None = None  # cached until the count changes
+        self.pending: list[Number] = []
         self.buckets: dict[int, int] | None = None
+        self.folded_count = 0
+        self.folded_total: Number = 0
 
     def add(self, value: Number) -> None:
-        self.count += 1
-        self.total += value
-        samples = self.samples
-        if samples is not None:
-            samples.append(value)
-            if len(samples) > EXACT_LIMIT:
-                self._to_sketch()
-        else:
-            key = bucket_key(value)
-            buckets = self.buckets
-            buckets[key] = buckets.get(key, 0) + 1  # type: ignore[index,union-attr]
+        self.pending.append(value)
 
-    def _to_sketch(self) -> None:
-        buckets: dict[int, int] = {}
-        for value in self.samples or ():
+    @property
+    def count(self) -> int:
+        return self.folded_count + len(self.pending)
+
+    @property
+    def total(self) -> Number:
+        return self.folded_total + sum(self.pending)
+
+    @property
+    def mean(self) -> float:
+        count = self.count
+        return self.total / count if count else 0.0
+
+    @property
+    def exact(self) -> bool:
+        """True while every sample is kept (at most EXACT_LIMIT of them)."""
+        return self.buckets is None and len(self.pending) <= EXACT_LIMIT
+
+    def compact(self) -> None:
+        """Fold pending values into the sketch once the statistic is past the exact limit."""
+        if self.exact or not self.pending:
+            return
+        buckets = self.buckets if self.buckets is not None else {}
+        for value in self.pending:
             key = bucket_key(value)
             buckets[key] = buckets.get(key, 0) + 1
-        self.samples = None
+        self.folded_count += len(self.pending)
+        self.folded_total += sum(self.pending)
+        self.pending = []
         self.buckets = buckets
 
     def merge(self, other: Statistic) -> None:
         """Fold another statistic in: afterwards self describes both sample sets."""
-        self.count += other.count
-        self.total += other.total
-        if self.samples is not None and other.samples is not None:
-            self.samples.extend(other.samples)
-            if len(self.samples) > EXACT_LIMIT:
-                self._to_sketch()
-            return
-        if self.samples is not None:
-            self._to_sketch()
-        buckets = self.buckets
-        assert buckets is not None
-        if other.samples is not None:
-            for value in other.samples:
-                key = bucket_key(value)
-                buckets[key] = buckets.get(key, 0) + 1
-        else:
-            for key, n in other.buckets.items():  # type: ignore[union-attr]
+        self.pending.extend(other.pending)
+        if other.buckets is not None:
+            self.folded_count += other.folded_count
+            self.folded_total += other.folded_total
+            buckets = self.buckets if self.buckets is not None else {}
+            for key, n in other.buckets.items():
                 buckets[key] = buckets.get(key, 0) + n
-
-    @property
-    def mean(self) -> float:
-        return self.total / self.count if self.count else 0.0
+            self.buckets = buckets
+        self.compact()
 
     def percentiles(self) -> tuple[float, ...]:
         """p50, p90, p95 (zeros when there is no sample)."""
         if not self.count:
             return (0.0,) * len(PERCENTILES)
-        if self.samples is not None:
-            ordered = sorted(self.samples)
+        self.compact()
+        if self.exact:
+            ordered = sorted(self.pending)
             return tuple(interpolate(ordered, p) for p in PERCENTILES)
-        return tuple(self._sketch_percentile(p) for p in PERCENTILES)
+        return self._sketch_percentiles()
 
-    def _sketch_percentile(self, percentile: float) -> float:
-        rank = (self.count - 1) * percentile / 100
-        low = math.floor(rank)
-        below = self._value_at(low)
-        above = self._value_at(math.ceil(rank))
-        return below + (above - below) * (rank - low)
-
-    def _value_at(self, index: int) -> float:
-        """The (estimated) value of the `index`-th smallest sample, 0-based."""
+    def _sketch_percentiles(self) -> tuple[float, ...]:
+        """Interpolate between the estimated samples at each percentile's two ranks."""
+        ranks = [(self.folded_count - 1) * p / 100 for p in PERCENTILES]
+        wanted = sorted({math.floor(r) for r in ranks} | {math.ceil(r) for r in ranks})
+        values: dict[int, float] = {}
         seen = 0
-        for key in sorted(self.buckets):  # type: ignore[arg-type]
-            seen += self.buckets[key]  # type: ignore[index]
-            if seen > index:
-                return bucket_value(key)
-        raise IndexError(index)
+        buckets = self.buckets or {}
+        for key in sorted(buckets):
+            seen += buckets[key]
+            while wanted and wanted[0] < seen:
+                values[wanted.pop(0)] = bucket_value(key)
+            if not wanted:
+                break
+        results = []
+        for rank in ranks:
+            below = values[math.floor(rank)]
+            results.append(below + (values[math.ceil(rank)] - below) * (rank - math.floor(rank)))
+        return tuple(results)
 
     def metrics(self) -> dict[str, Any]:
-        """The SPEC `Metrics` object of this statistic."""
-        p50, p90, p95 = self.percentiles()
-        return {"sample_count": self.count, "mean": self.mean, "p50": p50, "p90": p90, "p95": p95}
+        """The SPEC `Metrics` object of this statistic (cached: samples are only added)."""
+        count = self.count
+        if self._metrics is None or self._metrics["sample_count"] != count:
+            p50, p90, p95 = self.percentiles()
+            self._metrics = {
+                "sample_count": count,
+                "mean": self.mean,
+                "p50": p50,
+                "p90": p90,
+                "p95": p95,
+            }
+        return dict(self._metrics)
 
-    # -- compact form: [count, total, samples] or [count, total, None, flat bucket pairs]
+    # -- compact form: [samples] while exact, else [count, total, flat sorted bucket pairs]
 
     def dump(self) -> list[Any]:
-        if self.samples is not None:
-            return [self.count, self.total, self.samples]
+        self.compact()
+        if self.exact:
+            return [self.pending]
         flat: list[int] = []
         for key in sorted(self.buckets):  # type: ignore[arg-type]
             flat += (key, self.buckets[key])  # type: ignore[index]
-        return [self.count, self.total, None, flat]
+        return [self.folded_count, self.folded_total, flat]
 
     @classmethod
     def load(cls, data: list[Any]) -> Statistic:
         stat = cls()
-        stat.count, stat.total, stat.samples = data[0], data[1], data[2]
-        if stat.samples is None:
-            flat = data[3]
+        if len(data) == 1:
+            stat.pending = list(data[0])
+        else:
+            stat.folded_count, stat.folded_total, flat = data
             stat.buckets = dict(zip(flat[::2], flat[1::2], strict=True))
         return stat
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Statistic):
             return NotImplemented
-        mine = sorted(self.samples) if self.samples is not None else None
-        theirs = sorted(other.samples) if other.samples is not None else None
+        self.compact()
+        other.compact()
         return (
             self.count == other.count
             and math.isclose(self.total, other.total, rel_tol=1e-12, abs_tol=1e-9)
-            and mine == theirs
+            and sorted(self.pending) == sorted(other.pending)
             and self.buckets == other.buckets
         )
 
     def __repr__(self) -> str:
         return f"Statistic(count={self.count}, mean={self.mean:.6g})"
+
+
+class Mean:
+    """Count and sum only: for the sensitivity score, whose percentiles nobody reads."""
+
+    __slots__ = ("count", "total")
+
+    def __init__(self, count: int = 0, total: Number = 0) -> None:
+        self.count = count
+        self.total = total
+
+    def add(self, value: Number) -> None:
+        self.count += 1
+        self.total += value
+
+    @property
+    def mean(self) -> float:
+        return self.total / self.count if self.count else 0.0
+
+    def compact(self) -> None:
+        """Nothing to fold; here so every statistic of a group answers the same calls."""
+
+    def merge(self, other: Mean) -> None:
+        self.count += other.count
+        self.total += other.total
+
+    def dump(self) -> list[Any]:
+        return [self.count, self.total]
+
+    @classmethod
+    def load(cls, data: list[Any]) -> Mean:
+        return cls(*data)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Mean):
+            return NotImplemented
+        return self.count == other.count and math.isclose(
+            self.total, other.total, rel_tol=1e-12, abs_tol=1e-9
+        )
+
+    def __repr__(self) -> str:
+        return f"Mean(count={self.count}, mean={self.mean:.6g})"

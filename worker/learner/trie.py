@@ -7,12 +7,12 @@ from typing import Any
 from worker.learner.config import LearnerConfig
 from worker.learner.rounding import round_half_away
 from worker.learner.state import AgentState, NodeStats, StatGroup
-from worker.learner.stats import Statistic
+from worker.learner.stats import Mean, Statistic
 from worker.records import TrieEnvelope
 from worker.timestamps import now_rfc3339
 
 
-def sensitivity_level(score: Statistic, scale: int) -> int | None:
+def sensitivity_level(score: Mean | Statistic, scale: int) -> int | None:
     """Mean score in [0, 1] mapped to a level 1..scale; None without any score."""
     if not score.count:
         return None

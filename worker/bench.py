@@ -1,0 +1,105 @@
+"""`make bench`: the learner's throughput and state size, then the end-to-end figures.
+
+Runs on one core: generated runs (6-10 LLM calls each) are encoded to JSON first, then
+timed through parsing and learning, as the worker does per record.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import importlib
+import statistics
+import sys
+import time
+
+import orjson
+
+from worker.learner import AgentState, LearnerConfig, build_trie, default_hints
+from worker.records import parse_run
+from worker.workload import generate_runs
+
+
+def _timed(label: str, count: int, unit: str, action) -> float:
+    gc.collect()
+    began = time.perf_counter()
+    action()
+    elapsed = time.perf_counter() - began
+    print(f"  {label:<34} {count / elapsed:>12,.0f} {unit}/s   ({elapsed:.2f} s for {count:,})")
+    return elapsed
+
+
+def bench_learner(runs: int, agents: int, semantics: str) -> None:
+    config = LearnerConfig(semantics=semantics)
+    lines = [orjson.dumps(r) for r in generate_runs(runs, agents, seed=42)]
+    llm_calls = sum(line.count(b'"kind":"llm"') for line in lines)
+    print(
+        f"learner ({semantics}): {runs:,} runs, {agents} agents, "
+        f"{llm_calls / runs:.1f} LLM calls per run, one core"
+    )
+    records = []
+    _timed("parse (JSON -> RunRecord)", runs, "runs", lambda: records.extend(map(parse_run, lines)))
+    states: dict[str, AgentState] = {}
+
+    def learn() -> None:
+        for record in records:
+            state = states.get(record.agent_id)
+            if state is None:
+                state = states[record.agent_id] = AgentState()
+            state.learn(record, config)
+
+    _timed("learn (fold into state)", runs, "runs", learn)
+    fresh: dict[str, AgentState] = {}
+
+    def parse_and_learn() -> None:
+        for line in lines:
+            record = parse_run(line)
+            state = fresh.get(record.agent_id)
+            if state is None:
+                state = fresh[record.agent_id] = AgentState()
+            state.learn(record, config)
+
+    _timed("parse + learn (the worker's path)", runs, "runs", parse_and_learn)
+
+    def publish() -> None:
+        for agent_id, state in states.items():
+            trie = build_trie(agent_id, state, config)
+            default_hints(trie, config)
+            trie.model_dump_json()
+
+    _timed("trie + hints + JSON per agent", len(states), "agents", publish)
+    blobs = [s.to_bytes() for s in states.values()]
+    _timed("state to_bytes", len(blobs), "agents", lambda: [s.to_bytes() for s in states.values()])
+    _timed(
+        "state from_bytes", len(blobs), "agents", lambda: list(map(AgentState.from_bytes, blobs))
+    )
+    sizes = [len(b) for b in blobs]
+    id_bytes = [16 * min(s.runs, config.dedupe_window) for s in states.values()]
+    stats_only = [size - ids for size, ids in zip(sizes, id_bytes, strict=True)]
+    print(
+        f"  state per agent: mean {statistics.fmean(sizes):,.0f} B, max {max(sizes):,} B "
+        f"(statistics alone: mean {statistics.fmean(stats_only):,.0f} B, max {max(stats_only):,} B;"
+        f" run ids 16 B each, {runs // agents} runs per agent)"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m worker.bench", description=__doc__)
+    parser.add_argument("--runs", type=int, default=20_000)
+    parser.add_argument("--agents", type=int, default=100)
+    parser.add_argument("--no-e2e", action="store_true", help="skip the end-to-end benchmark")
+    args, rest = parser.parse_known_args(argv)
+    for semantics in ("corrected", "nemo-flow"):
+        bench_learner(args.runs, args.agents, semantics)
+    if args.no_e2e:
+        return 0
+    try:
+        e2e = importlib.import_module("worker.bench_e2e")
+    except ModuleNotFoundError:
+        print("end-to-end benchmark not available (worker.bench_e2e missing)")
+        return 0
+    return int(e2e.main(rest) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
