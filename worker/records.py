@@ -24,14 +24,10 @@ from worker.timestamps import format_timestamp_ns, parse_timestamp_ns
 UINT32_MAX = 2**32 - 1
 
 
-def _to_ns(value: Any) -> Any:
-    return parse_timestamp_ns(value) if isinstance(value, str) else value
-
-
 #: An RFC 3339 timestamp with a zone, held as nanoseconds since the Unix epoch.
 Timestamp = Annotated[
     int,
-    BeforeValidator(_to_ns),
+    BeforeValidator(parse_timestamp_ns),
     PlainSerializer(format_timestamp_ns, return_type=str),
 ]
 #: A JSON integer in 0..2^32-1, as serde's u32 accepts it (no strings, no floats).
@@ -93,14 +89,13 @@ def describe_validation_error(error: ValidationError, limit: int = 3) -> str:
 def parse_run(data: bytes | str) -> RunRecord:
     """Decode one RunRecord from JSON, or raise RecordError (`invalid_json` or `schema`)."""
     try:
-        payload = orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
-        raise RecordError("invalid_json", f"not valid JSON: {exc}") from None
-    if not isinstance(payload, dict):
-        raise RecordError("schema", f"expected a JSON object, got {type(payload).__name__}")
-    try:
-        return RunRecord.model_validate(payload)
+        return RunRecord.model_validate_json(data)
     except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        if first["type"] == "json_invalid":
+            raise RecordError("invalid_json", f"not valid JSON: {first['msg']}") from None
+        if first["type"] == "model_type":
+            raise RecordError("schema", "expected a JSON object") from None
         raise RecordError("schema", describe_validation_error(exc)) from None
 
 

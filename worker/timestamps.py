@@ -14,8 +14,15 @@ NS_PER_SECOND = 1_000_000_000
 NS_PER_MS = 1_000_000
 
 
-def parse_timestamp_ns(text: str) -> int:
-    """Parse an RFC 3339 timestamp (zone required) into nanoseconds since the epoch."""
+def parse_timestamp_ns(text: str | int) -> int:
+    """Parse an RFC 3339 timestamp (zone required) into nanoseconds since the epoch.
+
+    An int is taken as nanoseconds already (records built in code rather than parsed).
+    """
+    if type(text) is int:
+        return text
+    if not isinstance(text, str):
+        raise ValueError("timestamp must be an RFC 3339 string")
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
