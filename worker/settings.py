@@ -1,0 +1,237 @@
+"""Worker settings: `config/worker.toml` < environment (`WORKER_*`) < CLI flags.
+
+Nested settings use `__` in environment names (`WORKER_LEARNER__SEMANTICS=nemo-flow`,
+`WORKER_KAFKA__SASL_PASSWORD=...`). Secrets are `SecretStr` (never printed) and may also
+come from files (`WORKER_KAFKA__SASL_PASSWORD_FILE=/run/secrets/kafka`). A bad value fails
+at start with `SettingsError` naming the setting and its environment variable.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from worker.learner import LearnerConfig
+
+ENV_PREFIX = "WORKER_"
+#: the documented defaults, shipped with the code
+DEFAULT_CONFIG_FILE = Path(__file__).resolve().parent.parent / "config" / "worker.toml"
+
+
+class SettingsError(ValueError):
+    """A setting is missing or invalid; the message names it."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TopicSettings(_Section):
+    """Topic names (SPEC section 1) and how to create the ones that are missing."""
+
+    runs: str = Field(default="agent-runs", min_length=1)
+    hints: str = Field(default="agent-hints", min_length=1)
+    tries: str = Field(default="agent-tries", min_length=1)
+    dlq: str = Field(default="agent-runs.dlq", min_length=1)
+    #: internal: runs whose partition does not match their agent id are re-sent here, keyed
+    #: by agent id, so each agent's state lives in exactly one partition. "" = "<runs>.rekey"
+    rekey: str = ""
+    #: partitions for topics the worker creates (agent-runs when missing); outputs, DLQ and
+    #: rekey get the same count as agent-runs
+    partitions: int = Field(default=8, ge=1)
+    replication_factor: int = Field(default=1, ge=1)
+    #: create missing topics at start; when false a missing topic fails the start
+    create: bool = True
+
+    @property
+    def rekey_topic(self) -> str:
+        return self.rekey or f"{self.runs}.rekey"
+
+
+class LimitSettings(_Section):
+    """Records over these limits go to the DLQ with reason `too_large` or `limits`."""
+
+    max_record_bytes: int = Field(default=1_048_576, ge=1)
+    max_calls_per_run: int = Field(default=10_000, ge=1)
+    max_name_length: int = Field(default=256, ge=1)
+    #: distinct trie nodes per agent (root included)
+    max_trie_nodes: int = Field(default=10_000, ge=1)
+
+
+class WeightSettings(_Section):
+    critical: float = 0.5
+    fanout: float = 0.3
+    position: float = 0.2
+    parallel: float = 0.0
+
+
+class LearnerSettings(_Section):
+    semantics: Literal["corrected", "nemo-flow"] = "corrected"
+    weights: WeightSettings = WeightSettings()
+    scale: int = Field(default=5, ge=2, le=100)
+    #: run ids remembered per agent to skip duplicates (stored with the agent's state)
+    dedupe_window: int = Field(default=10_000, ge=0)
+
+    def to_config(self) -> LearnerConfig:
+        return LearnerConfig.model_validate(self.model_dump())
+
+
+class KafkaSettings(_Section):
+    """Client security. Passwords are secrets: from env or `*_file`, never logged."""
+
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    sasl_password_file: Path | None = None
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+    ssl_key_password: SecretStr | None = None
+    ssl_key_password_file: Path | None = None
+    ssl_check_hostname: bool = True
+    client_id: str = "agent-hints-worker"
+
+    @model_validator(mode="after")
+    def _secrets_from_files(self) -> KafkaSettings:
+        for name in ("sasl_password", "ssl_key_password"):
+            path: Path | None = getattr(self, f"{name}_file")
+            if getattr(self, name) is None and path is not None:
+                try:
+                    secret = path.read_text().rstrip("\r\n")
+                except OSError as exc:
+                    raise ValueError(f"{name}_file: cannot read {path}: {exc.strerror}") from None
+                object.__setattr__(self, name, SecretStr(secret))
+        if self.security_protocol.startswith("SASL_") and (
+            not self.sasl_username or self.sasl_password is None
+        ):
+            raise ValueError(
+                f"security_protocol {self.security_protocol} needs sasl_username and "
+                "sasl_password (or sasl_password_file)"
+            )
+        for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+            path = getattr(self, name)
+            if path is not None and not path.is_file():
+                raise ValueError(f"{name}: no such file {path}")
+        return self
+
+
+class Settings(BaseSettings):
+    """Everything `python -m worker run` can be told; see config/worker.toml."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+        toml_file=None,
+    )
+
+    bootstrap_servers: str = Field(default="127.0.0.1:9092", min_length=1)
+    group_id: str = Field(default="agent-hints-worker", min_length=1)
+    state_dir: Path = Path(".state")
+    metrics_host: str = "0.0.0.0"
+    metrics_port: int = Field(default=9464, ge=0, le=65535)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_json: bool = False
+    processing_guarantee: Literal["at_least_once", "exactly_once"] = "at_least_once"
+    #: how often dirty agents' hints and tries are published (coalescing window)
+    publish_interval_ms: int = Field(default=200, ge=10, le=900)
+    #: how often processed offsets (and the agent states behind them) are committed
+    commit_interval_s: float = Field(default=1.0, gt=0, le=60)
+    table_standby_replicas: int = Field(default=0, ge=0)
+    #: agent states kept decoded in memory; older ones are re-read from the table store
+    state_cache_agents: int = Field(default=100_000, ge=1)
+    topics: TopicSettings = TopicSettings()
+    limits: LimitSettings = LimitSettings()
+    learner: LearnerSettings = LearnerSettings()
+    kafka: KafkaSettings = KafkaSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml_file = _CONFIG_FILE.get("path")
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if toml_file is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_file))
+        return tuple(sources)
+
+    def bootstrap_list(self) -> list[str]:
+        return [s.strip() for s in self.bootstrap_servers.split(",") if s.strip()]
+
+    def redacted(self) -> dict[str, Any]:
+        """The settings as JSON-able data with secrets masked (for the start-up log)."""
+        return self.model_dump(mode="json")  # SecretStr dumps as "**********"
+
+
+#: the TOML file the next `load_settings` reads (pydantic-settings sources are per class)
+_CONFIG_FILE: dict[str, Path | None] = {"path": None}
+
+
+def _env_name(loc: tuple[Any, ...]) -> str:
+    return ENV_PREFIX + "__".join(str(p).upper() for p in loc)
+
+
+def format_validation_error(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors(include_url=False):
+        loc = tuple(p for p in item["loc"] if not isinstance(p, int)) or ("settings",)
+        dotted = ".".join(str(p) for p in loc)
+        msg = item["msg"].removeprefix("Value error, ")
+        lines.append(f"setting {dotted} (env {_env_name(loc)}): {msg}")
+    return "invalid settings:\n  " + "\n  ".join(lines)
+
+
+def _set_path(target: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    for part in parts[:-1]:
+        target = target.setdefault(part, {})
+        if not isinstance(target, dict):
+            raise SettingsError(f"setting {dotted}: {part} is not a section")
+    target[parts[-1]] = value
+
+
+def load_settings(
+    config_file: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> Settings:
+    """Load settings: TOML file, then `WORKER_*` env, then `overrides` (dotted keys allowed).
+
+    `config_file` defaults to `$WORKER_CONFIG`, else the shipped `config/worker.toml`.
+    """
+    if config_file is None:
+        config_file = os.environ.get(f"{ENV_PREFIX}CONFIG") or None
+    if config_file is not None:
+        path = Path(config_file)
+        if not path.is_file():
+            raise SettingsError(f"config file {path} does not exist")
+    else:
+        path = DEFAULT_CONFIG_FILE if DEFAULT_CONFIG_FILE.is_file() else None
+    init: dict[str, Any] = {}
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            _set_path(init, key, value)
+    _CONFIG_FILE["path"] = path
+    try:
+        return Settings(**init)
+    except ValidationError as exc:
+        raise SettingsError(format_validation_error(exc)) from None
+    except ValueError as exc:  # e.g. a malformed TOML file or a non-JSON nested env value
+        raise SettingsError(f"invalid settings: {exc}") from None
+    finally:
+        _CONFIG_FILE["path"] = None
