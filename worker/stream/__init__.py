@@ -1,0 +1,1 @@
+"""The streaming service: faust app, per-record processing, state cache, publisher, topics."""
