@@ -1,0 +1,244 @@
+"""Acceptance tests of `python -m worker run` against the real broker (issue 4)."""
+
+from __future__ import annotations
+
+import random
+import signal
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+import pytest
+from worker_process import (
+    TopicNames,
+    WorkerProcess,
+    assert_outputs_match,
+    expected_outputs,
+    outputs_complete,
+    produce,
+    read_all,
+    run_sync,
+)
+
+from worker.workload import generate_runs
+
+pytestmark = pytest.mark.integration
+
+
+def mixed_key_records(
+    runs: list[dict[str, Any]], seed: int = 7, duplicates: int = 100
+) -> list[tuple[bytes | None, bytes]]:
+    """Each run keyed right, not keyed, or keyed with another agent; some sent twice."""
+    rng = random.Random(seed)
+    agents = sorted({r["agent_id"] for r in runs})
+    records: list[tuple[bytes | None, bytes]] = []
+    for i, run in enumerate(runs):
+        value = orjson.dumps(run)
+        choice = i % 3
+        if choice == 0:
+            key: bytes | None = run["agent_id"].encode()
+        elif choice == 1:
+            key = None
+        else:
+            key = rng.choice([a for a in agents if a != run["agent_id"]]).encode()
+        records.append((key, value))
+    for _ in range(duplicates):  # producer retries: the same run again, maybe keyed otherwise
+        _key, value = records[rng.randrange(len(records))]
+        at = rng.randrange(len(records))
+        records.insert(at, (rng.choice([None, _key, agents[0].encode()]), value))
+    return records
+
+
+@pytest.fixture
+def workers() -> Iterator[list[WorkerProcess]]:
+    started: list[WorkerProcess] = []
+    yield started
+    for worker in started:
+        worker.close()
+
+
+def test_hints_equal_replay_with_mixed_keys_and_duplicates(kafka_broker, workers) -> None:
+    runs = list(generate_runs(2000, 30, seed=11))
+    records = mixed_key_records(runs)
+    expected = expected_outputs(runs)
+    topics = TopicNames.unique("eq")
+    worker = WorkerProcess(kafka_broker.bootstrap, topics)
+    workers.append(worker)
+    worker.start().wait_ready()
+
+    run_sync(produce(kafka_broker.bootstrap, topics.runs, records))
+    worker.wait_for(
+        lambda: outputs_complete(kafka_broker.bootstrap, topics, expected),
+        "hints of all 30 agents with all their runs",
+        timeout=120,
+    )
+    assert_outputs_match(kafka_broker.bootstrap, topics, expected)
+
+    m = worker.metrics()
+    assert m["worker_runs_consumed_total"] == len(records)
+    assert m["worker_runs_learned_total"] == len(runs)
+    assert m["worker_runs_duplicate_total"] == len(records) - len(runs)
+    assert sum(v for k, v in m.items() if k.startswith("worker_runs_rejected_total")) == 0
+    assert m["worker_runs_rekeyed_total"] > 0
+    assert m["worker_agents"] == 30
+    assert m["worker_hints_published_total"] >= 30
+    assert m["worker_tries_published_total"] >= 30
+    assert m["worker_run_end_to_hints_seconds_count"] > 0
+    assert m["worker_consume_to_hints_seconds_count"] > 0
+    assert worker.stop() == 0
+
+
+def bad_records(agent: str) -> list[tuple[str, bytes]]:
+    """(expected reason, value) for each kind of bad input."""
+    good = next(iter(generate_runs(1, 1, seed=3, start_ns=1_700_000_000_000_000_000)))
+    many_calls = {**good, "id": "00000000-0000-4000-8000-000000000001"}
+    many_calls["calls"] = good["calls"] * 10  # > max_calls_per_run = 20
+    long_name = {**good, "id": "00000000-0000-4000-8000-000000000002"}
+    long_name["calls"] = [{**good["calls"][0], "kind": "llm", "name": "x" * 100}]
+    return [
+        ("invalid_json", b'{"id": "not closed'),
+        ("invalid_json", b"\xff\xfe not utf-8"),
+        ("schema", b"[1, 2, 3]"),
+        ("schema", orjson.dumps({**good, "agent_id": agent, "started_at": "yesterday"})),
+        ("schema", orjson.dumps({k: v for k, v in good.items() if k != "id"})),
+        ("too_large", orjson.dumps({**good, "agent_id": agent, "pad": "p" * 70_000})),
+        ("limits", orjson.dumps({**many_calls, "agent_id": agent})),
+        ("limits", orjson.dumps({**long_name, "agent_id": agent})),
+    ]
+
+
+def test_bad_input_goes_to_dlq_and_good_runs_around_it_are_learned(kafka_broker, workers):
+    runs = list(generate_runs(300, 5, seed=21, llm_calls=(2, 4)))
+    agent = runs[0]["agent_id"]
+    bad = bad_records(agent)
+    records: list[tuple[bytes | None, bytes]] = []
+    for i, run in enumerate(runs):
+        records.append((run["agent_id"].encode(), orjson.dumps(run)))
+        if i % 30 == 5 and bad:
+            records.append((agent.encode(), bad.pop(0)[1]))
+    records.extend((agent.encode(), value) for _, value in bad)
+    topics = TopicNames.unique("dlq")
+    worker = WorkerProcess(
+        kafka_broker.bootstrap,
+        topics,
+        env={
+            "WORKER_LIMITS__MAX_RECORD_BYTES": "65536",
+            "WORKER_LIMITS__MAX_CALLS_PER_RUN": "20",
+            "WORKER_LIMITS__MAX_NAME_LENGTH": "64",
+        },
+    )
+    workers.append(worker)
+    worker.start().wait_ready()
+    run_sync(produce(kafka_broker.bootstrap, topics.runs, records))
+    expected = expected_outputs(runs)
+    worker.wait_for(
+        lambda: outputs_complete(kafka_broker.bootstrap, topics, expected),
+        "hints of every agent",
+        timeout=90,
+    )
+    assert_outputs_match(kafka_broker.bootstrap, topics, expected)
+
+    wanted = bad_records(agent)
+    dead = run_sync(read_all(kafka_broker.bootstrap, topics.dlq))
+    assert len(dead) == len(wanted)
+    by_value = {record.value: record for record in dead}
+    for reason, value in wanted:
+        record = by_value[value]  # the original bytes, unchanged
+        headers = {k: v.decode() for k, v in record.headers}
+        assert headers["error.reason"] == reason, headers
+        assert headers["error.detail"]
+        assert headers["source.topic"] == topics.runs
+        assert int(headers["source.partition"]) >= 0 and int(headers["source.offset"]) >= 0
+        assert record.key == agent.encode()
+
+    m = worker.metrics()
+    for reason in ("invalid_json", "schema", "too_large", "limits"):
+        count = sum(1 for r, _ in wanted if r == reason)
+        assert m[f'worker_runs_rejected_total{{reason="{reason}"}}'] == count, reason
+    assert m["worker_runs_learned_total"] == len(runs)
+    assert m["worker_runs_consumed_total"] == len(records)
+    assert worker.stop(signal.SIGINT) == 0
+
+
+def test_restart_mid_stream_counts_nothing_twice(kafka_broker, workers) -> None:
+    runs = list(generate_runs(2000, 30, seed=31))
+    records = mixed_key_records(runs, seed=5, duplicates=50)
+    expected = expected_outputs(runs)
+    topics = TopicNames.unique("rs")
+    worker = WorkerProcess(kafka_broker.bootstrap, topics)
+    workers.append(worker)
+    worker.start().wait_ready()
+    half = len(records) // 2
+    run_sync(produce(kafka_broker.bootstrap, topics.runs, records[:half]))
+    worker.wait_for(
+        lambda: worker.metrics()["worker_runs_consumed_total"] >= half // 2,
+        "the worker to be mid-stream",
+    )
+    assert worker.stop() == 0  # SIGTERM while records are still waiting
+
+    run_sync(produce(kafka_broker.bootstrap, topics.runs, records[half:]))
+    worker.restart().wait_ready()
+    worker.wait_for(
+        lambda: outputs_complete(kafka_broker.bootstrap, topics, expected),
+        "hints with every run after the restart",
+        timeout=120,
+    )
+    assert_outputs_match(kafka_broker.bootstrap, topics, expected)
+    assert worker.metrics()["worker_runs_learned_total"] <= len(runs)
+    assert worker.stop() == 0
+
+
+def test_readyz_flips_and_healthz(kafka_broker, workers) -> None:
+    topics = TopicNames.unique("rz")
+    worker = WorkerProcess(kafka_broker.bootstrap, topics)
+    workers.append(worker)
+    worker.start()
+    worker.wait_for(lambda: worker._get("/healthz")[0] in (200, 503), "the metrics server")
+    worker.wait_ready()
+    assert worker._get("/healthz")[0] == 200
+    assert worker.metrics()["worker_ready"] == 1
+    assert worker.stop() == 0
+
+
+def test_scram_authenticated_run(kafka_broker, workers) -> None:
+    assert kafka_broker.sasl_bootstrap, "the session broker has a SCRAM listener"
+    client = kafka_broker.sasl_client_config()
+    runs = list(generate_runs(200, 4, seed=41, llm_calls=(2, 4)))
+    expected = expected_outputs(runs)
+    topics = TopicNames.unique("scram")
+    worker = WorkerProcess(
+        kafka_broker.sasl_bootstrap,
+        topics,
+        env={
+            "WORKER_KAFKA__SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+            "WORKER_KAFKA__SASL_MECHANISM": kafka_broker.scram_mechanism,
+            "WORKER_KAFKA__SASL_USERNAME": kafka_broker.scram_user,
+            "WORKER_KAFKA__SASL_PASSWORD": kafka_broker.scram_password,
+        },
+    )
+    workers.append(worker)
+    worker.start().wait_ready()
+    records = [(r["agent_id"].encode(), orjson.dumps(r)) for r in runs]
+    run_sync(produce(kafka_broker.sasl_bootstrap, topics.runs, records, **client))
+    worker.wait_for(
+        lambda: outputs_complete(kafka_broker.sasl_bootstrap, topics, expected, **client),
+        "hints over the SCRAM listener",
+        timeout=90,
+    )
+    assert_outputs_match(kafka_broker.sasl_bootstrap, topics, expected, **client)
+    assert kafka_broker.scram_password not in worker.log_text()
+    assert worker.stop() == 0
+
+
+def test_refuses_non_compacted_output_topic(kafka_broker) -> None:
+    topics = TopicNames.unique("nc")
+    kafka_broker.create_topic(topics.hints, partitions=4, config={"cleanup.policy": "delete"})
+    worker = WorkerProcess(kafka_broker.bootstrap, topics).start()
+    try:
+        assert worker.proc is not None
+        code = worker.proc.wait(60)
+    finally:
+        worker.close()
+    assert code != 0
+    assert f"output topic {topics.hints}" in worker.log_text()
+    assert "compact" in worker.log_text()
