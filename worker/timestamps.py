@@ -6,12 +6,22 @@ learner works on exact integer nanoseconds instead (overlap detection compares t
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
+_ZERO = timedelta(0)
+_RFC3339 = re.compile(
+    r"\d{4}-\d\d-\d\d[Tt]\d\d:\d\d:\d\d(\.\d{1,9})?([Zz]|[+-]\d\d:\d\d)", re.ASCII
+)
 NS_PER_SECOND = 1_000_000_000
 NS_PER_MS = 1_000_000
+
+
+#: epoch ns of "YYYY-MM-DDTHH:MM" prefixes already parsed (UTC): runs repeat them a lot
+_MINUTES: dict[str, int] = {}
+_MINUTES_MAX = 4096
 
 
 def parse_timestamp_ns(text: str | int) -> int:
@@ -23,12 +33,38 @@ def parse_timestamp_ns(text: str | int) -> int:
         return text
     if not isinstance(text, str):
         raise ValueError("timestamp must be an RFC 3339 string")
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        moment = datetime.fromisoformat(text.upper())  # RFC 3339 allows 't' and 'z'
-    if moment.tzinfo is None:
-        raise ValueError("timestamp has no zone (expected 'Z' or ±hh:mm)")
+    fast = _parse_utc_in_known_minute(text)
+    return fast if fast is not None else _parse_general(text)
+
+
+def _parse_utc_in_known_minute(text: str) -> int | None:
+    """The common case, without datetime: a UTC time in a minute seen before."""
+    base = _MINUTES.get(text[:16])
+    if base is None or len(text) < 20 or text[16] != ":":
+        return None
+    if text[-1] == "Z":
+        body = text[17:-1]
+    elif text.endswith("+00:00"):
+        body = text[17:-6]
+    else:
+        return None
+    seconds, dot, fraction = body[:2], body[2:3], body[3:]
+    if not (seconds.isascii() and seconds.isdigit() and int(seconds) < 60):
+        return None
+    if dot:
+        if dot != "." or not (0 < len(fraction) <= 9 and fraction.isascii() and fraction.isdigit()):
+            return None
+        return base + int(seconds) * NS_PER_SECOND + int(fraction.ljust(9, "0"))
+    return base + int(seconds) * NS_PER_SECOND
+
+
+def _parse_general(text: str) -> int:
+    if _RFC3339.fullmatch(text) is None:
+        raise ValueError(
+            "not an RFC 3339 timestamp with a zone (YYYY-MM-DDTHH:MM:SS[.fraction](Z|±hh:mm),"
+            " at most 9 fraction digits)"
+        )
+    moment = datetime.fromisoformat(text.upper())  # RFC 3339 allows 't' and 'z'
     ns = (moment - _EPOCH) // _MICROSECOND * 1000
     dot = text.find(".", 19)
     if dot > 0:  # datetime keeps 6 fraction digits; add back the nanoseconds past them
@@ -36,6 +72,10 @@ def parse_timestamp_ns(text: str | int) -> int:
         digits = len(text) - dot - 1 - zone
         if digits > 6:
             ns += int(text[dot + 7 : dot + 1 + min(digits, 9)].ljust(3, "0"))
+    if moment.utcoffset() == _ZERO and text[16:17] == ":" and text[10:11] == "T":
+        if len(_MINUTES) >= _MINUTES_MAX:
+            _MINUTES.clear()
+        _MINUTES[text[:16]] = ns - ns % (60 * NS_PER_SECOND)
     return ns
 
 

@@ -72,3 +72,28 @@ def test_bad_records_name_the_problem(data: bytes, reason: str, where: str) -> N
 def test_timestamps_keep_nanoseconds(text: str, ns: int) -> None:
     assert parse_timestamp_ns(text) == ns
     assert parse_timestamp_ns(format_timestamp_ns(ns)) == ns
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2026-03-31T12:00:61Z",
+        "2026-03-31T12:00:1Z",
+        "2026-03-31T12:00:10.Z",
+        "2026-03-31T12:00:10.1234567890Z",
+        "2026-03-31T12:00:1x.5Z",
+        "2026-03-31T12:00:10.5",
+        "2026-03-31T12:00:10.5+0000",
+    ],
+)
+def test_fast_path_rejects_what_the_general_parser_rejects(text: str) -> None:
+    parse_timestamp_ns("2026-03-31T12:00:00Z")  # the minute is now known to the fast path
+    with pytest.raises(ValueError):
+        parse_timestamp_ns(text)
+
+
+def test_fast_path_agrees_with_general_parser() -> None:
+    first = parse_timestamp_ns("2026-03-31T12:00:00.5+00:00")
+    assert parse_timestamp_ns("2026-03-31T12:00:00.500Z") == first
+    assert parse_timestamp_ns("2026-03-31T12:00:59.999999999Z") == first + 59_499_999_999
+    assert parse_timestamp_ns("2026-03-31T14:00:00.5+02:00") == first
