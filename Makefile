@@ -28,7 +28,7 @@ test-faults: install
 	WORKER_FAULTS_FULL=1 $(PY) -m pytest -q -m faults
 
 test-compat: install
-	KAFKA_VERSION=$${KAFKA_COMPAT_VERSION:-3.9.1} $(PY) -m pytest -q -m integration
+	KAFKA_VERSION=$${KAFKA_COMPAT_VERSION:-3.9.2} $(PY) -m pytest -q -m integration
 
 lint: install
 	$(VENV)/bin/ruff check worker tests
