@@ -34,16 +34,16 @@ class StatGroup:
         self.output_tokens = Statistic()
         self.score = Mean()  # only its mean is ever read (SPEC section 5)
 
-    def add(self, obs: CallObservation) -> None:
-        # the hot path: plain appends; folding into sketches happens in batches
+    def add(self, remaining_calls: int, interarrival_ms: int | None, tokens: int, score: float):
+        """The hot path: plain appends; folding into sketches happens in batches."""
         remaining = self.remaining_calls.pending
-        remaining.append(obs.remaining_calls)
-        if obs.interarrival_ms is not None:
-            self.interarrival_ms.pending.append(obs.interarrival_ms)
-        self.output_tokens.pending.append(obs.output_tokens)
-        score = self.score
-        score.count += 1
-        score.total += obs.score
+        remaining.append(remaining_calls)
+        if interarrival_ms is not None:
+            self.interarrival_ms.pending.append(interarrival_ms)
+        self.output_tokens.pending.append(tokens)
+        scores = self.score
+        scores.count += 1
+        scores.total += score
         if len(remaining) >= FOLD_BATCH:  # remaining_calls gets every sample: the longest
             for name in self.__slots__:
                 getattr(self, name).compact()
@@ -78,11 +78,12 @@ class NodeStats:
         self.by_index: dict[int, StatGroup] = {}
 
     def add(self, obs: CallObservation) -> None:
-        self.any_index.add(obs)
-        group = self.by_index.get(obs.call_index)
+        _, index, *values = obs
+        self.any_index.add(*values)
+        group = self.by_index.get(index)
         if group is None:
-            group = self.by_index[obs.call_index] = StatGroup()
-        group.add(obs)
+            group = self.by_index[index] = StatGroup()
+        group.add(*values)
 
     def merge(self, other: NodeStats) -> None:
         self.any_index.merge(other.any_index)
