@@ -93,7 +93,7 @@ def parse_run(data: bytes | str) -> RunRecord:
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
         if first["type"] == "json_invalid":
-            raise RecordError("invalid_json", f"not valid JSON: {first['msg']}") from None
+            raise RecordError("invalid_json", first["msg"]) from None
         if first["type"] == "model_type":
             raise RecordError("schema", "expected a JSON object") from None
         raise RecordError("schema", describe_validation_error(exc)) from None

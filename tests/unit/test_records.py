@@ -40,7 +40,7 @@ def test_good_record_parses_and_ignores_unknown_fields() -> None:
 @pytest.mark.parametrize(
     ("data", "reason", "where"),
     [
-        (b"{not json", "invalid_json", "not valid JSON"),
+        (b"{not json", "invalid_json", "Invalid JSON"),
         (b"[1, 2]", "schema", "expected a JSON object"),
         (orjson.dumps({**GOOD, "id": "nope"}), "schema", "id:"),
         (orjson.dumps({k: v for k, v in GOOD.items() if k != "agent_id"}), "schema", "agent_id:"),
