@@ -342,3 +342,24 @@ async def test_faust_app_processes_records_with_a_table(kafka_broker, tmp_path) 
     changelog = f"{app_id}-counts-changelog"
     records = await read_from_start(kafka_broker.bootstrap, changelog)
     assert len(records) == 9, "every table update goes to the changelog"
+
+
+async def test_broker_restart_keeps_data_and_address(kafka_broker) -> None:
+    """stop()/start() restart the same broker (for fault tests): same port, same data."""
+    topic = unique("restart")
+    await kafka_broker.create_topics(TopicSpec(topic, partitions=2))
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_broker.bootstrap, acks="all")
+    await producer.start()
+    try:
+        await producer.send_and_wait(topic, b"before", key=b"k")
+        bootstrap, pid = kafka_broker.bootstrap, kafka_broker.pid
+        await asyncio.to_thread(kafka_broker.stop)
+        assert not kafka_broker.is_running()
+        await asyncio.to_thread(kafka_broker.start)
+        assert kafka_broker.bootstrap == bootstrap and kafka_broker.pid != pid
+        # The same client reconnects to the restarted broker.
+        await asyncio.wait_for(producer.send_and_wait(topic, b"after", key=b"k"), WAIT)
+    finally:
+        await producer.stop()
+    records = await read_from_start(kafka_broker.bootstrap, topic)
+    assert [r.value for r in records] == [b"before", b"after"]
