@@ -151,6 +151,7 @@ class Worker:
     topics: dict[str, str]
     workdir: Path
     port: int = field(default_factory=free_port)
+    profile: Path | None = None
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -161,8 +162,9 @@ class Worker:
         env = dict(os.environ)
         for name, topic in self.topics.items():
             env[f"WORKER_TOPICS__{name.upper()}"] = topic
+        profiler = ["-m", "cProfile", "-o", str(self.profile)] if self.profile else []
         command = [
-            sys.executable, "-m", "worker", "run",
+            sys.executable, *profiler, "-m", "worker", "run",
             "--bootstrap-servers", self.bootstrap,
             "--group-id", f"bench-{self.topics['runs']}",
             "--state-dir", str(self.workdir / "state"),
@@ -454,13 +456,14 @@ async def latency(
 # --- report -----------------------------------------------------------------------------------
 
 
-def worker_metrics_summary(text: str | None) -> list[str]:
-    """Mean of every histogram/summary in the worker's /metrics (`*_sum` / `*_count`)."""
-    if not text:
-        return []
+Histograms = dict[str, tuple[float, float]]
+
+
+def histograms(text: str | None) -> Histograms:
+    """`{series: (sum, count)}` of every histogram/summary in a Prometheus text exposition."""
     sums: dict[str, float] = {}
     counts: dict[str, float] = {}
-    for line in text.splitlines():
+    for line in (text or "").splitlines():
         if line.startswith("#") or " " not in line:
             continue
         name, _, value = line.rpartition(" ")
@@ -473,13 +476,25 @@ def worker_metrics_summary(text: str | None) -> list[str]:
             sums[name.replace("_sum", "", 1)] = number
         elif base.endswith("_count"):
             counts[name.replace("_count", "", 1)] = number
-    lines = []
-    for key, total in sorted(sums.items()):
-        count = counts.get(key, 0.0)
-        if count:
-            mean = total / count
-            shown = ms(mean) if "seconds" in key else f"{mean:,.2f}"
-            lines.append(f"    {key}: mean {shown} over {count:,.0f}")
+    return {key: (total, counts.get(key, 0.0)) for key, total in sums.items()}
+
+
+def histogram_means(after: Histograms, before: Histograms | None = None) -> dict[str, float]:
+    """Mean per series over the interval between two scrapes (from zero without `before`)."""
+    means = {}
+    for key, (total, count) in after.items():
+        total0, count0 = (before or {}).get(key, (0.0, 0.0))
+        if count > count0:
+            means[key] = (total - total0) / (count - count0)
+    return means
+
+
+def _means_lines(means: dict[str, float]) -> list[str]:
+    if not means:
+        return []
+    lines = ["  worker /metrics histogram means:"]
+    for key, mean in sorted(means.items()):
+        lines.append(f"    {key}: {ms(mean) if 'seconds' in key else f'{mean:,.3f}'}")
     return lines
 
 
@@ -493,7 +508,12 @@ def _cores(cpu: dict[str, float]) -> str:
     )
 
 
-def report(sat: Saturation, lat: Latency | None, metrics: str | None) -> list[str]:
+def report(
+    sat: Saturation,
+    lat: Latency | None,
+    sat_means: dict[str, float],
+    lat_means: dict[str, float],
+) -> list[str]:
     lines = ["", "== end-to-end figures (one worker process)"]
     lines.append(
         f"saturation: {sat.runs:,} runs, {sat.agents} agents, backlog produced before start"
@@ -508,6 +528,7 @@ def report(sat: Saturation, lat: Latency | None, metrics: str | None) -> list[st
         per_run = sat.cpu["worker_cores"] / sat.mid_rate * 1e6
         lines.append(f"  cpu over 10%..90%: {_cores(sat.cpu)}")
         lines.append(f"  worker CPU per run: {per_run:,.0f} us")
+    lines.extend(_means_lines(sat_means))
     if lat is not None:
         lines.append(
             f"latency: {lat.sent:,} runs at {lat.rate:,.0f} runs/s for {lat.seconds:.0f} s "
@@ -523,11 +544,17 @@ def report(sat: Saturation, lat: Latency | None, metrics: str | None) -> list[st
             lines.append(f"  {label}: p50 {ms(p50)}  p90 {ms(p90)}  p99 {ms(p99)}  max {ms(top)}")
         if lat.missing:
             lines.append(f"  {lat.missing} runs never showed up in hints within 30 s")
+        consume_to_publish = lat_means.get("worker_consume_to_hints_seconds")
+        if consume_to_publish is not None and lat.in_worker:
+            before = sum(lat.in_worker) / len(lat.in_worker) - consume_to_publish
+            lines.append(
+                f"  mean split in the worker: send -> consumed ~{ms(before)}, "
+                f"consumed -> published {ms(consume_to_publish)}"
+            )
+        if lat.rate > max(sat.mid_rate, sat.first_to_last_rate):
+            lines.append("  NOTE: rate above the measured saturation; latency is queueing")
         lines.append(f"  cpu: {_cores(lat.cpu)}")
-    summary = worker_metrics_summary(metrics)
-    if summary:
-        lines.append("worker /metrics (histogram means):")
-        lines.extend(summary)
+        lines.extend(_means_lines(lat_means))
     rate = max(sat.first_to_last_rate, sat.mid_rate)
     lines.append(
         f"targets: >= {TARGET_RUNS_PER_S:,} runs/s: "
@@ -541,6 +568,14 @@ def report(sat: Saturation, lat: Latency | None, metrics: str | None) -> list[st
             f"{'met' if ok else 'NOT met'} ({ms(p99)})"
         )
     return lines
+
+
+def print_profile(path: Path, limit: int = 25) -> None:
+    """The worker's hottest functions (own time) from a cProfile dump."""
+    import pstats
+
+    print(f"\nworker profile ({path}), top {limit} by own time:")
+    pstats.Stats(str(path)).sort_stats("tottime").print_stats(limit)
 
 
 # --- main -------------------------------------------------------------------------------------
@@ -558,6 +593,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="small smoke variant")
     parser.add_argument("--skip-latency", action="store_true")
     parser.add_argument("--json", type=Path, help="also write the figures here as JSON")
+    parser.add_argument(
+        "--profile", type=Path, help="run the worker under cProfile, write pstats here"
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.runs, args.agents, args.rate, args.duration = 2000, 20, 200.0, 5.0
@@ -574,21 +612,23 @@ async def bench(args: argparse.Namespace, bootstrap: str, workdir: Path) -> list
     }
     specs = topic_specs(topics["runs"], topics["hints"], topics["tries"], args.partitions)
     await ensure_topics(bootstrap, specs)
-    worker = Worker(bootstrap, topics, workdir)
+    worker = Worker(bootstrap, topics, workdir, profile=args.profile)
     prefix = f"b{nonce[:6]}-"  # agent ids of this bench run only
     watcher = None
     try:
         print(f"saturation phase ({args.runs:,} runs) ...", flush=True)
         sat, watcher = await saturation(args, bootstrap, topics, worker, prefix)
-        lat = None
+        after_sat = histograms(await asyncio.to_thread(worker.get, "/metrics"))
+        lat, lat_means = None, {}
         if not args.skip_latency and sat.complete:
             await worker.wait_ready()
             print(f"latency phase ({args.rate:,.0f} runs/s for {args.duration:.0f} s) ...")
             lat = await latency(args, bootstrap, topics, worker, watcher, prefix)
-        metrics = await asyncio.to_thread(worker.get, "/metrics")
+            after_lat = histograms(await asyncio.to_thread(worker.get, "/metrics"))
+            lat_means = histogram_means(after_lat, after_sat)
         if args.json:
             args.json.write_bytes(orjson.dumps({"saturation": sat, "latency": lat}))
-        return report(sat, lat, metrics)
+        return report(sat, lat, histogram_means(after_sat), lat_means)
     finally:
         if watcher is not None:
             await watcher.stop()
@@ -605,6 +645,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"kafka at {bootstrap}; worker state and log in {workdir}", flush=True)
             lines = asyncio.run(bench(args, bootstrap, workdir))
         print("\n".join(lines), flush=True)
+        if args.profile and args.profile.exists():
+            print_profile(args.profile)
         return 0
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
