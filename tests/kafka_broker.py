@@ -238,6 +238,18 @@ def _set_parent_death_signal() -> None:
         libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
+def _new_cluster_id() -> str:
+    """A random Kafka Uuid in base64url, like ``kafka-storage random-uuid``.
+
+    Like Kafka's own Uuid.randomUuid(), never one starting with "-", which command-line
+    parsers take for an option.
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 def _run_coroutine_sync(factory: Any) -> Any:
     """Run ``factory()`` to completion, also when called from inside a running event loop."""
     try:
@@ -289,7 +301,12 @@ class KafkaBroker:
         self.port = port or free_port()
         self.controller_port = controller_port or free_port()
         self.sasl_port = (sasl_port or free_port()) if sasl else None
-        self.data_dir = Path(data_dir) if data_dir else Path(tempfile.mkdtemp(prefix="kafka-"))
+        # Created by start(), not here: a broker that is never started leaves nothing behind.
+        self.data_dir = (
+            Path(data_dir)
+            if data_dir
+            else Path(tempfile.gettempdir()) / f"kafka-{uuid.uuid4().hex[:12]}"
+        )
         if log_path is None:
             stamp = time.strftime("%Y%m%d-%H%M%S")
             log_path = LOG_DIR / f"broker-{stamp}-{self.port}.log"
@@ -388,7 +405,7 @@ class KafkaBroker:
         return config
 
     def _write_config(self) -> None:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         lines = [f"{key}={value}" for key, value in self.broker_config().items()]
         self.config_path.write_text("\n".join(lines) + "\n")
         (self.data_dir / "log4j2.properties").write_text(_LOG4J2)
@@ -414,8 +431,8 @@ class KafkaBroker:
         return (self.data_dir / "data" / "meta.properties").exists()
 
     def _format(self) -> None:
-        self.cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
-        args = ["format", "-t", self.cluster_id, "-c", str(self.config_path)]
+        self.cluster_id = _new_cluster_id()
+        args = ["format", f"--cluster-id={self.cluster_id}", "-c", str(self.config_path)]
         if self.sasl_port:
             for mechanism in SCRAM_MECHANISMS:
                 user = f"name={self.scram_user},password={self.scram_password}"
