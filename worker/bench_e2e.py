@@ -447,6 +447,7 @@ async def latency(
     finally:
         await producer.stop()
     await watcher.wait_until(lambda: not any(pending.values()), 30.0, worker)
+    watcher.on_hints = None  # late hints must not touch the figures from here on
     result.missing = sum(len(q) for q in pending.values())
     for values in (result.total, result.in_worker, result.delivery):
         values.sort()
