@@ -51,13 +51,14 @@ class Publisher:
     def _records(self, agent_id: str, entry: Entry) -> tuple[bytes | None, bytes]:
         """(hints value or None when unchanged/absent, trie value or b'' when unchanged)."""
         trie = build_trie(agent_id, entry.state, self.config)
-        root = trie.root.model_dump_json().encode()
-        trie_value = b""
-        digest = _digest(root)
+        trie_value = dumps(trie)
+        # compare without generated_at: everything from workflow_name on
+        digest = _digest(trie_value[trie_value.find(b'"workflow_name"') :])
         if self._last_trie.get(agent_id) != digest:
             self._last_trie[agent_id] = digest
-            trie_value = dumps(trie)
         else:
+            trie_value = b""
+        if not trie_value:
             self.metrics.publish_skipped.labels(self.topics.tries).inc()
         hints = default_hints(trie, self.config)
         if hints is None:
@@ -131,7 +132,10 @@ class Publisher:
                 self.metrics.errors.labels("publish").inc()
                 log.exception("publishing hints failed; will retry")
                 self._requeue_all()
-            await asyncio.sleep(max(0.0, interval_s - (time.monotonic() - started)))
+            # under load a cycle takes longer: sleep at least as long as it took, so
+            # publishing leaves the loop to consuming (capped: latest state within ~1 s)
+            elapsed = time.monotonic() - started
+            await asyncio.sleep(max(interval_s - elapsed, min(elapsed, 0.25), 0.01))
 
     def _requeue_all(self) -> None:
         self.forget()
