@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 test: install
-	$(PY) -m pytest -q -m "not faults_full"
+	$(PY) -m pytest -q
 
 test-unit: install
 	$(PY) -m pytest -q -m "not integration"
