@@ -25,7 +25,11 @@ def _hints(
 
 def default_hints(trie: TrieEnvelope, config: LearnerConfig) -> AgentHints | None:
     """The agent-wide hints, from the root's any-index prediction; None before any LLM call."""
-    p = trie.root.predictions_any_index
+    return default_hints_for(trie.root.predictions_any_index, config)
+
+
+def default_hints_for(p: Prediction | None, config: LearnerConfig) -> AgentHints | None:
+    """Default hints from the root's any-index prediction itself."""
     if p is None:
         return None
     level = float(p.latency_sensitivity) if p.latency_sensitivity is not None else 0.0

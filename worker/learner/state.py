@@ -8,7 +8,6 @@ statistics: one atomic write says both "learned" and "what was learned".
 from __future__ import annotations
 
 import struct
-from collections import deque
 from typing import Any
 from uuid import UUID
 
@@ -21,6 +20,7 @@ from worker.records import RunRecord
 
 _FORMAT_VERSION = 1
 _HEADER = struct.Struct("<BI")  # format version, length of the JSON part; run ids follow
+_ID_BYTES = 16
 
 
 class StatGroup:
@@ -119,7 +119,7 @@ class AgentState:
         #: the root's children by call name (a name with "/" is still one node)
         self.children: dict[str, NodeStats] = {}
         self._seen: set[int] = set()  # run ids (as 128-bit ints) in the dedupe window
-        self._recent: deque[int] = deque()  # the same ids, oldest first
+        self._recent = bytearray()  # the same ids, 16 bytes each, oldest first
 
     @property
     def node_count(self) -> int:
@@ -150,9 +150,13 @@ class AgentState:
 
     def _remember(self, run_id: int, window: int) -> None:
         self._seen.add(run_id)
-        self._recent.append(run_id)
-        while len(self._recent) > window:
-            self._seen.discard(self._recent.popleft())
+        self._recent += run_id.to_bytes(_ID_BYTES, "big")
+        excess = len(self._seen) - window
+        if excess > 0:  # forget the oldest ids
+            cut = excess * _ID_BYTES
+            for i in range(0, cut, _ID_BYTES):
+                self._seen.discard(int.from_bytes(self._recent[i : i + _ID_BYTES], "big"))
+            del self._recent[:cut]
 
     def merge(self, other: AgentState, config: LearnerConfig | None = None) -> AgentState:
         """Fold a state learned from other runs into this one, and return this one.
@@ -167,8 +171,8 @@ class AgentState:
         for name, node in other.children.items():
             self.children.setdefault(name, NodeStats()).merge(node)
         window = (config or LearnerConfig()).dedupe_window
-        for run_id in other._recent:
-            self._remember(run_id, window)
+        for i in range(0, len(other._recent), _ID_BYTES):
+            self._remember(int.from_bytes(other._recent[i : i + _ID_BYTES], "big"), window)
         return self
 
     def to_bytes(self) -> bytes:
@@ -176,8 +180,7 @@ class AgentState:
         body = orjson.dumps(
             [self.runs, self.root.dump(), {n: s.dump() for n, s in self.children.items()}]
         )
-        ids = b"".join(run_id.to_bytes(16, "big") for run_id in self._recent)
-        return _HEADER.pack(_FORMAT_VERSION, len(body)) + body + ids
+        return b"".join((_HEADER.pack(_FORMAT_VERSION, len(body)), body, self._recent))
 
     @classmethod
     def from_bytes(cls, blob: bytes) -> AgentState:
@@ -190,11 +193,11 @@ class AgentState:
         state.runs = runs
         state.root = NodeStats.load(root)
         state.children = {name: NodeStats.load(data) for name, data in children.items()}
-        ids = memoryview(blob)[start + length :]
-        state._recent = deque(
-            int.from_bytes(ids[i : i + 16], "big") for i in range(0, len(ids), 16)
-        )
-        state._seen = set(state._recent)
+        state._recent = bytearray(blob[start + length :])
+        ids = state._recent
+        state._seen = {
+            int.from_bytes(ids[i : i + _ID_BYTES], "big") for i in range(0, len(ids), _ID_BYTES)
+        }
         return state
 
     def __eq__(self, other: object) -> bool:

@@ -12,6 +12,8 @@ statistics equal the statistic of all samples whatever the split.
 from __future__ import annotations
 
 import math
+from bisect import bisect_right, insort
+from itertools import accumulate
 from typing import Any
 
 EXACT_LIMIT = 100
@@ -47,11 +49,21 @@ def bucket_value(key: int) -> float:
 
 def interpolate(sorted_values: list[Number], percentile: float) -> float:
     """SPEC section 5's linear-interpolation percentile of sorted samples."""
-    rank = (len(sorted_values) - 1) * percentile / 100
-    low = math.floor(rank)
-    high = math.ceil(rank)
+    low, high, frac = _rank_split(len(sorted_values), percentile)
     below = sorted_values[low]
-    return float(below + (sorted_values[high] - below) * (rank - low))
+    return float(below + (sorted_values[high] - below) * frac)
+
+
+def _rank_split(count: int, percentile: float) -> tuple[int, int, float]:
+    """The two sample indexes SPEC's rule interpolates between, and the weight of the upper."""
+    rank = (count - 1) * percentile / 100
+    return math.floor(rank), math.ceil(rank), rank - math.floor(rank)
+
+
+#: per sample count up to the exact limit: the (low, high, fraction) of each percentile
+_EXACT_RANKS = [
+    [_rank_split(n, p) for p in PERCENTILES] if n else [] for n in range(EXACT_LIMIT + 1)
+]
 
 
 class Statistic:
@@ -63,12 +75,13 @@ class Statistic:
     so a statistic's result never depends on when folding happened.
     """
 
-    __slots__ = ("_metrics", "buckets", "folded_count", "folded_total", "pending")
+    __slots__ = ("_metrics", "buckets", "folded_count", "folded_total", "keys", "pending")
 
     def __init__(self) -> None:
         self._metrics: dict[str, Any] | None = None  # cached until the count changes
         self.pending: list[Number] = []
         self.buckets: dict[int, int] | None = None
+        self.keys: list[int] = []  # the bucket keys, sorted
         self.folded_count = 0
         self.folded_total: Number = 0
 
@@ -100,7 +113,11 @@ class Statistic:
         buckets = self.buckets if self.buckets is not None else {}
         for value in self.pending:
             key = bucket_key(value)
-            buckets[key] = buckets.get(key, 0) + 1
+            if key in buckets:
+                buckets[key] += 1
+            else:
+                buckets[key] = 1
+                insort(self.keys, key)
         self.folded_count += len(self.pending)
         self.folded_total += sum(self.pending)
         self.pending = []
@@ -116,35 +133,35 @@ class Statistic:
             for key, n in other.buckets.items():
                 buckets[key] = buckets.get(key, 0) + n
             self.buckets = buckets
+            self.keys = sorted(buckets)
         self.compact()
 
     def percentiles(self) -> tuple[float, ...]:
         """p50, p90, p95 (zeros when there is no sample)."""
-        if not self.count:
-            return (0.0,) * len(PERCENTILES)
+        samples = self.pending
+        if self.buckets is None and len(samples) <= EXACT_LIMIT:
+            if not samples:
+                return (0.0,) * len(PERCENTILES)
+            samples.sort()  # in place: order is irrelevant and re-sorting is then cheap
+            return tuple(
+                float(samples[low] + (samples[high] - samples[low]) * frac)
+                for low, high, frac in _EXACT_RANKS[len(samples)]
+            )
         self.compact()
-        if self.exact:
-            ordered = sorted(self.pending)
-            return tuple(interpolate(ordered, p) for p in PERCENTILES)
         return self._sketch_percentiles()
 
     def _sketch_percentiles(self) -> tuple[float, ...]:
         """Interpolate between the estimated samples at each percentile's two ranks."""
-        ranks = [(self.folded_count - 1) * p / 100 for p in PERCENTILES]
-        wanted = sorted({math.floor(r) for r in ranks} | {math.ceil(r) for r in ranks})
-        values: dict[int, float] = {}
-        seen = 0
-        buckets = self.buckets or {}
-        for key in sorted(buckets):
-            seen += buckets[key]
-            while wanted and wanted[0] < seen:
-                values[wanted.pop(0)] = bucket_value(key)
-            if not wanted:
-                break
+        buckets: dict[int, int] = self.buckets  # type: ignore[assignment]
+        keys = self.keys
+        cumulative = list(accumulate(map(buckets.__getitem__, keys)))
         results = []
-        for rank in ranks:
-            below = values[math.floor(rank)]
-            results.append(below + (values[math.ceil(rank)] - below) * (rank - math.floor(rank)))
+        for p in PERCENTILES:
+            rank = (self.folded_count - 1) * p / 100
+            low = math.floor(rank)
+            below = bucket_value(keys[bisect_right(cumulative, low)])
+            above = bucket_value(keys[bisect_right(cumulative, math.ceil(rank))])
+            results.append(below + (above - below) * (rank - low))
         return tuple(results)
 
     def metrics(self) -> dict[str, Any]:
@@ -161,16 +178,14 @@ class Statistic:
             }
         return dict(self._metrics)
 
-    # -- compact form: [samples] while exact, else [count, total, flat sorted bucket pairs]
+    # -- compact form: [samples] while exact, else [count, total, sorted keys, their counts]
 
     def dump(self) -> list[Any]:
         self.compact()
         if self.exact:
             return [self.pending]
-        flat: list[int] = []
-        for key in sorted(self.buckets):  # type: ignore[arg-type]
-            flat += (key, self.buckets[key])  # type: ignore[index]
-        return [self.folded_count, self.folded_total, flat]
+        counts = list(map(self.buckets.__getitem__, self.keys))  # type: ignore[union-attr]
+        return [self.folded_count, self.folded_total, self.keys, counts]
 
     @classmethod
     def load(cls, data: list[Any]) -> Statistic:
@@ -178,8 +193,9 @@ class Statistic:
         if len(data) == 1:
             stat.pending = list(data[0])
         else:
-            stat.folded_count, stat.folded_total, flat = data
-            stat.buckets = dict(zip(flat[::2], flat[1::2], strict=True))
+            stat.folded_count, stat.folded_total, keys, counts = data
+            stat.keys = list(keys)
+            stat.buckets = dict(zip(keys, counts, strict=True))
         return stat
 
     def __eq__(self, other: object) -> bool:
