@@ -16,7 +16,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
-from worker.learner import LearnerConfig, build_trie, default_hints
+from worker.learner import LearnerConfig, trie_json_and_hints
 from worker.observability import WorkerMetrics
 from worker.records import HintsRecord, dumps
 from worker.settings import TopicSettings
@@ -50,8 +50,7 @@ class Publisher:
 
     def _records(self, agent_id: str, entry: Entry) -> tuple[bytes | None, bytes]:
         """(hints value or None when unchanged/absent, trie value or b'' when unchanged)."""
-        trie = build_trie(agent_id, entry.state, self.config)
-        trie_value = dumps(trie)
+        trie_value, hints = trie_json_and_hints(agent_id, entry.state, self.config)
         # compare without generated_at: everything from workflow_name on
         digest = _digest(trie_value[trie_value.find(b'"workflow_name"') :])
         if self._last_trie.get(agent_id) != digest:
@@ -60,7 +59,6 @@ class Publisher:
             trie_value = b""
         if not trie_value:
             self.metrics.publish_skipped.labels(self.topics.tries).inc()
-        hints = default_hints(trie, self.config)
         if hints is None:
             return None, trie_value
         content = dumps({"hints": hints.model_dump(), "runs": entry.state.runs})
