@@ -5,7 +5,14 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from worker.learner import AgentState, LearnerConfig, build_trie, default_hints, trie_json_and_hints
+from worker.learner import (
+    AgentState,
+    LearnerConfig,
+    build_trie,
+    default_hints,
+    state_hints,
+    trie_json_and_hints,
+)
 from worker.records import TrieEnvelope, parse_run
 from worker.workload import generate_runs
 
@@ -21,9 +28,11 @@ def test_trie_json_and_hints_match_the_models(semantics: str) -> None:
     parsed = TrieEnvelope.model_validate_json(blob)
     assert parsed.model_dump(exclude={"generated_at"}) == trie.model_dump(exclude={"generated_at"})
     assert hints == default_hints(trie, config)
+    assert state_hints(state, config) == hints
 
 
 def test_no_hints_without_llm_calls() -> None:
     blob, hints = trie_json_and_hints("empty", AgentState(), LearnerConfig())
     assert hints is None
+    assert state_hints(AgentState(), LearnerConfig()) is None
     assert orjson.loads(blob)["root"]["predictions_any_index"] is None

@@ -74,3 +74,15 @@ def trie_json_and_hints(
     root = trie["root"]["predictions_any_index"]
     hints = default_hints_for(root and Prediction.model_validate(root), config)
     return orjson.dumps(trie), hints
+
+
+def state_hints(state: AgentState, config: LearnerConfig) -> AgentHints | None:
+    """The default hints straight from the root's statistics, without building the trie.
+
+    Equal to `default_hints(build_trie(...))` at a fraction of the cost: the worker
+    publishes hints more often than whole tries.
+    """
+    if not state.root.any_index.remaining_calls.count:
+        return None
+    root = prediction(state.root.any_index, config.scale)
+    return default_hints_for(Prediction.model_validate(root), config)
