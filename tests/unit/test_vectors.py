@@ -13,9 +13,10 @@ import pytest
 from tests.compare import assert_agent_matches
 
 #: shared/ sits beside the repository (SPEC section 7); SHARED_DIR overrides
-VECTORS = Path(
-    os.environ.get("SHARED_DIR", Path(__file__).resolve().parents[2].parent / "shared")
-) / "vectors"
+VECTORS = (
+    Path(os.environ.get("SHARED_DIR", Path(__file__).resolve().parents[2].parent / "shared"))
+    / "vectors"
+)
 CASES = [
     (runs.name.removesuffix(".runs.jsonl"), semantics)
     for runs in sorted(VECTORS.glob("*.runs.jsonl"))
