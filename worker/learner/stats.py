@@ -47,6 +47,20 @@ def bucket_value(key: int) -> float:
     return -value if key < 0 else value
 
 
+#: memos of the two bucket mappings: samples repeat (token counts, gaps in ms, call counts)
+_MEMO_LIMIT = 1 << 18
+_BUCKET_KEYS: dict[Number, int] = {}
+_BUCKET_VALUES: dict[int, float] = {}
+
+
+def _value_of(key: int) -> float:
+    """bucket_value, memoised: the same few hundred keys are read over and over."""
+    value = _BUCKET_VALUES.get(key)
+    if value is None:
+        value = _BUCKET_VALUES[key] = bucket_value(key)
+    return value
+
+
 def interpolate(sorted_values: list[Number], percentile: float) -> float:
     """SPEC section 5's linear-interpolation percentile of sorted samples."""
     low, high, frac = _rank_split(len(sorted_values), percentile)
@@ -111,8 +125,13 @@ class Statistic:
         if self.exact or not self.pending:
             return
         buckets = self.buckets if self.buckets is not None else {}
+        known = _BUCKET_KEYS
         for value in self.pending:
-            key = bucket_key(value)
+            key = known.get(value)
+            if key is None:
+                key = bucket_key(value)
+                if len(known) < _MEMO_LIMIT:
+                    known[value] = key
             if key in buckets:
                 buckets[key] += 1
             else:
@@ -152,16 +171,19 @@ class Statistic:
 
     def _sketch_percentiles(self) -> tuple[float, ...]:
         """Interpolate between the estimated samples at each percentile's two ranks."""
-        buckets: dict[int, int] = self.buckets  # type: ignore[assignment]
         keys = self.keys
-        cumulative = list(accumulate(map(buckets.__getitem__, keys)))
+        cumulative = list(accumulate(map(self.buckets.__getitem__, keys)))  # type: ignore[union-attr]
+        last = self.folded_count - 1
         results = []
         for p in PERCENTILES:
-            rank = (self.folded_count - 1) * p / 100
-            low = math.floor(rank)
-            below = bucket_value(keys[bisect_right(cumulative, low)])
-            above = bucket_value(keys[bisect_right(cumulative, math.ceil(rank))])
-            results.append(below + (above - below) * (rank - low))
+            rank = last * p / 100
+            low = int(rank)
+            below = _value_of(keys[bisect_right(cumulative, low)])
+            fraction = rank - low
+            if fraction:
+                above = _value_of(keys[bisect_right(cumulative, low + 1)])
+                below += (above - below) * fraction
+            results.append(below)
         return tuple(results)
 
     def metrics(self) -> dict[str, Any]:
