@@ -36,6 +36,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+#: worker.stream.app.EXIT_SKIPPED: "restart me", nothing lost
+EXIT_SKIPPED = 75
 PYTHON = sys.executable
 
 
@@ -80,6 +82,7 @@ class WorkerProcess:
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
     starts: int = 0
+    restarts_asked: int = 0
 
     def start(self) -> WorkerProcess:
         assert self.proc is None or self.proc.poll() is not None, "already running"
@@ -176,6 +179,17 @@ class WorkerProcess:
         assert self.proc is not None
         self.proc.kill()
         self.proc.wait()
+
+    def supervise(self) -> bool:
+        """Restart the worker if it exited asking for it (what Kubernetes or systemd would do).
+
+        The worker exits with EXIT_SKIPPED, without committing, when the consumer skipped
+        records. Returns True when it was restarted."""
+        if self.proc is not None and self.proc.poll() == EXIT_SKIPPED:
+            self.restarts_asked += 1
+            self.start()
+            return True
+        return False
 
     def close(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -288,13 +302,23 @@ def expected_outputs(runs: Iterable[dict[str, Any]], semantics: str = "corrected
     return out
 
 
+def _root_samples(trie: dict[str, Any]) -> int:
+    root = trie["root"]["predictions_any_index"]
+    return 0 if root is None else root["remaining_calls"]["sample_count"]
+
+
 def outputs_complete(bootstrap: str, topics: TopicNames, expected: dict[str, Any], **client):
-    """True once every agent's latest HintsRecord has the expected run count."""
+    """True once every agent's latest hints and trie include all its expected runs.
+
+    Hints carry the run count; a trie (published on its own, slower cadence) is complete
+    when its root has as many call samples as the expected trie's."""
     hints = read_latest(bootstrap, topics.hints, **client)
+    tries = read_latest(bootstrap, topics.tries, **client)
     return all(
-        agent in hints and hints[agent]["runs"] == want["runs"]
+        (want["hints"] is None or (agent in hints and hints[agent]["runs"] == want["runs"]))
+        and agent in tries
+        and _root_samples(tries[agent]) == _root_samples(want["trie"])
         for agent, want in expected.items()
-        if want["hints"] is not None
     )
 
 

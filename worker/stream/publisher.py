@@ -1,9 +1,11 @@
-"""Coalescing publisher: every `publish_interval_ms`, the latest state of each changed agent.
+"""Coalescing publisher: the latest hints and tries of each changed agent, on a timer.
 
-Builds the trie and hints once per agent per interval (not per run), skips values equal to
-the last published one (ignoring `generated_at` / `updated_at`), and sends HintsRecord to
-the hints topic and TrieEnvelope to the tries topic, both keyed by agent id. Publishing is
-at-least-once: the topics are compacted "latest state", so re-publishing is harmless.
+Hints (a few root statistics) go out every `publish_interval_ms`; whole tries, which cost
+about a millisecond per busy agent to build, at most every `TRIES_INTERVAL_S`, so both still
+leave within a second of the run. Values equal to the last published one (ignoring
+`generated_at` / `updated_at`) are skipped. HintsRecord goes to the hints topic, the
+TrieEnvelope to the tries topic, both keyed by agent id. Publishing is at-least-once: the
+topics are compacted "latest state", so re-publishing is harmless.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
-from worker.learner import LearnerConfig, trie_json_and_hints
+from worker.learner import LearnerConfig, state_hints, trie_dict
 from worker.observability import WorkerMetrics
 from worker.records import HintsRecord, dumps
 from worker.settings import TopicSettings
@@ -24,6 +26,9 @@ from worker.stream.state import Entry, StateCache
 from worker.timestamps import now_rfc3339
 
 log = logging.getLogger(__name__)
+
+#: tries of changed agents are built and sent at most this often (hints: every cycle)
+TRIES_INTERVAL_S = 0.8
 
 
 def _digest(data: bytes) -> bytes:
@@ -46,62 +51,72 @@ class Publisher:
         self.metrics = metrics
         self._last_hints: dict[str, bytes] = {}
         self._last_trie: dict[str, bytes] = {}
+        self._tries_due: dict[str, Entry] = {}  # changed since their trie was last sent
+        self._tries_sent_at = 0.0
         self._lock = asyncio.Lock()
 
-    def _records(self, agent_id: str, entry: Entry) -> tuple[bytes | None, bytes]:
-        """(hints value or None when unchanged/absent, trie value or b'' when unchanged)."""
-        trie_value, hints = trie_json_and_hints(agent_id, entry.state, self.config)
-        # compare without generated_at: everything from workflow_name on
-        digest = _digest(trie_value[trie_value.find(b'"workflow_name"') :])
-        if self._last_trie.get(agent_id) != digest:
-            self._last_trie[agent_id] = digest
-        else:
-            trie_value = b""
-        if not trie_value:
-            self.metrics.publish_skipped.labels(self.topics.tries).inc()
+    def _hints_record(self, agent_id: str, entry: Entry) -> bytes | None:
+        """The HintsRecord to send, or None when there are none yet or they are unchanged."""
+        hints = state_hints(entry.state, self.config)
         if hints is None:
-            return None, trie_value
-        content = dumps({"hints": hints.model_dump(), "runs": entry.state.runs})
-        digest = _digest(content)
+            return None
+        digest = _digest(dumps({"hints": hints.model_dump(), "runs": entry.state.runs}))
         if self._last_hints.get(agent_id) == digest:
             self.metrics.publish_skipped.labels(self.topics.hints).inc()
-            return None, trie_value
+            return None
         self._last_hints[agent_id] = digest
         record = HintsRecord(
             agent_id=agent_id, hints=hints, runs=entry.state.runs, updated_at=now_rfc3339()
         )
-        return dumps(record), trie_value
+        return dumps(record)
 
-    async def publish_pending(self) -> int:
-        """Publish every agent changed since the last call; wait until the broker has them."""
+    def _trie_record(self, agent_id: str, entry: Entry) -> bytes | None:
+        """The TrieEnvelope to send, or None when it is unchanged."""
+        trie = trie_dict(agent_id, entry.state, self.config)
+        generated_at = trie.pop("generated_at")
+        digest = _digest(dumps(trie))
+        if self._last_trie.get(agent_id) == digest:
+            self.metrics.publish_skipped.labels(self.topics.tries).inc()
+            return None
+        self._last_trie[agent_id] = digest
+        return dumps({"generated_at": generated_at, **trie})
+
+    async def publish_pending(self, all_tries: bool = True) -> int:
+        """Publish what changed since the last call; wait until the broker has it.
+
+        Tries wait for their own cadence unless `all_tries` (rebalances, shutdown)."""
         async with self._lock:
             batch = self.cache.take_to_publish()
-            if not batch:
+            self._tries_due.update(batch)
+            now = time.monotonic()
+            tries_now = all_tries or now - self._tries_sent_at >= TRIES_INTERVAL_S
+            if not batch and not (tries_now and self._tries_due):
                 return 0
-            sends: list[tuple[Any, str, Entry]] = []
-            marks = []
+            sends: list[tuple[Any, Any]] = []
             for agent_id, entry in batch:
-                marks.append((entry, entry.consumed_at, entry.run_end_ns))
+                value = self._hints_record(agent_id, entry)
+                if value is not None:
+                    fut = await self.producer.send(self.topics.hints, value, key=agent_id.encode())
+                    sends.append((fut, self.metrics.hints_published))
+            tries = list(self._tries_due.items()) if tries_now else []
+            for agent_id, entry in tries:
+                value = self._trie_record(agent_id, entry)
+                if value is not None:
+                    fut = await self.producer.send(self.topics.tries, value, key=agent_id.encode())
+                    sends.append((fut, self.metrics.tries_published))
+            marks = [(e.consumed_at, e.run_end_ns) for _, e in batch]
+            for _, entry in batch:
                 entry.consumed_at = None
                 entry.run_end_ns = None
-                hints, trie = self._records(agent_id, entry)
-                key = agent_id.encode()
-                if trie:
-                    fut = await self.producer.send(self.topics.tries, trie, key=key)
-                    sends.append((fut, "tries", entry))
-                if hints is not None:
-                    fut = await self.producer.send(self.topics.hints, hints, key=key)
-                    sends.append((fut, "hints", entry))
             if sends:
-                await asyncio.gather(*(fut for fut, _, _ in sends))
+                await asyncio.gather(*(fut for fut, _ in sends))
+            if tries_now:
+                self._tries_due.clear()
+                self._tries_sent_at = now
             now_mono, now_ns = time.monotonic(), time.time_ns()
-            for _, what, _ in sends:
-                (
-                    self.metrics.hints_published
-                    if what == "hints"
-                    else self.metrics.tries_published
-                ).inc()
-            for _entry, consumed_at, end_ns in marks:
+            for _, counter in sends:
+                counter.inc()
+            for consumed_at, end_ns in marks:
                 if consumed_at is not None:
                     self.metrics.consume_to_publish.observe(now_mono - consumed_at)
                 if end_ns is not None:
@@ -117,13 +132,14 @@ class Publisher:
         for agent_id in agent_ids:
             self._last_hints.pop(agent_id, None)
             self._last_trie.pop(agent_id, None)
+            self._tries_due.pop(agent_id, None)
 
     async def run_forever(self, interval_s: float) -> None:
         """The publish timer; a failed publish is retried with the next batch's data."""
         while True:
             started = time.monotonic()
             try:
-                await self.publish_pending()
+                await self.publish_pending(all_tries=False)
             except asyncio.CancelledError:
                 raise
             except Exception:
