@@ -148,6 +148,9 @@ class Settings(BaseSettings):
     publish_interval_ms: int = Field(default=200, ge=10, le=900)
     #: how often processed offsets (and the agent states behind them) are committed
     commit_interval_s: float = Field(default=1.0, gt=0, le=60)
+    #: a worker that stops heart-beating (crash, kill -9, network cut) loses its partitions
+    #: after this long; the broker's group.min/max.session.timeout.ms bound it
+    session_timeout_s: float = Field(default=30.0, ge=1, le=300)
     table_standby_replicas: int = Field(default=0, ge=0)
     #: agent states kept decoded in memory; older ones are re-read from the table store
     state_cache_agents: int = Field(default=100_000, ge=1)

@@ -62,6 +62,7 @@ class Processor:
     def learn(self, run: RunRecord, partition: int, event: Any) -> Result:
         entry = self.cache.get(run.agent_id, partition)
         if entry.state.has_run(run.id):
+            self.cache.rewrite(entry, event)  # see StateCache.rewrite
             return Result("duplicate", agent_id=run.agent_id)
         try:
             check_nodes(entry.state, run, self.limits)

@@ -11,6 +11,7 @@ is never committed ahead of the state that includes its run.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import weakref
 from collections import OrderedDict
@@ -18,11 +19,51 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import faust
 from faust.streams import _current_event
 
 from worker.learner import AgentState
 
 log = logging.getLogger(__name__)
+
+
+class StateTable(faust.Table):
+    """faust's table, remembering the changelog sends it has not seen acknowledged yet.
+
+    faust queues a table write's changelog record in its producer buffer, and the flush that
+    precedes an offset commit gives up on that buffer after 100 ms without progress
+    (`ProducerBuffer.flush_atmost`) and does not see a record that left the buffer but has
+    not reached the Kafka client yet. Under load the offsets could then be committed while
+    the state that contains their runs is still unsent; a crash at that moment loses the
+    runs. `wait_changelog` waits for the delivery of every record sent so far, and the
+    worker calls it before every offset commit (see `app.StreamService._guard_commits`).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._unacked: list[asyncio.Future[Any]] = []
+        super().__init__(*args, **kwargs)
+
+    def send_changelog(self, *args: Any, **kwargs: Any) -> Any:
+        fut = super().send_changelog(*args, **kwargs)
+        self._unacked.append(fut)
+        return fut
+
+    def unacked(self) -> int:
+        return len(self._unacked)
+
+    async def wait_changelog(self) -> int:
+        """Wait until the broker acknowledged every changelog record sent so far.
+
+        Raises the send error if one failed: the caller must then not commit offsets."""
+        waited = 0
+        while self._unacked:
+            pending, self._unacked = self._unacked, []
+            waited += len(pending)
+            results = await asyncio.gather(*pending, return_exceptions=True)
+            errors = [r for r in results if isinstance(r, BaseException)]
+            if errors:
+                raise errors[0]
+        return waited
 
 
 @dataclass(slots=True)
@@ -50,6 +91,8 @@ class StateCache:
         self._entries: OrderedDict[str, Entry] = OrderedDict()
         self._to_publish: dict[str, Entry] = {}
         self.state_bytes = 0
+        #: the partitions this worker owns now; states of others are never written
+        self.owned: Any = None
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -76,11 +119,27 @@ class StateCache:
         entry.run_end_ns = end_ns if entry.run_end_ns is None else max(entry.run_end_ns, end_ns)
         self._to_publish[agent_id] = entry
 
+    def rewrite(self, entry: Entry, event: Any) -> None:
+        """Write the agent's state again at the next commit, unchanged.
+
+        For a replayed run found already learned: after a crash the local store can hold a
+        state whose changelog record never reached the broker (faust writes RocksDB first).
+        Writing it again puts those runs in the changelog before this run's offset commits,
+        so another worker or a rebuilt disk has them too."""
+        entry.event = event
+        entry.store_dirty = True
+
     def flush_to_table(self) -> int:
         """Write every dirty agent's state into the table (and its changelog). Synchronous."""
         written = 0
+        owned = self.owned() if self.owned is not None else None
         for agent_id, entry in self._entries.items():
             if not entry.store_dirty:
+                continue
+            if owned is not None and entry.partition not in owned:
+                log.warning("not writing state of %s: partition no longer owned", agent_id)
+                entry.store_dirty = False
+                entry.event = None
                 continue
             blob = entry.state.to_bytes()
             token = _current_event.set(weakref.ref(entry.event))
