@@ -9,7 +9,8 @@ the DLQ must hold exactly the bad records, each once.
 
 Sizes: a short variant by default (all four scenarios in a few minutes, part of `make test`);
 `WORKER_FAULTS_FULL=1` (`make test-faults`) runs the sizes of the issue: 20,000 runs and
-at least five `kill -9` in the crash scenario.
+at least five `kill -9` in the crash scenario. `WORKER_FAULTS_GUARANTEE=exactly_once` runs
+the workers with faust's transactions instead of the default at_least_once.
 """
 
 from __future__ import annotations
@@ -67,6 +68,8 @@ SIZES = {
 #: quickly (the test broker allows group.min.session.timeout.ms = 1 s)
 WORKER_ENV = {
     "WORKER_SESSION_TIMEOUT_S": "6",
+    # WORKER_FAULTS_GUARANTEE=exactly_once runs the suite against faust's transactions
+    "WORKER_PROCESSING_GUARANTEE": os.environ.get("WORKER_FAULTS_GUARANTEE", "at_least_once"),
     "WORKER_LOG_LEVEL": "INFO",
 }
 
