@@ -32,7 +32,7 @@ import time
 import urllib.request
 import uuid
 from collections import Counter, deque
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -639,21 +639,36 @@ async def bench(args: argparse.Namespace, bootstrap: str, workdir: Path) -> list
 def main(argv: list[str] | None = None) -> int:
     """Run both phases and print the figures; everything started is torn down."""
     args = parse_args(argv)
+    return run_bench("bench-e2e", args, bench, after=lambda: _maybe_profile(args))
+
+
+def _maybe_profile(args: argparse.Namespace) -> None:
+    if args.profile and args.profile.exists():
+        print_profile(args.profile)
+
+
+def run_bench(
+    name: str,
+    args: argparse.Namespace,
+    phases: Callable[[argparse.Namespace, str, Path], Awaitable[list[str]]],
+    after: Callable[[], None] | None = None,
+) -> int:
+    """Start (or reuse) a broker, run `phases`, print their lines; always tear down."""
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM -> cleanup too
-    workdir = Path(tempfile.mkdtemp(prefix="bench-e2e-"))
+    workdir = Path(tempfile.mkdtemp(prefix=f"{name}-"))
     try:
         with broker(args.bootstrap_servers) as bootstrap:
             print(f"kafka at {bootstrap}; worker state and log in {workdir}", flush=True)
-            lines = asyncio.run(bench(args, bootstrap, workdir))
+            lines = asyncio.run(phases(args, bootstrap, workdir))
         print("\n".join(lines), flush=True)
-        if args.profile and args.profile.exists():
-            print_profile(args.profile)
+        if after is not None:
+            after()
         return 0
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
     except Exception as exc:
-        print(f"bench_e2e failed: {exc}", file=sys.stderr)
+        print(f"{name} failed: {exc}", file=sys.stderr)
         return 1
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

@@ -19,9 +19,7 @@ import argparse
 import asyncio
 import os
 import shutil
-import signal
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -29,7 +27,7 @@ from typing import Any
 
 import orjson
 
-from worker.bench_e2e import Worker, broker, make_runs
+from worker.bench_e2e import Worker, make_runs, run_bench
 from worker.demo import ensure_topics, topic_specs
 from worker.workload import generate_runs
 
@@ -191,23 +189,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-    workdir = Path(tempfile.mkdtemp(prefix="bench-recovery-"))
-    try:
-        with broker(args.bootstrap_servers) as bootstrap:
-            print(f"kafka at {bootstrap}; work dir {workdir}", flush=True)
-            lines = asyncio.run(bench(args, bootstrap, workdir))
-        print("\n".join(lines), flush=True)
-        return 0
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    except Exception as exc:
-        print(f"bench_recovery failed: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+    return run_bench("bench-recovery", parse_args(argv), bench)
 
 
 if __name__ == "__main__":
