@@ -21,6 +21,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/ for kafka_broker
 
 from kafka_broker import KafkaBroker
+from worker_process import WorkerProcess
 
 _HERE = Path(__file__).resolve().parent
 _started: list[KafkaBroker] = []
@@ -47,6 +48,15 @@ def kafka_broker() -> Iterator[KafkaBroker]:
         yield broker
     finally:
         broker.close()
+
+
+@pytest.fixture
+def workers() -> Iterator[list[WorkerProcess]]:
+    """Worker processes a test starts; killed and their state deleted afterwards."""
+    started: list[WorkerProcess] = []
+    yield started
+    for worker in started:
+        worker.close()
 
 
 @pytest.fixture

@@ -22,7 +22,6 @@ import random
 import shutil
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -263,15 +262,6 @@ def check_outputs(
         f"{[v[:40] for v, n in dlq.items() if n > 1]}, unexpected: "
         f"{[v[:40] for v in dlq if v not in set(bad)]}"
     )
-
-
-@pytest.fixture
-def workers() -> Iterator[list[WorkerProcess]]:
-    started: list[WorkerProcess] = []
-    yield started
-    for worker in started:
-        worker.close()
-        shutil.rmtree(worker.state_dir, ignore_errors=True)
 
 
 def setup(kafka_broker, name: str, seed: int):

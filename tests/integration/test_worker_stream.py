@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import random
 import signal
-from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -47,14 +46,6 @@ def mixed_key_records(
         at = rng.randrange(len(records))
         records.insert(at, (rng.choice([None, _key, agents[0].encode()]), value))
     return records
-
-
-@pytest.fixture
-def workers() -> Iterator[list[WorkerProcess]]:
-    started: list[WorkerProcess] = []
-    yield started
-    for worker in started:
-        worker.close()
 
 
 def test_hints_equal_replay_with_mixed_keys_and_duplicates(kafka_broker, workers) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -192,8 +193,10 @@ class WorkerProcess:
         return False
 
     def close(self) -> None:
+        """Kill the worker if it still runs and delete its state directory (logs stay)."""
         if self.proc is not None and self.proc.poll() is None:
             self.kill()
+        shutil.rmtree(self.state_dir, ignore_errors=True)
 
 
 # --- Kafka I/O ---------------------------------------------------------------------------------
