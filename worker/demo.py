@@ -22,7 +22,7 @@ import orjson
 from worker.inspect import (
     HINTS_TOPIC,
     TRIES_TOPIC,
-    default_bootstrap,
+    add_bootstrap_argument,
     read_latest,
     topic_partitions,
 )
@@ -173,11 +173,7 @@ def format_summary(records: Mapping[str, Mapping[str, Any]]) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--bootstrap-servers",
-        default=default_bootstrap(),
-        help="Kafka bootstrap servers (env WORKER_BOOTSTRAP_SERVERS; default %(default)s)",
-    )
+    add_bootstrap_argument(parser)
     parser.add_argument("--topic", default=RUNS_TOPIC, help="input topic (default %(default)s)")
     parser.add_argument("--hints-topic", default=HINTS_TOPIC, help="default %(default)s")
     parser.add_argument("--tries-topic", default=TRIES_TOPIC, help="default %(default)s")

@@ -26,6 +26,15 @@ def default_bootstrap() -> str:
     return os.environ.get("WORKER_BOOTSTRAP_SERVERS") or DEFAULT_BOOTSTRAP
 
 
+def add_bootstrap_argument(parser: argparse.ArgumentParser) -> None:
+    """`--bootstrap-servers`, as the client commands (inspect, produce-demo) take it."""
+    parser.add_argument(
+        "--bootstrap-servers",
+        default=default_bootstrap(),
+        help="Kafka bootstrap servers (env WORKER_BOOTSTRAP_SERVERS; default %(default)s)",
+    )
+
+
 # --- reading a compacted topic --------------------------------------------------------------
 
 
@@ -198,11 +207,7 @@ def render(agent_id: str, hints: Mapping[str, Any] | None, trie: Mapping[str, An
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("agent_id", metavar="AGENT_ID", help="agent id (the record key)")
-    parser.add_argument(
-        "--bootstrap-servers",
-        default=default_bootstrap(),
-        help="Kafka bootstrap servers (env WORKER_BOOTSTRAP_SERVERS; default %(default)s)",
-    )
+    add_bootstrap_argument(parser)
     parser.add_argument("--hints-topic", default=HINTS_TOPIC, help="default %(default)s")
     parser.add_argument("--tries-topic", default=TRIES_TOPIC, help="default %(default)s")
     parser.add_argument("--json", action="store_true", help="print the raw records as JSON")
