@@ -15,7 +15,7 @@ import time
 
 import orjson
 
-from worker.learner import AgentState, LearnerConfig, trie_json_and_hints
+from worker.learner import AgentState, LearnerConfig, state_hints, trie_dict
 from worker.records import parse_run
 from worker.workload import generate_runs
 
@@ -63,7 +63,8 @@ def bench_learner(runs: int, agents: int, semantics: str) -> None:
 
     def publish() -> None:
         for agent_id, state in states.items():
-            trie_json_and_hints(agent_id, state, config)
+            state_hints(state, config)
+            orjson.dumps(trie_dict(agent_id, state, config))
 
     _timed("trie + hints + JSON per agent", len(states), "agents", publish)
 
@@ -79,7 +80,8 @@ def bench_learner(runs: int, agents: int, semantics: str) -> None:
                 state.learn(record, config)
                 changed.add(record.agent_id)
             for agent_id in changed:
-                trie_json_and_hints(agent_id, live[agent_id], config)
+                state_hints(live[agent_id], config)
+                orjson.dumps(trie_dict(agent_id, live[agent_id], config))
 
     _timed("learn + publish changed every 400", runs, "runs", learn_and_publish)
     blobs = [s.to_bytes() for s in states.values()]

@@ -10,7 +10,7 @@ blob = state.to_bytes(); AgentState.from_bytes(blob).merge(other_state)
 from worker.learner.config import LearnerConfig, Semantics, Weights
 from worker.learner.hints import default_hints, lookup_hints
 from worker.learner.state import AgentState
-from worker.learner.trie import build_trie, state_hints, trie_dict, trie_json_and_hints
+from worker.learner.trie import build_trie, state_hints, trie_dict
 
 __all__ = [
     "AgentState",
@@ -22,5 +22,4 @@ __all__ = [
     "lookup_hints",
     "state_hints",
     "trie_dict",
-    "trie_json_and_hints",
 ]

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
-
 from worker.learner.config import LearnerConfig
 from worker.learner.hints import default_hints_for
 from worker.learner.rounding import round_half_away
@@ -60,20 +58,6 @@ def trie_dict(agent_id: str, state: AgentState, config: LearnerConfig) -> dict[s
 def build_trie(agent_id: str, state: AgentState, config: LearnerConfig) -> TrieEnvelope:
     """The agent's prediction trie, as a validated TrieEnvelope model."""
     return TrieEnvelope.model_validate(trie_dict(agent_id, state, config))
-
-
-def trie_json_and_hints(
-    agent_id: str, state: AgentState, config: LearnerConfig
-) -> tuple[bytes, AgentHints | None]:
-    """What the worker publishes: the trie as JSON and the default hints.
-
-    Same content as `build_trie` + `default_hints`, without validating the whole trie
-    into models and dumping it again (the worker's publish path).
-    """
-    trie = trie_dict(agent_id, state, config)
-    root = trie["root"]["predictions_any_index"]
-    hints = default_hints_for(root and Prediction.model_validate(root), config)
-    return orjson.dumps(trie), hints
 
 
 def state_hints(state: AgentState, config: LearnerConfig) -> AgentHints | None:
