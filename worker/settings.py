@@ -67,18 +67,11 @@ class LimitSettings(_Section):
     max_trie_nodes: int = Field(default=10_000, ge=1)
 
 
-class WeightSettings(_Section):
-    critical: float = 0.5
-    fanout: float = 0.3
-    position: float = 0.2
-    parallel: float = 0.0
+class LearnerSettings(LearnerConfig):
+    """The learner's config (semantics, weights, scale) with the worker's dedupe default."""
 
-
-class LearnerSettings(_Section):
-    semantics: Literal["corrected", "nemo-flow"] = "corrected"
-    weights: WeightSettings = WeightSettings()
-    scale: int = Field(default=5, ge=2, le=100)
-    #: run ids remembered per agent to skip duplicates (stored with the agent's state)
+    #: run ids remembered per agent to skip duplicates (stored with the agent's state, so
+    #: smaller than the learner's default: the value is rewritten at every commit)
     dedupe_window: int = Field(default=10_000, ge=0)
 
     def to_config(self) -> LearnerConfig:
