@@ -363,7 +363,13 @@ class StreamService:
         self._owned = set(partitions)
         self._dlq_marks.clear()  # re-read on first need: another worker may have added some
         self._dlq_loaded.clear()
-        self._expected.clear()  # from the committed offsets again
+        # Keep the next offset of partitions this worker still owns: it processed up to
+        # there, maybe past the last commit (faust does not commit on rebalance), so the
+        # committed offset would make those records look skipped. Others start from the
+        # committed offset faust fetches for newly assigned partitions.
+        owned = {(tp.topic, tp.partition) for tp in assigned}
+        for key in [k for k in self._expected if k not in owned]:
+            del self._expected[key]
         dropped = self.cache.keep_partitions(partitions)
         if dropped:
             log.info("forgot %d agents of revoked partitions", dropped)
