@@ -21,6 +21,7 @@ from prometheus_client import Counter
 
 from worker.observability import HealthServer, WorkerMetrics
 from worker.settings import Settings
+from worker.stream.consumer import EagerTransport
 from worker.stream.kafka_config import aiokafka_kwargs, broker_url, faust_credentials
 from worker.stream.processor import Processor, Result
 from worker.stream.publisher import Publisher
@@ -33,6 +34,13 @@ TABLE_NAME = "agent-state"
 EXIT_SKIPPED = 75
 #: how far back (records) the DLQ partition is searched for what was already dead-lettered
 DLQ_SCAN_LIMIT = 100_000
+
+
+class WorkerApp(faust.App):
+    """faust's app with the eager-delivery consumer (see `worker.stream.consumer`)."""
+
+    def _new_transport(self) -> EagerTransport:
+        return EagerTransport(self.conf.broker_consumer, self)
 
 
 class CommitHook(faust.Sensor):
@@ -127,7 +135,7 @@ class StreamService:
         credentials = faust_credentials(s)
         if credentials is not None:
             kwargs["broker_credentials"] = credentials
-        return faust.App(
+        return WorkerApp(
             s.group_id,
             broker=broker_url(s),
             store="rocksdb://",
