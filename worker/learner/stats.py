@@ -12,7 +12,9 @@ statistics equal the statistic of all samples whatever the split.
 from __future__ import annotations
 
 import math
-from bisect import bisect_right, insort
+from bisect import bisect_left, bisect_right
+from collections import Counter
+from collections.abc import Iterable
 from itertools import accumulate
 from typing import Any
 
@@ -53,6 +55,14 @@ _BUCKET_KEYS: dict[Number, int] = {}
 _BUCKET_VALUES: dict[int, float] = {}
 
 
+def _key_of(value: Number) -> int:
+    """bucket_key, memoised (up to `_MEMO_LIMIT` distinct values)."""
+    key = bucket_key(value)
+    if len(_BUCKET_KEYS) < _MEMO_LIMIT:
+        _BUCKET_KEYS[value] = key
+    return key
+
+
 def _value_of(key: int) -> float:
     """bucket_value, memoised: the same few hundred keys are read over and over."""
     value = _BUCKET_VALUES.get(key)
@@ -86,16 +96,18 @@ class Statistic:
     `add` only appends to `pending`; pending values are folded into the sketch in batches
     (`compact`), which keeps the hot path to one list append. Every reading and the
     serialized form treat pending values exactly as if they had been folded one by one,
-    so a statistic's result never depends on when folding happened.
+    so a statistic's result never depends on when folding happened. The sketch is two
+    parallel lists, bucket keys (sorted) and their counts, so that a percentile is one
+    cumulative sum and a binary search.
     """
 
-    __slots__ = ("_metrics", "buckets", "folded_count", "folded_total", "keys", "pending")
+    __slots__ = ("_metrics", "counts", "folded_count", "folded_total", "keys", "pending")
 
     def __init__(self) -> None:
         self._metrics: dict[str, Any] | None = None  # cached until the count changes
         self.pending: list[Number] = []
-        self.buckets: dict[int, int] | None = None
-        self.keys: list[int] = []  # the bucket keys, sorted
+        self.keys: list[int] | None = None  # the sketch's bucket keys, sorted (None: exact)
+        self.counts: list[int] = []  # samples in each bucket, aligned with keys
         self.folded_count = 0
         self.folded_total: Number = 0
 
@@ -118,47 +130,46 @@ class Statistic:
     @property
     def exact(self) -> bool:
         """True while every sample is kept (at most EXACT_LIMIT of them)."""
-        return self.buckets is None and len(self.pending) <= EXACT_LIMIT
+        return self.keys is None and len(self.pending) <= EXACT_LIMIT
 
     def compact(self) -> None:
         """Fold pending values into the sketch once the statistic is past the exact limit."""
-        if self.exact or not self.pending:
+        pending = self.pending
+        if self.exact or not pending:
             return
-        buckets = self.buckets if self.buckets is not None else {}
-        known = _BUCKET_KEYS
-        for value in self.pending:
-            key = known.get(value)
-            if key is None:
-                key = bucket_key(value)
-                if len(known) < _MEMO_LIMIT:
-                    known[value] = key
-            if key in buckets:
-                buckets[key] += 1
-            else:
-                buckets[key] = 1
-                insort(self.keys, key)
-        self.folded_count += len(self.pending)
-        self.folded_total += sum(self.pending)
+        keyed = list(map(_BUCKET_KEYS.get, pending))
+        if None in keyed:
+            keyed = [_key_of(v) if k is None else k for k, v in zip(keyed, pending, strict=True)]
+        self._add_buckets(Counter(keyed).items())
+        self.folded_count += len(pending)
+        self.folded_total += sum(pending)
         self.pending = []
-        self.buckets = buckets
+
+    def _add_buckets(self, buckets: Iterable[tuple[int, int]]) -> None:
+        keys = self.keys if self.keys is not None else []
+        counts = self.counts
+        for key, n in buckets:
+            i = bisect_left(keys, key)
+            if i < len(keys) and keys[i] == key:
+                counts[i] += n
+            else:
+                keys.insert(i, key)
+                counts.insert(i, n)
+        self.keys = keys
 
     def merge(self, other: Statistic) -> None:
         """Fold another statistic in: afterwards self describes both sample sets."""
         self.pending.extend(other.pending)
-        if other.buckets is not None:
+        if other.keys is not None:
             self.folded_count += other.folded_count
             self.folded_total += other.folded_total
-            buckets = self.buckets if self.buckets is not None else {}
-            for key, n in other.buckets.items():
-                buckets[key] = buckets.get(key, 0) + n
-            self.buckets = buckets
-            self.keys = sorted(buckets)
+            self._add_buckets(zip(other.keys, other.counts, strict=True))
         self.compact()
 
     def percentiles(self) -> tuple[float, ...]:
         """p50, p90, p95 (zeros when there is no sample)."""
         samples = self.pending
-        if self.buckets is None and len(samples) <= EXACT_LIMIT:
+        if self.keys is None and len(samples) <= EXACT_LIMIT:
             if not samples:
                 return (0.0,) * len(PERCENTILES)
             samples.sort()  # in place: order is irrelevant and re-sorting is then cheap
@@ -171,8 +182,8 @@ class Statistic:
 
     def _sketch_percentiles(self) -> tuple[float, ...]:
         """Interpolate between the estimated samples at each percentile's two ranks."""
-        keys = self.keys
-        cumulative = list(accumulate(map(self.buckets.__getitem__, keys)))  # type: ignore[union-attr]
+        keys: list[int] = self.keys  # type: ignore[assignment]
+        cumulative = list(accumulate(self.counts))
         last = self.folded_count - 1
         results = []
         for p in PERCENTILES:
@@ -206,8 +217,7 @@ class Statistic:
         self.compact()
         if self.exact:
             return [self.pending]
-        counts = list(map(self.buckets.__getitem__, self.keys))  # type: ignore[union-attr]
-        return [self.folded_count, self.folded_total, self.keys, counts]
+        return [self.folded_count, self.folded_total, self.keys, self.counts]
 
     @classmethod
     def load(cls, data: list[Any]) -> Statistic:
@@ -216,8 +226,10 @@ class Statistic:
             stat.pending = list(data[0])
         else:
             stat.folded_count, stat.folded_total, keys, counts = data
+            if len(keys) != len(counts):
+                raise ValueError("sketch keys and counts differ in length")
             stat.keys = list(keys)
-            stat.buckets = dict(zip(keys, counts, strict=True))
+            stat.counts = list(counts)
         return stat
 
     def __eq__(self, other: object) -> bool:
@@ -229,7 +241,8 @@ class Statistic:
             self.count == other.count
             and math.isclose(self.total, other.total, rel_tol=1e-12, abs_tol=1e-9)
             and sorted(self.pending) == sorted(other.pending)
-            and self.buckets == other.buckets
+            and self.keys == other.keys
+            and self.counts == other.counts
         )
 
     def __repr__(self) -> str:
