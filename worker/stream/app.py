@@ -164,6 +164,7 @@ class StreamService:
     async def _agent(self, stream: Any) -> None:
         runs_topic = self.settings.topics.runs
         metrics = self.metrics
+        yielded_at = time.perf_counter()
         async for event in stream.events():
             started = time.perf_counter()
             message = event.message
@@ -187,6 +188,9 @@ class StreamService:
                 await self._rekey(message, result)
             self._positions[(message.topic, message.partition)] = message.offset + 1
             metrics.processing.observe(time.perf_counter() - started)
+            if started - yielded_at > 0.02:
+                await asyncio.sleep(0)
+                yielded_at = time.perf_counter()
 
     async def _in_sequence(self, message: Any) -> bool:
         """Stop the process rather than let faust commit over records it skipped.
