@@ -71,15 +71,19 @@ class Publisher:
         return dumps(record)
 
     def _trie_record(self, agent_id: str, entry: Entry) -> bytes | None:
-        """The TrieEnvelope to send, or None when it is unchanged."""
+        """The TrieEnvelope to send, or None when it is unchanged.
+
+        Serialized once: the digest covers everything but `generated_at`, which is then
+        spliced in front of the same bytes."""
         trie = trie_dict(agent_id, entry.state, self.config)
         generated_at = trie.pop("generated_at")
-        digest = _digest(dumps(trie))
+        body = dumps(trie)
+        digest = _digest(body)
         if self._last_trie.get(agent_id) == digest:
             self.metrics.publish_skipped.labels(self.topics.tries).inc()
             return None
         self._last_trie[agent_id] = digest
-        return dumps({"generated_at": generated_at, **trie})
+        return b'{"generated_at":' + dumps(generated_at) + b"," + body[1:]
 
     async def publish_pending(self, all_tries: bool = True) -> int:
         """Publish what changed since the last call; wait until the broker has it.
