@@ -13,7 +13,7 @@ from worker.learner import (
     state_hints,
     trie_dict,
 )
-from worker.records import TrieEnvelope, parse_run
+from worker.records import AgentHints, TrieEnvelope, parse_run
 from worker.workload import generate_runs
 
 
@@ -28,7 +28,7 @@ def test_publish_path_matches_the_models(semantics: str) -> None:
     trie = build_trie("agent-0000", state, config)
     parsed = TrieEnvelope.model_validate_json(blob)
     assert parsed.model_dump(exclude={"generated_at"}) == trie.model_dump(exclude={"generated_at"})
-    assert hints == default_hints(trie, config)
+    assert AgentHints.model_validate(hints) == default_hints(trie, config)
 
 
 def test_no_hints_without_llm_calls() -> None:

@@ -3,23 +3,48 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from worker.learner.config import LearnerConfig
 from worker.learner.rounding import round_half_away, saturate_u32
 from worker.records import AgentHints, Prediction, TrieEnvelope
 
 
+def hint_values(
+    osl_p90: float,
+    iat_mean: float,
+    remaining_mean: float,
+    sensitivity: int | None,
+    config: LearnerConfig,
+    prefix_id: str,
+    level: float,
+    extra_requests: int,
+) -> dict[str, Any]:
+    """SPEC section 5's hint fields from the prediction numbers they use (JSON-ready)."""
+    return {
+        "osl": saturate_u32(osl_p90),
+        "iat": saturate_u32(iat_mean),
+        "priority": max(config.scale - (sensitivity or 1), 0),
+        "latency_sensitivity": level,
+        "prefix_id": prefix_id,
+        "total_requests": saturate_u32(round_half_away(remaining_mean) + extra_requests),
+    }
+
+
 def _hints(
     p: Prediction, config: LearnerConfig, prefix_id: str, level: float, extra_requests: int
 ) -> AgentHints:
-    scale = config.scale
     return AgentHints(
-        osl=saturate_u32(p.output_tokens.p90),
-        iat=saturate_u32(p.interarrival_ms.mean),
-        priority=max(scale - (p.latency_sensitivity or 1), 0),
-        latency_sensitivity=level,
-        prefix_id=prefix_id,
-        total_requests=saturate_u32(round_half_away(p.remaining_calls.mean) + extra_requests),
+        **hint_values(
+            p.output_tokens.p90,
+            p.interarrival_ms.mean,
+            p.remaining_calls.mean,
+            p.latency_sensitivity,
+            config,
+            prefix_id,
+            level,
+            extra_requests,
+        )
     )
 
 

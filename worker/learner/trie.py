@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from worker.learner.config import LearnerConfig
-from worker.learner.hints import default_hints_for
+from worker.learner.hints import hint_values
 from worker.learner.rounding import round_half_away
 from worker.learner.state import AgentState, NodeStats, StatGroup
 from worker.learner.stats import Mean, Statistic
-from worker.records import AgentHints, Prediction, TrieEnvelope
+from worker.records import TrieEnvelope
 from worker.timestamps import now_rfc3339
 
 
@@ -60,13 +60,23 @@ def build_trie(agent_id: str, state: AgentState, config: LearnerConfig) -> TrieE
     return TrieEnvelope.model_validate(trie_dict(agent_id, state, config))
 
 
-def state_hints(state: AgentState, config: LearnerConfig) -> AgentHints | None:
-    """The default hints straight from the root's statistics, without building the trie.
+def state_hints(state: AgentState, config: LearnerConfig) -> dict[str, Any] | None:
+    """The default hints (AgentHints fields) straight from the root's statistics.
 
-    Equal to `default_hints(build_trie(...))` at a fraction of the cost: the worker
-    publishes hints more often than whole tries.
+    Equal to `default_hints(build_trie(...))` without building the trie or any model: the
+    worker publishes hints more often than whole tries.
     """
-    if not state.root.any_index.remaining_calls.count:
+    group = state.root.any_index
+    if not group.remaining_calls.count:
         return None
-    root = prediction(state.root.any_index, config.scale)
-    return default_hints_for(Prediction.model_validate(root), config)
+    sensitivity = sensitivity_level(group.score, config.scale)
+    return hint_values(
+        group.output_tokens.metrics()["p90"],
+        group.interarrival_ms.metrics()["mean"],
+        group.remaining_calls.metrics()["mean"],
+        sensitivity,
+        config,
+        "default",
+        float(sensitivity) if sensitivity is not None else 0.0,
+        1,
+    )

@@ -20,7 +20,7 @@ from aiokafka import AIOKafkaProducer
 
 from worker.learner import LearnerConfig, state_hints, trie_dict
 from worker.observability import WorkerMetrics
-from worker.records import HintsRecord, dumps
+from worker.records import dumps
 from worker.settings import TopicSettings
 from worker.stream.state import Entry, StateCache
 from worker.timestamps import now_rfc3339
@@ -60,14 +60,13 @@ class Publisher:
         hints = state_hints(entry.state, self.config)
         if hints is None:
             return None
-        digest = _digest(dumps({"hints": hints.model_dump(), "runs": entry.state.runs}))
+        runs = entry.state.runs
+        digest = _digest(dumps([hints, runs]))
         if self._last_hints.get(agent_id) == digest:
             self.metrics.publish_skipped.labels(self.topics.hints).inc()
             return None
         self._last_hints[agent_id] = digest
-        record = HintsRecord(
-            agent_id=agent_id, hints=hints, runs=entry.state.runs, updated_at=now_rfc3339()
-        )
+        record = {"agent_id": agent_id, "hints": hints, "runs": runs, "updated_at": now_rfc3339()}
         return dumps(record)
 
     def _trie_record(self, agent_id: str, entry: Entry) -> bytes | None:
