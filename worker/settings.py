@@ -141,6 +141,10 @@ class Settings(BaseSettings):
     publish_interval_ms: int = Field(default=200, ge=10, le=900)
     #: how often processed offsets (and the agent states behind them) are committed
     commit_interval_s: float = Field(default=1.0, gt=0, le=60)
+    #: the broker answers a fetch once this many bytes wait, or after fetch_max_wait_ms:
+    #: fewer, larger batches (each costs a round trip through faust's consumer thread)
+    fetch_min_bytes: int = Field(default=262_144, ge=1)
+    fetch_max_wait_ms: int = Field(default=100, ge=0, le=1500)
     #: a worker that stops heart-beating (crash, kill -9, network cut) loses its partitions
     #: after this long; the broker's group.min/max.session.timeout.ms bound it
     session_timeout_s: float = Field(default=30.0, ge=1, le=300)

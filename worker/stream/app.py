@@ -37,7 +37,11 @@ DLQ_SCAN_LIMIT = 100_000
 
 
 class WorkerApp(faust.App):
-    """faust's app with the eager-delivery consumer (see `worker.stream.consumer`)."""
+    """faust's app with the tuned consumer (see `worker.stream.consumer`)."""
+
+    #: fetch batching the consumer thread applies (set from the settings)
+    fetch_min_bytes = 1
+    fetch_max_wait_ms = 1500
 
     def _new_transport(self) -> EagerTransport:
         return EagerTransport(self.conf.broker_consumer, self)
@@ -135,7 +139,7 @@ class StreamService:
         credentials = faust_credentials(s)
         if credentials is not None:
             kwargs["broker_credentials"] = credentials
-        return WorkerApp(
+        app = WorkerApp(
             s.group_id,
             broker=broker_url(s),
             store="rocksdb://",
@@ -158,6 +162,9 @@ class StreamService:
             value_serializer="raw",
             **kwargs,
         )
+        app.fetch_min_bytes = s.fetch_min_bytes
+        app.fetch_max_wait_ms = s.fetch_max_wait_ms
+        return app
 
     # --- the agent --------------------------------------------------------------------------
 
