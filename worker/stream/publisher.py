@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 
 #: tries of changed agents are built and sent at most this often (hints: every cycle)
 TRIES_INTERVAL_S = 0.8
+#: while building tries, the loop gets a turn after this much work
+SLICE_S = 0.005
 
 
 def _digest(data: bytes) -> bytes:
@@ -87,7 +89,9 @@ class Publisher:
     async def publish_pending(self, all_tries: bool = True) -> int:
         """Publish what changed since the last call; wait until the broker has it.
 
-        Tries wait for their own cadence unless `all_tries` (rebalances, shutdown)."""
+        Tries wait for their own cadence unless `all_tries` (rebalances, shutdown). Hints
+        are queued first; tries are built in slices of `SLICE_S` with the loop let run in
+        between, so the hints leave, and runs keep being learned, while tries are built."""
         async with self._lock:
             batch = self.cache.take_to_publish()
             self._tries_due.update(batch)
@@ -95,6 +99,10 @@ class Publisher:
             tries_now = all_tries or now - self._tries_sent_at >= TRIES_INTERVAL_S
             if not batch and not (tries_now and self._tries_due):
                 return 0
+            marks = [(e.consumed_at, e.run_end_ns) for _, e in batch]
+            for _, entry in batch:
+                entry.consumed_at = None
+                entry.run_end_ns = None
             sends: list[tuple[Any, Any]] = []
             for agent_id, entry in batch:
                 value = self._hints_record(agent_id, entry)
@@ -102,20 +110,20 @@ class Publisher:
                     fut = await self.producer.send(self.topics.hints, value, key=agent_id.encode())
                     sends.append((fut, self.metrics.hints_published))
             tries = list(self._tries_due.items()) if tries_now else []
+            if tries_now:
+                self._tries_due.clear()
+                self._tries_sent_at = now
+            slice_end = time.perf_counter()  # yield first: the hints can leave right away
             for agent_id, entry in tries:
+                if time.perf_counter() >= slice_end:
+                    await asyncio.sleep(0)
+                    slice_end = time.perf_counter() + SLICE_S
                 value = self._trie_record(agent_id, entry)
                 if value is not None:
                     fut = await self.producer.send(self.topics.tries, value, key=agent_id.encode())
                     sends.append((fut, self.metrics.tries_published))
-            marks = [(e.consumed_at, e.run_end_ns) for _, e in batch]
-            for _, entry in batch:
-                entry.consumed_at = None
-                entry.run_end_ns = None
             if sends:
                 await asyncio.gather(*(fut for fut, _ in sends))
-            if tries_now:
-                self._tries_due.clear()
-                self._tries_sent_at = now
             now_mono, now_ns = time.monotonic(), time.time_ns()
             for _, counter in sends:
                 counter.inc()
@@ -149,10 +157,8 @@ class Publisher:
                 self.metrics.errors.labels("publish").inc()
                 log.exception("publishing hints failed; will retry")
                 self._requeue_all()
-            # under load a cycle takes longer: sleep at least as long as it took, so
-            # publishing leaves the loop to consuming (capped: latest state within ~1 s)
-            elapsed = time.monotonic() - started
-            await asyncio.sleep(max(interval_s - elapsed, min(elapsed, 0.25), 0.01))
+            # a cycle lets the loop run while it builds tries, so the next can start on time
+            await asyncio.sleep(max(interval_s - (time.monotonic() - started), 0.01))
 
     def _requeue_all(self) -> None:
         self.forget()
