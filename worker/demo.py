@@ -105,11 +105,20 @@ def format_change(record: Mapping[str, Any]) -> str:
 
 
 class HintsFollower:
-    """Watches the hints topic from its current end and prints each agent's hints changes."""
+    """Watches the hints topic from its current end and prints each agent's hints changes.
 
-    def __init__(self, bootstrap: str, topic: str, agents: set[str] | None) -> None:
+    With `tries_topic` it also notes when each agent's trie was last published: the worker
+    sends tries on their own, slower cadence, so the final hints can arrive before the final
+    trie (within a second) and `wait_for` waits for both."""
+
+    def __init__(
+        self, bootstrap: str, topic: str, agents: set[str] | None, tries_topic: str | None = None
+    ) -> None:
         self.bootstrap, self.topic, self.agents = bootstrap, topic, agents
+        self.tries_topic = tries_topic
         self.latest: dict[str, dict[str, Any]] = {}
+        self._hints_at: dict[str, int] = {}  # broker timestamp (ms) of the latest hints
+        self._trie_at: dict[str, int] = {}  # ... and of the latest trie
         self.changed = asyncio.Event()
         self._consumer: Any = None
 
@@ -122,8 +131,10 @@ class HintsFollower:
             bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False
         )
         await self._consumer.start()
-        parts = await topic_partitions(self._consumer, self.topic)
-        partitions = [TopicPartition(self.topic, p) for p in parts]
+        partitions = []
+        for topic in filter(None, (self.topic, self.tries_topic)):
+            parts = await topic_partitions(self._consumer, topic)
+            partitions += [TopicPartition(topic, p) for p in parts]
         self._consumer.assign(partitions)
         await self._consumer.seek_to_end(*partitions)
         for tp in partitions:  # resolve the end offsets now, before anything is produced
@@ -132,6 +143,10 @@ class HintsFollower:
     async def run(self) -> None:
         """Print a line whenever an agent's hints differ from the last ones seen."""
         async for message in self._consumer:
+            if message.topic == self.tries_topic:
+                self._trie_at[(message.key or b"").decode(errors="replace")] = message.timestamp
+                self.changed.set()
+                continue
             record = orjson.loads(message.value) if message.value else None
             if not record:
                 continue
@@ -140,19 +155,26 @@ class HintsFollower:
                 continue
             previous = self.latest.get(agent)
             self.latest[agent] = record
+            self._hints_at[agent] = message.timestamp
             if previous is None or previous.get("hints") != record.get("hints"):
                 print(format_change(record), flush=True)
             self.changed.set()
 
     async def wait_for(self, targets: Mapping[str, int], idle_timeout: float) -> bool:
-        """Until each agent's `runs` reaches its target; False after `idle_timeout` s of quiet."""
-        while any(self.runs(a) < n for a, n in targets.items()):
+        """Until each agent's `runs` reaches its target (and a trie at least as new as those
+        hints was published, when following tries); False after `idle_timeout` s of quiet."""
+        while any(self.runs(a) < n or not self._trie_current(a) for a, n in targets.items()):
             self.changed.clear()
             try:
                 await asyncio.wait_for(self.changed.wait(), idle_timeout)
             except TimeoutError:
                 return False
         return True
+
+    def _trie_current(self, agent: str) -> bool:
+        if self.tries_topic is None or agent not in self._hints_at:
+            return True  # not following tries, or no new hints for this agent
+        return self._trie_at.get(agent, -1) >= self._hints_at[agent]
 
     def runs(self, agent: str) -> int:
         return int((self.latest.get(agent) or {}).get("runs", 0))
@@ -211,7 +233,9 @@ async def _main(args: argparse.Namespace) -> int:
     if args.follow:
         baseline_raw = await read_latest(args.bootstrap_servers, args.hints_topic, agents)
         baseline = {key: orjson.loads(value) for key, value in baseline_raw.items()}
-        follower = HintsFollower(args.bootstrap_servers, args.hints_topic, agents)
+        follower = HintsFollower(
+            args.bootstrap_servers, args.hints_topic, agents, tries_topic=args.tries_topic
+        )
         await follower.start(baseline)
     producer = AIOKafkaProducer(bootstrap_servers=args.bootstrap_servers, linger_ms=5, acks="all")
     await producer.start()
