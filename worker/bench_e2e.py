@@ -39,6 +39,7 @@ from typing import Any
 
 import orjson
 
+from worker import bench_pinning
 from worker.demo import ensure_topics, topic_specs
 from worker.inspect import topic_partitions
 
@@ -152,6 +153,7 @@ class Worker:
     workdir: Path
     port: int = field(default_factory=free_port)
     profile: Path | None = None
+    cpus: set[int] | None = None  # pin the worker to these CPUs (see bench_pinning)
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -170,10 +172,17 @@ class Worker:
             "--state-dir", str(self.workdir / "state"),
             "--metrics-port", str(self.port),
         ]  # fmt: skip
+        cpus = self.cpus
+
+        def before_exec() -> None:
+            _die_with_parent()
+            if cpus:
+                os.sched_setaffinity(0, cpus)
+
         with self.log_path.open("wb") as log:
             self.proc = subprocess.Popen(
                 command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                preexec_fn=_die_with_parent,
+                preexec_fn=before_exec,
             )  # fmt: skip
 
     def check_alive(self) -> None:
@@ -599,6 +608,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--profile", type=Path, help="run the worker under cProfile, write pstats here"
     )
+    parser.add_argument(
+        "--no-pin",
+        dest="pin",
+        action="store_false",
+        help="do not give the worker a CPU of its own (see worker/bench_pinning.py)",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.runs, args.agents, args.rate, args.duration = 2000, 20, 200.0, 5.0
@@ -615,7 +630,22 @@ async def bench(args: argparse.Namespace, bootstrap: str, workdir: Path) -> list
     }
     specs = topic_specs(topics["runs"], topics["hints"], topics["tries"], args.partitions)
     await ensure_topics(bootstrap, specs)
-    worker = Worker(bootstrap, topics, workdir, profile=args.profile)
+    cpus = bench_pinning.plan() if args.pin else None
+    with contextlib.ExitStack() as stack:
+        pinning = "CPUs not pinned"
+        if cpus is not None:
+            os.sched_setaffinity(0, cpus.others)
+            broker_pinned = stack.enter_context(bench_pinning.pinned_broker(bootstrap, cpus.others))
+            pinning = cpus.describe() + ("" if broker_pinned else " (broker not found: not pinned)")
+        print(pinning, flush=True)
+        worker = Worker(bootstrap, topics, workdir, profile=args.profile, cpus=cpus and cpus.worker)
+        lines = await _phases(args, bootstrap, topics, worker, nonce)
+    return [*lines[:2], f"cpus: {pinning}", *lines[2:]]
+
+
+async def _phases(
+    args: argparse.Namespace, bootstrap: str, topics: dict[str, str], worker: Worker, nonce: str
+) -> list[str]:
     prefix = f"b{nonce[:6]}-"  # agent ids of this bench run only
     watcher = None
     try:
