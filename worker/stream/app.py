@@ -171,12 +171,15 @@ class StreamService:
     async def _agent(self, stream: Any) -> None:
         runs_topic = self.settings.topics.runs
         metrics = self.metrics
+        expected = self._expected
         yielded_at = time.perf_counter()
         async for event in stream.events():
             started = time.perf_counter()
             message = event.message
-            if not await self._in_sequence(message):
-                continue
+            key = (message.topic, message.partition)
+            if expected.get(key) != message.offset:  # first record, or a jump: check it
+                await self._check_sequence(message)
+            expected[key] = message.offset + 1
             if message.topic == runs_topic:
                 metrics.consumed.inc()
             try:
@@ -199,7 +202,7 @@ class StreamService:
                 await asyncio.sleep(0)
                 yielded_at = time.perf_counter()
 
-    async def _in_sequence(self, message: Any) -> bool:
+    async def _check_sequence(self, message: Any) -> None:
         """Stop the process rather than let faust commit over records it skipped.
 
         After a rebalance with a changelog restore (seen after a lost disk), faust/aiokafka can
@@ -229,8 +232,6 @@ class StreamService:
                 )
                 logging.shutdown()
                 os._exit(EXIT_SKIPPED)
-        self._expected[key] = offset + 1
-        return True
 
     async def _count_records(self, topic: str, partition: int, start: int, end: int) -> int:
         """How many records offsets start..end-1 of topic[partition] hold (a side consumer)."""
