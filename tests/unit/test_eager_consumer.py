@@ -1,0 +1,97 @@
+"""EagerConsumer.wait_first: inline delivery, and faust's semantics when a delivery blocks."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from worker.stream.consumer import EagerConsumer
+
+
+def consumer() -> EagerConsumer:
+    """The consumer's wait_first needs only these attributes (no broker, no app)."""
+    c = object.__new__(EagerConsumer)
+    c.suspend_flow = asyncio.Event()
+    c._stopped = asyncio.Event()
+    c._crashed = asyncio.Event()
+    c._loop = asyncio.get_running_loop()
+    return c
+
+
+async def test_a_delivery_that_does_not_wait_runs_inline_without_tasks() -> None:
+    c = consumer()
+    tasks_before = len(asyncio.all_tasks())
+    seen = []
+
+    async def deliver() -> str:
+        seen.append(len(asyncio.all_tasks()))
+        return "delivered"
+
+    result = await c.wait_first(deliver(), c.suspend_flow.wait())
+    assert result.results == ["delivered"] and not result.stopped
+    assert seen == [tasks_before]  # ran in the caller's task: no task was started for it
+
+
+async def test_a_blocked_delivery_completes_when_what_it_waits_for_happens() -> None:
+    c = consumer()
+    room = asyncio.get_running_loop().create_future()
+    steps = []
+
+    async def deliver() -> str:
+        steps.append("before")
+        value = await room
+        steps.append(f"after {value}")
+        return "delivered"
+
+    waiting = asyncio.create_task(c.wait_first(deliver(), c.suspend_flow.wait()))
+    await asyncio.sleep(0.01)
+    assert steps == ["before"] and not waiting.done()
+    room.set_result("room")
+    await asyncio.wait_for(waiting, 1)
+    assert steps == ["before", "after room"]
+
+
+async def test_suspending_the_flow_abandons_a_blocked_delivery_at_its_await() -> None:
+    c = consumer()
+    never = asyncio.get_running_loop().create_future()
+    outcome = []
+
+    async def deliver() -> None:
+        try:
+            await never
+        except asyncio.CancelledError:
+            outcome.append("cancelled at the await")
+            raise
+
+    waiting = asyncio.create_task(c.wait_first(deliver(), c.suspend_flow.wait()))
+    await asyncio.sleep(0.01)
+    c.suspend_flow.set()
+    await asyncio.wait_for(waiting, 1)  # returns: the suspension won, as in faust
+    await asyncio.sleep(0.01)
+    assert outcome == ["cancelled at the await"]
+    assert never.cancelled()
+
+
+async def test_an_error_in_a_delivery_propagates() -> None:
+    c = consumer()
+
+    async def deliver() -> None:
+        raise ValueError("bad record")
+
+    with pytest.raises(ValueError, match="bad record"):
+        await c.wait_first(deliver(), c.suspend_flow.wait())
+
+
+async def test_other_waits_use_faust_semantics() -> None:
+    c = consumer()
+    c.suspend_flow.set()  # flow suspended: no inline delivery even for the drain's call
+
+    async def deliver() -> str:
+        await asyncio.sleep(10)
+        return "late"
+
+    delivery = deliver()
+    result = await asyncio.wait_for(c.wait_first(delivery, c.suspend_flow.wait()), 1)
+    assert result.results == [True]  # the suspend event (Event.wait() -> True) won
+    assert delivery.cr_frame is None  # and the delivery was cancelled, not left running
