@@ -119,3 +119,38 @@ def test_dump_and_load_round_trip(samples: list[float]) -> None:
     loaded = Statistic.load(orjson.loads(orjson.dumps(stat.dump())))
     assert loaded == stat
     assert loaded.metrics() == stat.metrics()
+
+
+@given(
+    st.lists(st.lists(values, max_size=60), min_size=1, max_size=12),
+    st.lists(st.booleans(), min_size=12, max_size=12),
+)
+def test_readings_between_additions_equal_a_fresh_reading(
+    batches: list[list[float]], merge_instead: list[bool]
+) -> None:
+    """Percentiles read while samples keep arriving (the sketch's rank pointers move with
+    them) equal those of a statistic that saw the same samples and is read only once."""
+    live = Statistic()
+    seen: list[float] = []
+    for batch, by_merge in zip(batches, merge_instead, strict=False):
+        if by_merge:
+            live.merge(stat_of(batch))
+        else:
+            for value in batch:
+                live.add(value)
+        seen += batch
+        assert live.percentiles() == stat_of(seen).percentiles()
+
+
+def test_readings_stay_exact_as_new_buckets_open_below_and_above() -> None:
+    """The sketch's rank pointers follow buckets inserted below, between and above them."""
+    rng = random.Random(5)
+    live = Statistic()
+    seen: list[float] = []
+    for low, high in [(1000, 1200), (60, 80), (5000, 9000), (300, 310), (-500, -50), (1, 40)]:
+        for _ in range(3):
+            batch = [rng.uniform(low, high) for _ in range(rng.randint(1, 90))]
+            for value in batch:
+                live.add(value)
+            seen += batch
+            assert live.percentiles() == stat_of(seen).percentiles()
