@@ -173,9 +173,11 @@ class Statistic:
             if not samples:
                 return (0.0,) * len(PERCENTILES)
             samples.sort()  # in place: order is irrelevant and re-sorting is then cheap
-            return tuple(
-                float(samples[low] + (samples[high] - samples[low]) * frac)
-                for low, high, frac in _EXACT_RANKS[len(samples)]
+            (l50, h50, f50), (l90, h90, f90), (l95, h95, f95) = _EXACT_RANKS[len(samples)]
+            return (
+                float(samples[l50] + (samples[h50] - samples[l50]) * f50),
+                float(samples[l90] + (samples[h90] - samples[l90]) * f90),
+                float(samples[l95] + (samples[h95] - samples[l95]) * f95),
             )
         self.compact()
         return self._sketch_percentiles()
@@ -207,22 +209,14 @@ class Statistic:
         count = self.count
         if cached is not None and cached["sample_count"] == count:
             return cached
-        samples = self.pending
-        if self.keys is None and len(samples) <= EXACT_LIMIT:
-            if samples:
-                samples.sort()  # in place: order is irrelevant and re-sorting is then cheap
-                (l50, h50, f50), (l90, h90, f90), (l95, h95, f95) = _EXACT_RANKS[count]
-                p50 = float(samples[l50] + (samples[h50] - samples[l50]) * f50)
-                p90 = float(samples[l90] + (samples[h90] - samples[l90]) * f90)
-                p95 = float(samples[l95] + (samples[h95] - samples[l95]) * f95)
-                mean = sum(samples) / count
-            else:
-                p50 = p90 = p95 = mean = 0.0
-        else:
-            self.compact()
-            p50, p90, p95 = self._sketch_percentiles()
-            mean = self.folded_total / count
-        self._metrics = {"sample_count": count, "mean": mean, "p50": p50, "p90": p90, "p95": p95}
+        p50, p90, p95 = self.percentiles()
+        self._metrics = {
+            "sample_count": count,
+            "mean": self.mean,
+            "p50": p50,
+            "p90": p90,
+            "p95": p95,
+        }
         return self._metrics
 
     # -- compact form: [samples] while exact, else [count, total, sorted keys, their counts]
