@@ -53,12 +53,31 @@ def default_hints(trie: TrieEnvelope, config: LearnerConfig) -> AgentHints | Non
     return default_hints_for(trie.root.predictions_any_index, config)
 
 
+def default_hint_values(
+    osl_p90: float,
+    iat_mean: float,
+    remaining_mean: float,
+    sensitivity: int | None,
+    config: LearnerConfig,
+) -> dict[str, Any]:
+    """The agent-wide hint fields: prefix "default", level = sensitivity (0 without), +1."""
+    level = float(sensitivity) if sensitivity is not None else 0.0
+    return hint_values(osl_p90, iat_mean, remaining_mean, sensitivity, config, "default", level, 1)
+
+
 def default_hints_for(p: Prediction | None, config: LearnerConfig) -> AgentHints | None:
     """Default hints from the root's any-index prediction itself."""
     if p is None:
         return None
-    level = float(p.latency_sensitivity) if p.latency_sensitivity is not None else 0.0
-    return _hints(p, config, "default", level, 1)
+    return AgentHints(
+        **default_hint_values(
+            p.output_tokens.p90,
+            p.interarrival_ms.mean,
+            p.remaining_calls.mean,
+            p.latency_sensitivity,
+            config,
+        )
+    )
 
 
 def lookup_hints(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from worker.learner.config import LearnerConfig
-from worker.learner.hints import hint_values
+from worker.learner.hints import default_hint_values
 from worker.learner.rounding import round_half_away
 from worker.learner.state import AgentState, NodeStats, StatGroup
 from worker.learner.stats import Mean, Statistic
@@ -69,14 +69,10 @@ def state_hints(state: AgentState, config: LearnerConfig) -> dict[str, Any] | No
     group = state.root.any_index
     if not group.remaining_calls.count:
         return None
-    sensitivity = sensitivity_level(group.score, config.scale)
-    return hint_values(
+    return default_hint_values(
         group.output_tokens.metrics()["p90"],
         group.interarrival_ms.metrics()["mean"],
         group.remaining_calls.metrics()["mean"],
-        sensitivity,
+        sensitivity_level(group.score, config.scale),
         config,
-        "default",
-        float(sensitivity) if sensitivity is not None else 0.0,
-        1,
     )
