@@ -196,7 +196,7 @@ class StreamService:
                 await self._dead_letter(message, result)
             elif result.kind == "rekey":
                 await self._rekey(message, result)
-            self._positions[(message.topic, message.partition)] = message.offset + 1
+            self._positions[key] = message.offset + 1
             metrics.processing.observe(time.perf_counter() - started)
             if started - yielded_at > 0.02:
                 await asyncio.sleep(0)

@@ -69,8 +69,8 @@ class BatchingConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
         # read by AIOKafkaConsumer.start() when it builds its fetcher (aiokafka 0.14)
-        consumer._fetch_min_bytes = getattr(self.app, "fetch_min_bytes", 1)
-        consumer._fetch_max_wait_ms = getattr(self.app, "fetch_max_wait_ms", 1500)
+        consumer._fetch_min_bytes = self.app.fetch_min_bytes
+        consumer._fetch_max_wait_ms = self.app.fetch_max_wait_ms
         return consumer
 
 
