@@ -12,11 +12,30 @@ import pytest
 
 from tests.compare import assert_agent_matches
 
-#: shared/ sits beside the repository (SPEC section 7); SHARED_DIR overrides
-VECTORS = (
-    Path(os.environ.get("SHARED_DIR", Path(__file__).resolve().parents[2].parent / "shared"))
-    / "vectors"
-)
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _shared_dir() -> Path:
+    """shared/ sits beside the repository (SPEC section 7); SHARED_DIR overrides. A clone
+    made elsewhere from a local checkout (`git clone /work/main /tmp/x`) finds it beside
+    the repository it was cloned from."""
+    if "SHARED_DIR" in os.environ:
+        return Path(os.environ["SHARED_DIR"])
+    beside = REPO.parent / "shared"
+    if beside.is_dir():
+        return beside
+    origin = subprocess.run(
+        ["git", "-C", str(REPO), "config", "--get", "remote.origin.url"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    if origin and Path(origin).is_dir():
+        return Path(origin).resolve().parent / "shared"
+    return beside
+
+
+VECTORS = _shared_dir() / "vectors"
 CASES = [
     (runs.name.removesuffix(".runs.jsonl"), semantics)
     for runs in sorted(VECTORS.glob("*.runs.jsonl"))
