@@ -1,48 +1,18 @@
-"""Kafka client options (bootstrap, SASL PLAIN/SCRAM, SSL) for faust and plain aiokafka."""
+"""faust's view of the Kafka client options (`worker.kafka_clients` holds the shared part)."""
 
 from __future__ import annotations
 
-import ssl
 from typing import Any
 
 import faust
-from aiokafka.helpers import create_ssl_context
 
-from worker.settings import KafkaSettings, Settings
-
-
-def ssl_context(kafka: KafkaSettings) -> ssl.SSLContext | None:
-    """An SSL context for SSL / SASL_SSL, else None."""
-    if not kafka.security_protocol.endswith("SSL"):
-        return None
-    password = kafka.ssl_key_password.get_secret_value() if kafka.ssl_key_password else None
-    context = create_ssl_context(
-        cafile=str(kafka.ssl_cafile) if kafka.ssl_cafile else None,
-        certfile=str(kafka.ssl_certfile) if kafka.ssl_certfile else None,
-        keyfile=str(kafka.ssl_keyfile) if kafka.ssl_keyfile else None,
-        password=password,
-    )
-    context.check_hostname = kafka.ssl_check_hostname
-    return context
+from worker.kafka_clients import bootstrap_list, client_kwargs, ssl_context
+from worker.settings import Settings
 
 
 def aiokafka_kwargs(settings: Settings) -> dict[str, Any]:
     """Connection keyword arguments for AIOKafkaProducer / AIOKafkaAdminClient."""
-    kafka = settings.kafka
-    kwargs: dict[str, Any] = {
-        "bootstrap_servers": settings.bootstrap_list(),
-        "client_id": kafka.client_id,
-        "security_protocol": kafka.security_protocol,
-    }
-    context = ssl_context(kafka)
-    if context is not None:
-        kwargs["ssl_context"] = context
-    if kafka.security_protocol.startswith("SASL_"):
-        assert kafka.sasl_password is not None  # checked by KafkaSettings
-        kwargs["sasl_mechanism"] = kafka.sasl_mechanism
-        kwargs["sasl_plain_username"] = kafka.sasl_username
-        kwargs["sasl_plain_password"] = kafka.sasl_password.get_secret_value()
-    return kwargs
+    return client_kwargs(settings.bootstrap_servers, settings.kafka)
 
 
 def faust_credentials(settings: Settings) -> faust.types.auth.CredentialsT | None:
@@ -63,4 +33,4 @@ def faust_credentials(settings: Settings) -> faust.types.auth.CredentialsT | Non
 
 
 def broker_url(settings: Settings) -> list[str]:
-    return [f"kafka://{server}" for server in settings.bootstrap_list()]
+    return [f"kafka://{server}" for server in bootstrap_list(settings.bootstrap_servers)]
