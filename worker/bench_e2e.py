@@ -556,7 +556,7 @@ def report(
             lines.append(f"  {label}: p50 {ms(p50)}  p90 {ms(p90)}  p99 {ms(p99)}  max {ms(top)}")
         if lat.missing:
             lines.append(f"  {lat.missing} runs never showed up in hints within 30 s")
-        consume_to_publish = lat_means.get("worker_consume_to_hints_seconds")
+        consume_to_publish = lat_means.get("agent_hints_consume_to_publish_seconds")
         if consume_to_publish is not None and lat.in_worker:
             before = sum(lat.in_worker) / len(lat.in_worker) - consume_to_publish
             lines.append(

@@ -7,7 +7,7 @@
    found already learned (duplicates), which proves the rebuilt state is complete.
 2. Throughput: a backlog of `--runs` runs over `--tp-agents` agents is worked through once with
    `processing_guarantee = at_least_once` and once with `exactly_once` (fresh topics and
-   group each); runs/s from the first to the last learned run (`worker_runs_learned_total`).
+   group each); runs/s from the first to the last learned run (`agent_hints_runs_learned_total`).
 
 Run: `python -m worker.bench_recovery [--quick] [--bootstrap-servers HOST:PORT]`. Without a
 bootstrap it starts the broker with `scripts/kafka.sh up` (stopped at the end if it started it).
@@ -100,7 +100,7 @@ async def rebuild(args: argparse.Namespace, bootstrap: str, workdir: Path) -> li
     try:
         await timed_ready(worker)
         t0 = time.monotonic()
-        await wait_metric(worker, "worker_runs_learned_total", len(runs), 1200)
+        await wait_metric(worker, "agent_hints_runs_learned_total", len(runs), 1200)
         learn_s = time.monotonic() - t0
         await asyncio.sleep(3)  # a commit interval or two: every state in the changelog
         worker.stop()
@@ -110,8 +110,8 @@ async def rebuild(args: argparse.Namespace, bootstrap: str, workdir: Path) -> li
         cold = await timed_ready(worker)
         # the rebuilt state must know every run: send them all again
         await produce(bootstrap, topics["runs"], runs)
-        await wait_metric(worker, "worker_runs_duplicate_total", len(runs), 1200)
-        learned_again = metric(worker, "worker_runs_learned_total")
+        await wait_metric(worker, "agent_hints_runs_duplicate_total", len(runs), 1200)
+        learned_again = metric(worker, "agent_hints_runs_learned_total")
     finally:
         await asyncio.to_thread(worker.stop)
     state_mb = (
@@ -141,8 +141,8 @@ async def throughput(
     worker.workdir.mkdir(parents=True, exist_ok=True)
     try:
         await timed_ready(worker)
-        first = await wait_metric(worker, "worker_runs_learned_total", 1, 600)
-        last = await wait_metric(worker, "worker_runs_learned_total", len(runs), 1800)
+        first = await wait_metric(worker, "agent_hints_runs_learned_total", 1, 600)
+        last = await wait_metric(worker, "agent_hints_runs_learned_total", len(runs), 1800)
     finally:
         os.environ.pop("WORKER_PROCESSING_GUARANTEE", None)
         await asyncio.to_thread(worker.stop)

@@ -204,7 +204,7 @@ def worker_figures(workers: list[WorkerProcess]) -> str:
         keep = {
             k: v
             for k, v in m.items()
-            if (k.startswith("worker_runs") and "_total" in k and v) or ("lag" in k and v)
+            if (k.startswith("agent_hints_runs") and "_total" in k and v) or ("lag" in k and v)
         }
         lines.append(f"{w.log_path}: {keep}")
     return "\n" + "\n".join(lines)
@@ -226,7 +226,7 @@ def no_lag(workers: list[WorkerProcess]) -> bool:
         if not w.is_ready():
             return False
         m = w.metrics()
-        if sum(v for k, v in m.items() if k.startswith("worker_consumer_lag")) > 0:
+        if sum(v for k, v in m.items() if k.startswith("agent_hints_consumer_lag_records")) > 0:
             return False
     return True
 
@@ -322,7 +322,7 @@ def test_lost_disk_rebuilds_from_changelog(kafka_broker, workers) -> None:
     worker.start().wait_ready(90)
     feeder.start()
     worker.wait_for(
-        lambda: worker.metrics().get("worker_runs_learned_total", 0) >= len(runs) // 2,
+        lambda: worker.metrics().get("agent_hints_runs_learned_total", 0) >= len(runs) // 2,
         "half of the runs learned",
         timeout=120,
     )
@@ -367,7 +367,7 @@ def test_rebalance_join_and_leave(kafka_broker, workers) -> None:
     feeder.finish()
     check_outputs(kafka_broker.bootstrap, topics, runs, bad, [second, third])
     learned = sum(
-        w.metrics()["worker_runs_learned_total"] for w in (second, third)
+        w.metrics()["agent_hints_runs_learned_total"] for w in (second, third)
     )  # what the survivors learned (the first one's share went away with it)
     assert second.stop() == 0
     assert third.stop() == 0

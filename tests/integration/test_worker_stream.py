@@ -66,16 +66,16 @@ def test_hints_equal_replay_with_mixed_keys_and_duplicates(kafka_broker, workers
     assert_outputs_match(kafka_broker.bootstrap, topics, expected)
 
     m = worker.metrics()
-    assert m["worker_runs_consumed_total"] == len(records)
-    assert m["worker_runs_learned_total"] == len(runs)
-    assert m["worker_runs_duplicate_total"] == len(records) - len(runs)
-    assert sum(v for k, v in m.items() if k.startswith("worker_runs_rejected_total")) == 0
-    assert m["worker_runs_rekeyed_total"] > 0
-    assert m["worker_agents"] == 30
-    assert m["worker_hints_published_total"] >= 30
-    assert m["worker_tries_published_total"] >= 30
-    assert m["worker_run_end_to_hints_seconds_count"] > 0
-    assert m["worker_consume_to_hints_seconds_count"] > 0
+    assert m["agent_hints_runs_consumed_total"] == len(records)
+    assert m["agent_hints_runs_learned_total"] == len(runs)
+    assert m["agent_hints_runs_duplicate_total"] == len(records) - len(runs)
+    assert sum(v for k, v in m.items() if k.startswith("agent_hints_runs_rejected_total")) == 0
+    assert m["agent_hints_runs_rekeyed_total"] > 0
+    assert m["agent_hints_agents_cached"] == 30
+    assert m['agent_hints_published_total{output="hints"}'] >= 30
+    assert m['agent_hints_published_total{output="tries"}'] >= 30
+    assert m["agent_hints_run_end_to_publish_seconds_count"] > 0
+    assert m["agent_hints_consume_to_publish_seconds_count"] > 0
     assert worker.stop() == 0
 
 
@@ -145,9 +145,9 @@ def test_bad_input_goes_to_dlq_and_good_runs_around_it_are_learned(kafka_broker,
     m = worker.metrics()
     for reason in ("invalid_json", "schema", "too_large", "limits"):
         count = sum(1 for r, _ in wanted if r == reason)
-        assert m[f'worker_runs_rejected_total{{reason="{reason}"}}'] == count, reason
-    assert m["worker_runs_learned_total"] == len(runs)
-    assert m["worker_runs_consumed_total"] == len(records)
+        assert m[f'agent_hints_runs_rejected_total{{reason="{reason}"}}'] == count, reason
+    assert m["agent_hints_runs_learned_total"] == len(runs)
+    assert m["agent_hints_runs_consumed_total"] == len(records)
     assert worker.stop(signal.SIGINT) == 0
 
 
@@ -162,7 +162,7 @@ def test_restart_mid_stream_counts_nothing_twice(kafka_broker, workers) -> None:
     half = len(records) // 2
     run_sync(produce(kafka_broker.bootstrap, topics.runs, records[:half]))
     worker.wait_for(
-        lambda: worker.metrics()["worker_runs_consumed_total"] >= half // 2,
+        lambda: worker.metrics()["agent_hints_runs_consumed_total"] >= half // 2,
         "the worker to be mid-stream",
     )
     assert worker.stop() == 0  # SIGTERM while records are still waiting
@@ -175,7 +175,7 @@ def test_restart_mid_stream_counts_nothing_twice(kafka_broker, workers) -> None:
         timeout=120,
     )
     assert_outputs_match(kafka_broker.bootstrap, topics, expected)
-    assert worker.metrics()["worker_runs_learned_total"] <= len(runs)
+    assert worker.metrics()["agent_hints_runs_learned_total"] <= len(runs)
     assert worker.stop() == 0
 
 
@@ -187,7 +187,7 @@ def test_readyz_flips_and_healthz(kafka_broker, workers) -> None:
     worker.wait_for(lambda: worker._get("/healthz")[0] in (200, 503), "the metrics server")
     worker.wait_ready()
     assert worker._get("/healthz")[0] == 200
-    assert worker.metrics()["worker_ready"] == 1
+    assert worker.metrics()["agent_hints_ready"] == 1
     assert worker.stop() == 0
 
 

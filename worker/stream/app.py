@@ -79,7 +79,7 @@ class StreamService:
         self.partitions = partitions
         self.metrics = WorkerMetrics()
         self.dlq_skipped = Counter(
-            "worker_dlq_replays_skipped",
+            "agent_hints_dlq_replays_skipped",
             "Rejected records replayed after a crash and found already in the DLQ",
             registry=self.metrics.registry,
         )

@@ -65,7 +65,7 @@ class Publisher:
         runs = entry.state.runs
         digest = _digest(dumps([hints, runs]))
         if self._last_hints.get(agent_id) == digest:
-            self.metrics.publish_skipped.labels(self.topics.hints).inc()
+            self.metrics.publish_skipped.labels("hints").inc()
             return None
         self._last_hints[agent_id] = digest
         record = {"agent_id": agent_id, "hints": hints, "runs": runs, "updated_at": now_rfc3339()}
@@ -81,7 +81,7 @@ class Publisher:
         body = dumps(trie)
         digest = _digest(body)
         if self._last_trie.get(agent_id) == digest:
-            self.metrics.publish_skipped.labels(self.topics.tries).inc()
+            self.metrics.publish_skipped.labels("tries").inc()
             return None
         self._last_trie[agent_id] = digest
         return b'{"generated_at":' + dumps(generated_at) + b"," + body[1:]
