@@ -31,15 +31,16 @@ test-compat: install
 	KAFKA_VERSION=$${KAFKA_COMPAT_VERSION:-3.9.2} $(PY) -m pytest -q -m integration
 
 lint: install
-	$(VENV)/bin/ruff check worker tests
-	$(VENV)/bin/ruff format --check worker tests
+	$(VENV)/bin/ruff check worker tests benchmarks devtools
+	$(VENV)/bin/ruff format --check worker tests benchmarks devtools
+	$(VENV)/bin/mypy
 
 format: install
-	$(VENV)/bin/ruff check --fix worker tests
-	$(VENV)/bin/ruff format worker tests
+	$(VENV)/bin/ruff check --fix worker tests benchmarks devtools
+	$(VENV)/bin/ruff format worker tests benchmarks devtools
 
 bench: install
-	$(PY) -m worker.bench
+	$(PY) -m benchmarks
 
 demo: install
 	./scripts/demo.sh
@@ -48,7 +49,7 @@ kafka-install:
 	./scripts/kafka.sh install
 
 kafka-up:
-	./scripts/kafka.sh up
+	./scripts/kafka.sh up $(if $(KAFKA_PORT),--port $(KAFKA_PORT))
 
 kafka-down:
 	./scripts/kafka.sh down

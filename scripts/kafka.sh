@@ -6,9 +6,10 @@
 #   scripts/kafka.sh down      stop it (SIGTERM, SIGKILL after 30s) and delete its data dir
 #   scripts/kafka.sh status    is it answering?
 #
-# Environment: KAFKA_VERSION (default: kafka.version in kafka/pom.xml), KAFKA_SASL=1 (add a
+# Environment: KAFKA_VERSION (default: kafka.version in kafka/pom.xml), KAFKA_PORT=N (the
+# PLAINTEXT port for `up`; default a free one), KAFKA_SASL=1 (add a
 # SASL_PLAINTEXT listener with SCRAM-SHA-256/512 user worker/worker-secret), KAFKA_JVM_OPTS.
-# The logic lives in tests/kafka_broker.py, which the pytest fixture uses too; this wrapper only
+# The logic lives in devtools/kafka_broker.py, which the pytest fixture uses too; this wrapper only
 # picks a Python (the project venv if present, it needs nothing but the standard library).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,4 +18,4 @@ if [[ -x .venv/bin/python ]]; then
 else
     py=$(command -v python3.11 || command -v python3)
 fi
-exec "$py" tests/kafka_broker.py "$@"
+exec "$py" devtools/kafka_broker.py "$@"

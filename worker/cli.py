@@ -12,10 +12,19 @@ import sys
 
 #: subcommand -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "replay": ("worker.replay", "learn from RunRecord JSON lines and print hints and tries"),
-    "run": ("worker.service", "run the streaming worker (agent-runs in, hints out)"),
-    "inspect": ("worker.inspect", "show an agent's current hints and trie from the output topics"),
-    "produce-demo": ("worker.demo", "stream generated runs for a handful of agents"),
+    "run": ("worker.commands.run", "run the streaming worker (agent-runs in, hints out)"),
+    "replay": (
+        "worker.commands.replay",
+        "learn from RunRecord JSON lines and print hints and tries",
+    ),
+    "inspect": (
+        "worker.commands.inspect_agent",
+        "show an agent's current hints and trie from the output topics",
+    ),
+    "produce-demo": (
+        "worker.commands.produce_demo",
+        "stream generated runs for a handful of agents",
+    ),
 }
 
 

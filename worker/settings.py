@@ -20,15 +20,13 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from worker.learner import LearnerConfig
+from worker.errors import SettingsError
+from worker.learner.config import LearnerConfig
+from worker.learner.limits import Limits
 
 ENV_PREFIX = "WORKER_"
 #: the documented defaults, shipped with the code
 DEFAULT_CONFIG_FILE = Path(__file__).resolve().parent.parent / "config" / "worker.toml"
-
-
-class SettingsError(ValueError):
-    """A setting is missing or invalid; the message names it."""
 
 
 class _Section(BaseModel):
@@ -55,16 +53,6 @@ class TopicSettings(_Section):
     @property
     def rekey_topic(self) -> str:
         return self.rekey or f"{self.runs}.rekey"
-
-
-class LimitSettings(_Section):
-    """Records over these limits go to the DLQ with reason `too_large` or `limits`."""
-
-    max_record_bytes: int = Field(default=1_048_576, ge=1)
-    max_calls_per_run: int = Field(default=10_000, ge=1)
-    max_name_length: int = Field(default=256, ge=1)
-    #: distinct trie nodes per agent (root included)
-    max_trie_nodes: int = Field(default=10_000, ge=1)
 
 
 class LearnerSettings(LearnerConfig):
@@ -152,7 +140,7 @@ class Settings(BaseSettings):
     #: agent states kept decoded in memory; older ones are re-read from the table store
     state_cache_agents: int = Field(default=100_000, ge=1)
     topics: TopicSettings = TopicSettings()
-    limits: LimitSettings = LimitSettings()
+    limits: Limits = Limits()
     learner: LearnerSettings = LearnerSettings()
     kafka: KafkaSettings = KafkaSettings()
 
@@ -216,6 +204,7 @@ def load_settings(
     """
     if config_file is None:
         config_file = os.environ.get(f"{ENV_PREFIX}CONFIG") or None
+    path: Path | None
     if config_file is not None:
         path = Path(config_file)
         if not path.is_file():

@@ -1,6 +1,6 @@
 """Integration tests run against one real Kafka broker per test session.
 
-Fixture ``kafka_broker`` (session-wide): a started ``tests/kafka_broker.py:KafkaBroker`` with a
+Fixture ``kafka_broker`` (session-wide): a started ``devtools/kafka_broker.py:KafkaBroker`` with a
 PLAINTEXT listener (``.bootstrap``) and a SASL_PLAINTEXT/SCRAM listener (``.sasl_bootstrap``).
 The first use installs the jars (``.cache/kafka/<version>``) and starts the broker; it is
 stopped at session end, also when tests fail or the run is interrupted. Every test in this
@@ -11,17 +11,14 @@ from __future__ import annotations
 
 import atexit
 import signal
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/ for kafka_broker
-
-from kafka_broker import KafkaBroker
-from worker_process import WorkerProcess
+from devtools.kafka_broker import KafkaBroker
+from devtools.worker_process import WorkerProcess
 
 _HERE = Path(__file__).resolve().parent
 _started: list[KafkaBroker] = []

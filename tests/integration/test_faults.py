@@ -28,7 +28,8 @@ from typing import Any
 import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
-from worker_process import (
+
+from devtools.worker_process import (
     TopicNames,
     WorkerProcess,
     assert_outputs_match,
@@ -38,8 +39,7 @@ from worker_process import (
     read_latest,
     run_sync,
 )
-
-from worker.workload import generate_runs
+from worker.demo_workload import generate_runs
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 

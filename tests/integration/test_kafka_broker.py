@@ -15,7 +15,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.conn import create_conn
 from aiokafka.errors import KafkaConnectionError, SaslAuthenticationFailed
-from kafka_broker import TopicSpec  # tests/ is put on sys.path by conftest.py
+
+from devtools.kafka_broker import TopicSpec
 
 pytestmark = pytest.mark.integration
 

@@ -8,7 +8,8 @@ from typing import Any
 
 import orjson
 import pytest
-from worker_process import (
+
+from devtools.worker_process import (
     TopicNames,
     WorkerProcess,
     assert_outputs_match,
@@ -18,8 +19,7 @@ from worker_process import (
     read_all,
     run_sync,
 )
-
-from worker.workload import generate_runs
+from worker.demo_workload import generate_runs
 
 pytestmark = pytest.mark.integration
 

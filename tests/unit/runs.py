@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import uuid
 
-from worker.records import CallRecord, RunRecord
+from worker.models import CallRecord, RunRecord
 
 BASE_NS = 1_800_000_000 * 1_000_000_000  # a whole second, so ms offsets map to seconds
 _ids = itertools.count(1)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from worker.service import add_arguments, settings_from_args
+from worker.commands.run import add_arguments, settings_from_args
 from worker.settings import DEFAULT_CONFIG_FILE, SettingsError, load_settings
 
 
@@ -118,9 +118,9 @@ def test_secret_from_file_never_printed(
     assert "s3cr3t" not in repr(s) and "s3cr3t" not in str(s.redacted())
     assert "s3cr3t" not in caplog.text
 
-    from worker.stream.kafka_config import aiokafka_kwargs
+    from worker.kafka.clients import client_kwargs
 
-    kwargs = aiokafka_kwargs(s)
+    kwargs = client_kwargs(s.bootstrap_servers, s.kafka)
     assert kwargs["sasl_mechanism"] == "SCRAM-SHA-512"
     assert kwargs["sasl_plain_password"] == "s3cr3t-value"
 

@@ -8,12 +8,14 @@ blob = state.to_bytes(); AgentState.from_bytes(blob).merge(other_state)
 """
 
 from worker.learner.config import LearnerConfig, Semantics, Weights
+from worker.learner.fleet import Fleet
 from worker.learner.hints import default_hints, lookup_hints
 from worker.learner.state import AgentState
 from worker.learner.trie import build_trie, state_hints, trie_dict
 
 __all__ = [
     "AgentState",
+    "Fleet",
     "LearnerConfig",
     "Semantics",
     "Weights",

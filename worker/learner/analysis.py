@@ -9,8 +9,8 @@ from bisect import bisect_right
 from typing import NamedTuple
 
 from worker.learner.config import LearnerConfig
-from worker.records import CallRecord, RunRecord
-from worker.timestamps import NS_PER_MS, NS_PER_SECOND
+from worker.models import CallRecord, RunRecord
+from worker.models.timestamps import NS_PER_MS, NS_PER_SECOND
 
 
 class CallObservation(NamedTuple):
@@ -95,7 +95,10 @@ def observe_run(run: RunRecord, config: LearnerConfig) -> list[CallObservation]:
     if corrected:
         spans = [(c.started_at, c.ended_at) for c in finished]
     else:  # whole Unix seconds, floored, as the crate compares them
-        spans = [(c.started_at // NS_PER_SECOND, c.ended_at // NS_PER_SECOND) for c in finished]
+        spans = [
+            (c.started_at // NS_PER_SECOND, c.ended_at // NS_PER_SECOND)  # type: ignore[operator]
+            for c in finished
+        ]
     positions, sizes = logical_positions(spans)  # type: ignore[arg-type]
     scores = _scores(finished, positions, sizes, workflow_seconds(run), config)
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from worker.learner.config import LearnerConfig
 from worker.learner.rounding import round_half_away, saturate_u32
-from worker.records import AgentHints, Prediction, TrieEnvelope
+from worker.models import AgentHints, Prediction, TrieEnvelope
 
 
 def hint_values(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-UINT32_MAX = 2**32 - 1
+from worker.models import UINT32_MAX
 
 
 def round_half_away(value: float) -> int:

@@ -18,7 +18,7 @@ import orjson
 from worker.learner.analysis import CallObservation, observe_run
 from worker.learner.config import LearnerConfig
 from worker.learner.stats import FOLD_BATCH, Mean, Statistic
-from worker.records import RunRecord
+from worker.models import RunRecord
 
 _FORMAT_VERSION = 1
 _HEADER = struct.Struct("<BI")  # format version, length of the JSON part; run ids follow

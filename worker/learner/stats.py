@@ -16,7 +16,7 @@ from bisect import bisect_left, bisect_right
 from collections import Counter
 from collections.abc import Iterable
 from itertools import accumulate
-from typing import Any
+from typing import Any, cast
 
 EXACT_LIMIT = 100
 FOLD_BATCH = 256  # pending samples past the exact limit are folded in batches this big
@@ -140,7 +140,7 @@ class Statistic:
         keyed = list(map(_BUCKET_KEYS.get, pending))
         if None in keyed:
             keyed = [_key_of(v) if k is None else k for k, v in zip(keyed, pending, strict=True)]
-        self._add_buckets(Counter(keyed).items())
+        self._add_buckets(Counter(cast(list[int], keyed)).items())
         self.folded_count += len(pending)
         self.folded_total += sum(pending)
         self.pending = []

@@ -9,8 +9,8 @@ from worker.learner.hints import default_hint_values
 from worker.learner.rounding import round_half_away
 from worker.learner.state import AgentState, NodeStats, StatGroup
 from worker.learner.stats import Mean, Statistic
-from worker.records import TrieEnvelope
-from worker.timestamps import now_rfc3339
+from worker.models import TrieEnvelope
+from worker.models.timestamps import now_rfc3339
 
 
 def sensitivity_level(score: Mean | Statistic, scale: int) -> int | None:

@@ -27,6 +27,8 @@ from typing import Any
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from mode.services import WaitResults
 
+from worker.stream.faust_internals import set_fetch_batching
+
 
 def _waits_on(coro: Any, event: asyncio.Event) -> bool:
     """Is `coro` an unstarted `event.wait()`?"""
@@ -68,9 +70,8 @@ class BatchingConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
 
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
-        # read by AIOKafkaConsumer.start() when it builds its fetcher (aiokafka 0.14)
-        consumer._fetch_min_bytes = self.app.fetch_min_bytes
-        consumer._fetch_max_wait_ms = self.app.fetch_max_wait_ms
+        app: Any = self.app  # a WorkerApp (worker.stream.faust_app), which sets these
+        set_fetch_batching(consumer, app.fetch_min_bytes, app.fetch_max_wait_ms)
         return consumer
 
 

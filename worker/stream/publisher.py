@@ -19,11 +19,11 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 
 from worker.learner import LearnerConfig, state_hints, trie_dict
-from worker.observability import WorkerMetrics
-from worker.records import dumps
+from worker.models import dumps
+from worker.models.timestamps import now_rfc3339
+from worker.observability.metrics import WorkerMetrics
 from worker.settings import TopicSettings
-from worker.stream.state import Entry, StateCache
-from worker.timestamps import now_rfc3339
+from worker.stream.state_cache import Entry, StateCache
 
 log = logging.getLogger(__name__)
 
@@ -134,16 +134,10 @@ class Publisher:
                     self.metrics.end_to_publish.observe(max(0.0, (now_ns - end_ns) / 1e9))
             return len(batch)
 
-    def forget(self, agent_ids: set[str] | None = None) -> None:
+    def forget(self) -> None:
         """Forget what was last published (after losing partitions; re-publish is harmless)."""
-        if agent_ids is None:
-            self._last_hints.clear()
-            self._last_trie.clear()
-            return
-        for agent_id in agent_ids:
-            self._last_hints.pop(agent_id, None)
-            self._last_trie.pop(agent_id, None)
-            self._tries_due.pop(agent_id, None)
+        self._last_hints.clear()
+        self._last_trie.clear()
 
     async def run_forever(self, interval_s: float) -> None:
         """The publish timer; a failed publish is retried with the next batch's data."""
@@ -156,11 +150,7 @@ class Publisher:
             except Exception:
                 self.metrics.errors.labels("publish").inc()
                 log.exception("publishing hints failed; will retry")
-                self._requeue_all()
+                self.forget()
+                self.cache.publish_all_again()
             # a cycle lets the loop run while it builds tries, so the next can start on time
             await asyncio.sleep(max(interval_s - (time.monotonic() - started), 0.01))
-
-    def _requeue_all(self) -> None:
-        self.forget()
-        for agent_id, entry in list(self.cache._entries.items()):
-            self.cache._to_publish[agent_id] = entry

@@ -1,0 +1,35 @@
+"""`make bench` / `python -m benchmarks [NAME ...]`: the learner, then end to end.
+
+Each benchmark prints its own figures; with no names, all of the default set run in turn.
+`python -m benchmarks.NAME --help` shows a benchmark's own options.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+#: name -> module; the default set runs in this order
+BENCHMARKS = {"learner": "benchmarks.learner", "e2e": "benchmarks.e2e"}
+EXTRA = {"recovery": "benchmarks.recovery"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    known = {**BENCHMARKS, **EXTRA}
+    parser.add_argument("names", nargs="*", metavar="NAME", help=f"of {', '.join(known)}")
+    args = parser.parse_args(argv)
+    unknown = [name for name in args.names if name not in known]
+    if unknown:
+        parser.error(f"unknown benchmark(s) {unknown}; choose from {list(known)}")
+    failed = 0
+    for name in args.names or list(BENCHMARKS):
+        print(f"\n=== {name}", flush=True)
+        module = importlib.import_module(known[name])
+        failed += int(module.main([]) != 0)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

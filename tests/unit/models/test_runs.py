@@ -1,0 +1,100 @@
+"""RunRecord parsing: serde's JSON, unknown fields ignored, errors that name the field."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from worker.errors import RecordError
+from worker.models import parse_run
+from worker.models.timestamps import format_timestamp_ns, parse_timestamp_ns
+
+GOOD = {
+    "id": "00000000-0000-4000-8000-000000000001",
+    "agent_id": "planner",
+    "started_at": "2026-03-31T12:00:00Z",
+    "calls": [
+        {
+            "kind": "llm",
+            "name": "gpt-4",
+            "started_at": "2026-03-31T12:00:00.5+02:00",
+            "ended_at": None,
+            "output_tokens": 12,
+            "future_field": [1, 2],
+        }
+    ],
+    "something_new": True,
+}
+
+
+def with_call(**changes):
+    return orjson.dumps({**GOOD, "calls": [{**GOOD["calls"][0], **changes}]})
+
+
+def test_good_record_parses_and_ignores_unknown_fields() -> None:
+    run = parse_run(orjson.dumps(GOOD))
+    assert run.agent_id == "planner"
+    assert run.ended_at is None and run.calls[0].ended_at is None
+    assert run.calls[0].started_at == parse_timestamp_ns("2026-03-31T10:00:00.5Z")
+
+
+@pytest.mark.parametrize(
+    ("data", "reason", "where"),
+    [
+        (b"{not json", "invalid_json", "Invalid JSON"),
+        (b"[1, 2]", "schema", "expected a JSON object"),
+        (orjson.dumps({**GOOD, "id": "nope"}), "schema", "id:"),
+        (orjson.dumps({k: v for k, v in GOOD.items() if k != "agent_id"}), "schema", "agent_id:"),
+        (with_call(kind="embedding"), "schema", "calls.0.kind"),
+        (with_call(output_tokens=-1), "schema", "calls.0.output_tokens"),
+        (with_call(output_tokens=2**32), "schema", "calls.0.output_tokens"),
+        (with_call(output_tokens="12"), "schema", "calls.0.output_tokens"),
+        (with_call(started_at="2026-03-31T12:00:00"), "schema", "calls.0.started_at"),
+        (with_call(started_at="yesterday"), "schema", "calls.0.started_at"),
+    ],
+)
+def test_bad_records_name_the_problem(data: bytes, reason: str, where: str) -> None:
+    with pytest.raises(RecordError) as caught:
+        parse_run(data)
+    assert caught.value.reason == reason
+    assert where in caught.value.detail
+
+
+@pytest.mark.parametrize(
+    ("text", "ns"),
+    [
+        ("1970-01-01T00:00:00Z", 0),
+        ("1970-01-01T00:00:01.000000001Z", 1_000_000_001),
+        ("1970-01-01T00:00:00.123456789+00:00", 123_456_789),
+        ("1970-01-01T01:00:00.5+01:00", 500_000_000),
+        ("1970-01-01t00:00:00.25z", 250_000_000),
+    ],
+)
+def test_timestamps_keep_nanoseconds(text: str, ns: int) -> None:
+    assert parse_timestamp_ns(text) == ns
+    assert parse_timestamp_ns(format_timestamp_ns(ns)) == ns
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2026-03-31T12:00:61Z",
+        "2026-03-31T12:00:1Z",
+        "2026-03-31T12:00:10.Z",
+        "2026-03-31T12:00:10.1234567890Z",
+        "2026-03-31T12:00:1x.5Z",
+        "2026-03-31T12:00:10.5",
+        "2026-03-31T12:00:10.5+0000",
+    ],
+)
+def test_fast_path_rejects_what_the_general_parser_rejects(text: str) -> None:
+    parse_timestamp_ns("2026-03-31T12:00:00Z")  # the minute is now known to the fast path
+    with pytest.raises(ValueError):
+        parse_timestamp_ns(text)
+
+
+def test_fast_path_agrees_with_general_parser() -> None:
+    first = parse_timestamp_ns("2026-03-31T12:00:00.5+00:00")
+    assert parse_timestamp_ns("2026-03-31T12:00:00.500Z") == first
+    assert parse_timestamp_ns("2026-03-31T12:00:59.999999999Z") == first + 59_499_999_999
+    assert parse_timestamp_ns("2026-03-31T14:00:00.5+02:00") == first

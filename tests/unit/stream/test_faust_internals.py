@@ -1,0 +1,83 @@
+"""The private faust / aiokafka attributes the worker relies on are still there and still
+used the way `worker.stream.faust_internals` and `worker.stream.consumer` assume.
+
+A faust-streaming or aiokafka upgrade that moves one of them must fail here, loudly, rather
+than let the worker silently lose a guarantee (offsets committed ahead of the changelog,
+skipped records, tiny fetches).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from contextvars import ContextVar
+
+import faust
+import faust.streams
+from aiokafka import AIOKafkaConsumer
+from faust.tables import base as faust_tables
+from faust.transport import consumer as faust_consumer
+from faust.transport.drivers import aiokafka as faust_aiokafka
+from mode import Service
+
+from worker.stream import faust_internals
+
+
+def test_offsets_are_committed_through_consumer_commit() -> None:
+    """wrap_offset_commit replaces `_commit`: faust must still commit through it."""
+    assert inspect.iscoroutinefunction(faust_aiokafka.Consumer._commit)
+    source = inspect.getsource(faust_consumer.Consumer._commit_offsets)
+    assert "await self._commit(" in source
+
+
+def test_committed_offsets_are_kept_by_partition() -> None:
+    assert "_committed_offset" in faust_consumer.Consumer.__annotations__
+    init = inspect.getsource(faust_consumer.Consumer.__init__)
+    assert "self._committed_offset = " in init
+
+    class Holder:
+        def __init__(self) -> None:
+            self._committed_offset = {"tp": 41}
+
+    assert faust_internals.committed_offset(Holder(), "tp") == 41
+    assert faust_internals.committed_offset(Holder(), "other") is None
+
+
+def test_current_event_routes_table_writes() -> None:
+    assert isinstance(faust.streams._current_event, ContextVar)
+
+    class Event:
+        pass
+
+    event = Event()
+    assert faust.streams.current_event() is None
+    with faust_internals.current_event(event):
+        assert faust.streams.current_event() is event
+    assert faust.streams.current_event() is None
+    # tables read it to pick the changelog partition
+    route = inspect.getsource(faust_tables.Collection.partition_for_key)
+    assert "current_event()" in route
+
+
+async def test_fetch_batching_is_read_at_start() -> None:
+    consumer = AIOKafkaConsumer(bootstrap_servers="127.0.0.1:1")
+    faust_internals.set_fetch_batching(consumer, 12345, 67)
+    assert (consumer._fetch_min_bytes, consumer._fetch_max_wait_ms) == (12345, 67)
+    start = inspect.getsource(AIOKafkaConsumer.start)
+    assert "fetch_min_bytes=self._fetch_min_bytes" in start
+    assert "fetch_max_wait_ms=self._fetch_max_wait_ms" in start
+    await asyncio.sleep(0)
+
+
+def test_the_consumer_hooks_the_eager_consumer_overrides() -> None:
+    """worker.stream.consumer overrides these protected hooks; each must still be called."""
+    assert hasattr(faust.App, "_new_transport")
+    assert hasattr(faust_aiokafka.Consumer, "_new_consumer_thread")
+    assert hasattr(faust_aiokafka.AIOKafkaConsumerThread, "_create_worker_consumer")
+    assert "wait_first" in vars(Service)
+    drain = inspect.getsource(faust_consumer.Consumer._drain_messages)
+    assert "self.wait_first(" in drain and "self.suspend_flow.wait()" in drain
+    thread = inspect.getsource(faust_aiokafka.AIOKafkaConsumerThread)
+    assert "self._create_worker_consumer(" in thread
+    delegate = inspect.getsource(faust_consumer.ThreadDelegateConsumer)
+    assert "self._new_consumer_thread()" in delegate

@@ -1,0 +1,67 @@
+"""The processor's decision per record, and the state cache behind it (no Kafka)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from worker.demo_workload import generate_runs
+from worker.learner import AgentState, LearnerConfig
+from worker.learner.limits import Limits
+from worker.models import parse_run
+from worker.stream.processor import Outcome, Processor
+from worker.stream.rekey import partition_for
+from worker.stream.state_cache import StateCache
+
+START = 1_700_000_000_000_000_000
+
+
+def run_dict(seed: int = 1) -> dict[str, Any]:
+    return next(iter(generate_runs(1, 1, seed=seed, start_ns=START)))
+
+
+class FakeTable(dict):
+    def get(self, key, default=None):  # type: ignore[override]
+        return super().get(key, default)
+
+
+def make_processor(partitions: int = 4, **limits: Any) -> Processor:
+    cache = StateCache(FakeTable(), max_agents=100)
+    return Processor(cache, LearnerConfig(), Limits(**limits), partitions)
+
+
+def test_partition_for_matches_kafka_default_partitioner() -> None:
+    from aiokafka.partitioner import DefaultPartitioner
+
+    for agent in ("agent-0000", "agent-0001", "x", "ü-agent"):
+        want = DefaultPartitioner()(agent.encode(), list(range(6)), list(range(6)))
+        assert partition_for(agent, 6) == want
+
+
+def test_processor_learns_dedupes_rekeys_and_rejects() -> None:
+    p = make_processor()
+    run = run_dict()
+    value = orjson.dumps(run)
+    home = partition_for(run["agent_id"], 4)
+    other = (home + 1) % 4
+    assert p.process(value, other, event=None).outcome is Outcome.REKEY
+    assert p.process(value, other, event=None).partition == home
+    assert p.process(value, home, event=object()).outcome is Outcome.LEARNED
+    assert p.process(value, home, event=object()).outcome is Outcome.DUPLICATE
+    assert p.process(b"{nope", home, event=None).reason == "invalid_json"
+    assert p.process(b'{"id": 1}', home, event=None).reason == "schema"
+    batch = p.cache.take_to_publish()
+    assert [agent for agent, _ in batch] == [run["agent_id"]]
+    assert batch[0][1].state.runs == 1
+
+
+def test_state_cache_reads_stored_state() -> None:
+    run = parse_run(orjson.dumps(run_dict()))
+    state = AgentState()
+    state.learn(run, LearnerConfig())
+    table = FakeTable({run.agent_id.encode(): state.to_bytes()})
+    cache = StateCache(table, max_agents=10)
+    entry = cache.get(run.agent_id, 0)
+    assert entry.state.has_run(run.id) and entry.state.runs == 1
+    assert cache.keep_partitions({1}) == 1 and len(cache) == 0

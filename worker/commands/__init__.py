@@ -1,0 +1,1 @@
+"""The `python -m worker` subcommands: each module has `add_arguments(parser)` and `run(args)`."""

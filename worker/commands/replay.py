@@ -1,0 +1,154 @@
+"""`python -m worker replay FILE`: learn from RunRecord JSON lines, print hints and tries.
+
+The same learner core as the streaming worker, with no Kafka: what it prints is what the
+worker publishes for the same runs. Bad lines are reported and skipped, never fatal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+import orjson
+
+from worker.errors import ExitCode, RecordError
+from worker.learner import Fleet, LearnerConfig, Weights
+from worker.models import parse_run
+from worker.progress import Progress
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file", metavar="FILE", help="RunRecord JSON lines, or - for stdin")
+    parser.add_argument(
+        "--semantics",
+        choices=("corrected", "nemo-flow"),
+        default="corrected",
+        help="learning rules (SPEC section 4); default: corrected",
+    )
+    parser.add_argument("--scale", type=int, default=5, help="sensitivity scale (default 5)")
+    parser.add_argument(
+        "--weight",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="score weight: critical, fanout, position or parallel (repeatable)",
+    )
+    parser.add_argument("--rejects", metavar="FILE", help="also write rejected lines here")
+    parser.add_argument("--strict", action="store_true", help="exit 1 when any line was rejected")
+
+
+@dataclass
+class ReplayResult:
+    """Agents learned from a stream of lines, with what happened to each line."""
+
+    fleet: Fleet = field(default_factory=Fleet)
+    lines: int = 0
+    learned: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+
+
+def replay_lines(
+    lines: Iterator[tuple[int, bytes]],
+    config: LearnerConfig,
+    on_reject: Any = None,
+) -> ReplayResult:
+    """Learn every good line; call `on_reject(number, line, error)` for each bad one."""
+    result = ReplayResult(Fleet(config))
+    for number, line in lines:
+        if not line.strip():
+            continue
+        result.lines += 1
+        try:
+            run = parse_run(line)
+        except RecordError as error:
+            result.rejected += 1
+            if on_reject:
+                on_reject(number, line, error)
+            continue
+        if result.fleet.learn(run):
+            result.learned += 1
+        else:
+            result.duplicates += 1
+    return result
+
+
+def agent_lines(fleet: Fleet) -> Iterator[bytes]:
+    """One `{"agent_id", "hints", "trie"}` JSON line per agent, in agent-id order."""
+    for agent_id, hints, trie in fleet.outputs():
+        yield orjson.dumps(
+            {
+                "agent_id": agent_id,
+                "hints": hints.model_dump() if hints else None,
+                "trie": trie.model_dump(),
+            }
+        )
+
+
+def _config(args: argparse.Namespace) -> LearnerConfig:
+    weights: dict[str, float] = {}
+    for item in args.weight:
+        name, sep, value = item.partition("=")
+        if not sep or name not in Weights.model_fields:
+            raise SystemExit(
+                f"replay: --weight wants NAME=VALUE with NAME in {list(Weights.model_fields)}"
+            )
+        try:
+            weights[name] = float(value)
+        except ValueError:
+            raise SystemExit(f"replay: --weight {name}: {value!r} is not a number") from None
+    return LearnerConfig(semantics=args.semantics, scale=args.scale, weights=Weights(**weights))
+
+
+def _numbered(stream: IO[bytes], progress: Progress) -> Iterator[tuple[int, bytes]]:
+    done = 0
+    for number, line in enumerate(stream, start=1):
+        done += len(line)
+        progress.update(done, number)
+        yield number, line
+
+
+def run(args: argparse.Namespace) -> int:
+    config = _config(args)
+    if args.file == "-":
+        source, total = sys.stdin.buffer, None
+    else:
+        try:
+            source = open(args.file, "rb")  # noqa: SIM115 - closed below
+        except OSError as error:
+            print(f"replay: cannot read {args.file}: {error.strerror}", file=sys.stderr)
+            return ExitCode.CONFIG
+        total = os.fstat(source.fileno()).st_size
+    rejects = open(args.rejects, "wb") if args.rejects else None  # noqa: SIM115
+
+    def report(number: int, line: bytes, error: RecordError) -> None:
+        print(f"line {number}: {error.reason}: {error.detail}", file=sys.stderr)
+        if rejects:
+            record = {"line": number, "reason": error.reason, "detail": error.detail}
+            record["raw"] = line.decode("utf-8", "replace").rstrip("\r\n")
+            rejects.write(orjson.dumps(record) + b"\n")
+
+    progress = Progress(total)
+    try:
+        result = replay_lines(_numbered(source, progress), config, report)
+    finally:
+        progress.close()
+        if source is not sys.stdin.buffer:
+            source.close()
+        if rejects:
+            rejects.close()
+    out = sys.stdout.buffer
+    for line in agent_lines(result.fleet):
+        out.write(line + b"\n")
+    out.flush()
+    print(
+        f"replay: {result.lines} records, {result.learned} learned, "
+        f"{result.duplicates} duplicate, {result.rejected} rejected, "
+        f"{len(result.fleet.states)} agents ({config.semantics})",
+        file=sys.stderr,
+    )
+    return ExitCode.FAILED if args.strict and result.rejected else ExitCode.OK

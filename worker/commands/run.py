@@ -1,0 +1,114 @@
+"""`python -m worker run`: the long-running streaming worker (settings, start, clean stop)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import logging
+import sys
+
+from aiokafka.errors import KafkaError
+
+from worker.commands import options
+from worker.commands.options import add_settings_arguments
+from worker.errors import ExitCode, SettingsError, StartError
+from worker.kafka.topics import prepare_topics
+from worker.observability.logs import setup_logging
+from worker.settings import Settings
+
+log = logging.getLogger("worker.run")
+
+#: flag dest -> dotted setting name (flags not given leave env/TOML values alone)
+FLAGS: dict[str, str] = {
+    "group_id": "group_id",
+    "state_dir": "state_dir",
+    "metrics_port": "metrics_port",
+    "metrics_host": "metrics_host",
+    "log_level": "log_level",
+    "log_json": "log_json",
+    "processing_guarantee": "processing_guarantee",
+    "publish_interval_ms": "publish_interval_ms",
+    "semantics": "learner.semantics",
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_settings_arguments(parser)
+    parser.add_argument("--group-id", help="consumer group (also the faust app id)")
+    parser.add_argument("--state-dir", help="directory of the RocksDB state store")
+    parser.add_argument("--metrics-port", type=int, help="port of /metrics /healthz /readyz")
+    parser.add_argument("--metrics-host", help="address to bind the metrics server to")
+    parser.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument("--log-json", action="store_true", default=None, help="JSON log lines")
+    parser.add_argument("--processing-guarantee", choices=["at_least_once", "exactly_once"])
+    parser.add_argument("--publish-interval-ms", type=int, help="hints publish interval")
+    parser.add_argument("--semantics", choices=["corrected", "nemo-flow"], help="learner rules")
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    return options.settings_from_args(args, FLAGS)
+
+
+def _tune_gc() -> None:
+    """Keep the cyclic GC off the long-lived heap (faust, pydantic, agent states).
+
+    With CPython's defaults the worker ran a full collection every few seconds under load,
+    each a 100-300 ms pause of the event loop (a p99 latency spike); GC took 1-8% of the
+    CPU. Freezing what exists after start-up and collecting less often cut that to
+    ~0.5%, with full collections 30-70 ms. Nearly everything per run is freed by refcount.
+    """
+    gc.freeze()
+    gc.set_threshold(10_000, 50, 100)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        settings = settings_from_args(args)
+    except SettingsError as exc:
+        print(f"worker: {exc}", file=sys.stderr)
+        return exc.exit_code
+    setup_logging(settings.log_level, settings.log_json)
+    log.info("starting worker", extra={"settings": settings.redacted()})
+
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        partitions = loop.run_until_complete(prepare_topics(settings)).partitions
+    except (StartError, KafkaError, TimeoutError, OSError) as exc:
+        log.error("cannot start: %s", exc or type(exc).__name__)
+        loop.close()
+        return ExitCode.START
+
+    # faust is heavy to import: only once the settings and topics are known to be good
+    from worker.stream.faust_app import FaustWorker
+    from worker.stream.service import StreamService
+
+    service = StreamService(settings, partitions)
+    _tune_gc()
+    worker = FaustWorker(
+        service,
+        loop=loop,
+        quiet=True,
+        override_logging=False,
+        redirect_stdouts=False,
+        loglevel=settings.log_level,
+    )
+    log.info(
+        "worker running",
+        extra={
+            "group_id": settings.group_id,
+            "partitions": partitions,
+            "processing_guarantee": settings.processing_guarantee,
+        },
+    )
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        log.info("worker stopped", extra={"exit_code": code})
+        return code
+    except Exception:
+        log.exception("worker crashed")
+        return ExitCode.FAILED
+    return ExitCode.OK

@@ -1,0 +1,1 @@
+"""Talking to Kafka outside faust: client options, topic set-up, reading topics."""

@@ -1,0 +1,110 @@
+"""Create missing topics with the right configs at start; refuse non-compacted outputs."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+from worker.errors import TopicError
+from worker.kafka.clients import client_kwargs
+from worker.settings import Settings
+
+log = logging.getLogger(__name__)
+
+#: error code Kafka returns when a topic being created already exists (a racing worker)
+TOPIC_ALREADY_EXISTS = 36
+
+
+@dataclass(frozen=True)
+class TopicLayout:
+    """What the worker found or created: the partition count all its topics share."""
+
+    partitions: int
+    created: tuple[str, ...] = ()
+
+
+def _partition_counts(metadata: list[dict[str, Any]]) -> dict[str, int]:
+    counts = {}
+    for topic in metadata:
+        if topic["error_code"] == 0:
+            counts[topic["topic"]] = len(topic["partitions"])
+    return counts
+
+
+async def _cleanup_policies(admin: AIOKafkaAdminClient, topics: list[str]) -> dict[str, str]:
+    if not topics:
+        return {}
+    resources = [
+        ConfigResource(ConfigResourceType.TOPIC, name, configs={"cleanup.policy": None})
+        for name in topics
+    ]
+    policies: dict[str, str] = {}
+    for response in await admin.describe_configs(resources):
+        for resource in response.resources:
+            error_code, _msg, _type, name, entries = resource[:5]
+            if error_code:
+                raise TopicError(f"cannot describe topic {name}: error {error_code} {_msg}")
+            for entry in entries:
+                if entry[0] == "cleanup.policy":
+                    policies[name] = entry[1] or ""
+    return policies
+
+
+async def _create(admin: AIOKafkaAdminClient, topics: list[NewTopic]) -> None:
+    if not topics:
+        return
+    response = await admin.create_topics(topics)
+    for item in response.topic_errors:
+        name, code = item[0], item[1]
+        if code not in (0, TOPIC_ALREADY_EXISTS):
+            raise TopicError(f"cannot create topic {name}: error {code} {item[2:]}")
+        log.info("created topic %s", name, extra={"topic": name})
+
+
+async def ensure_topics(admin: AIOKafkaAdminClient, settings: Settings) -> TopicLayout:
+    """Create what is missing, check what exists; return the input partition count."""
+    t = settings.topics
+    compacted = [t.hints, t.tries]
+    deleting = [t.dlq, t.rekey_topic]
+    names = [t.runs, *compacted, *deleting]
+    counts = _partition_counts(await admin.describe_topics(names))
+    missing = [name for name in names if name not in counts]
+    if missing and not t.create:
+        raise TopicError(f"topics {missing} do not exist and topics.create is false")
+    partitions = counts.get(t.runs, t.partitions)
+    new = []
+    for name in missing:
+        configs = {"cleanup.policy": "compact" if name in compacted else "delete"}
+        new.append(NewTopic(name, partitions, t.replication_factor, topic_configs=configs))
+    await _create(admin, new)
+    policies = await _cleanup_policies(admin, [n for n in compacted if n in counts])
+    for name, policy in policies.items():
+        if "compact" not in policy.split(","):
+            raise TopicError(
+                f"output topic {name} exists with cleanup.policy={policy!r}; it must be "
+                f"compacted (kafka-configs --alter --entity-type topics --entity-name {name} "
+                "--add-config cleanup.policy=compact)"
+            )
+    if counts.get(t.rekey_topic, partitions) != partitions:
+        raise TopicError(
+            f"topic {t.rekey_topic} has {counts[t.rekey_topic]} partitions but {t.runs} has "
+            f"{partitions}; they must match (delete {t.rekey_topic} to let the worker recreate it)"
+        )
+    return TopicLayout(partitions=partitions, created=tuple(missing))
+
+
+async def prepare_topics(settings: Settings, timeout_s: float = 30.0) -> TopicLayout:
+    """`ensure_topics` with an admin client of its own, built from the settings."""
+    admin = AIOKafkaAdminClient(
+        **client_kwargs(settings.bootstrap_servers, settings.kafka), request_timeout_ms=15_000
+    )
+    try:
+        await asyncio.wait_for(admin.start(), timeout=timeout_s)
+        return await ensure_topics(admin, settings)
+    finally:
+        await admin.close()

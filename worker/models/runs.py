@@ -1,0 +1,90 @@
+"""The input record of SPEC section 2: RunRecord and its calls, and how to decode one.
+
+Records mirror the JSON that serde writes for NeMo Flow's `RunRecord`; unknown fields are
+ignored. Timestamps are held as integer nanoseconds since the epoch (see `timestamps`).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    ValidationError,
+)
+
+from worker.errors import RecordError
+from worker.models.timestamps import format_timestamp_ns, parse_timestamp_ns
+
+UINT32_MAX = 2**32 - 1
+
+
+#: An RFC 3339 timestamp with a zone, held as nanoseconds since the Unix epoch.
+Timestamp = Annotated[
+    int,
+    BeforeValidator(parse_timestamp_ns),
+    PlainSerializer(format_timestamp_ns, return_type=str),
+]
+#: A JSON integer in 0..2^32-1, as serde's u32 accepts it (no strings, no floats).
+UInt32 = Annotated[int, Field(ge=0, le=UINT32_MAX, strict=True)]
+
+
+class _Input(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class CallRecord(_Input):
+    """One LLM or tool call inside a run."""
+
+    kind: Literal["llm", "tool"]
+    name: str
+    started_at: Timestamp
+    ended_at: Timestamp | None = None
+    output_tokens: UInt32 | None = None
+    prompt_tokens: UInt32 | None = None
+    total_tokens: UInt32 | None = None
+    model_name: str | None = None
+    tool_call_count: UInt32 | None = None
+    metadata_snapshot: dict[str, Any] | None = None
+    annotated_request: dict[str, Any] | None = None
+    annotated_response: dict[str, Any] | None = None
+
+
+class RunRecord(_Input):
+    """One finished agent run: the unit the learner folds into an agent's state."""
+
+    id: UUID
+    agent_id: Annotated[str, Field(min_length=1)]
+    calls: list[CallRecord]
+    started_at: Timestamp
+    ended_at: Timestamp | None = None
+
+
+def describe_validation_error(error: ValidationError, limit: int = 3) -> str:
+    """Name each failing field by its path (`calls.2.started_at`) with pydantic's message."""
+    parts = []
+    for item in error.errors(include_url=False)[:limit]:
+        where = ".".join(str(p) for p in item["loc"]) or "record"
+        parts.append(f"{where}: {item['msg']}")
+    more = error.error_count() - limit
+    if more > 0:
+        parts.append(f"and {more} more")
+    return "; ".join(parts)
+
+
+def parse_run(data: bytes | str) -> RunRecord:
+    """Decode one RunRecord from JSON, or raise RecordError (`invalid_json` or `schema`)."""
+    try:
+        return RunRecord.model_validate_json(data)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        if first["type"] == "json_invalid":
+            raise RecordError("invalid_json", first["msg"]) from None
+        if first["type"] == "model_type":
+            raise RecordError("schema", "expected a JSON object") from None
+        raise RecordError("schema", describe_validation_error(exc)) from None

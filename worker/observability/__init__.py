@@ -1,0 +1,1 @@
+"""What operators see: metrics, the health endpoints and the logs."""

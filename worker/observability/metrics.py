@@ -1,0 +1,106 @@
+"""Every Prometheus metric the streaming worker exports, on a registry of its own."""
+
+from __future__ import annotations
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
+
+REJECT_REASONS = ("invalid_json", "schema", "too_large", "limits")
+
+
+class WorkerMetrics:
+    """Every metric the worker exports, on its own registry (no process-global state)."""
+
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        ProcessCollector(registry=r)  # process_resident_memory_bytes, process_cpu_seconds_total
+        self.consumed = Counter(
+            "agent_hints_runs_consumed", "Records read from the runs and rekey topics", registry=r
+        )
+        self.learned = Counter(
+            "agent_hints_runs_learned", "Runs folded into agent state", registry=r
+        )
+        self.duplicates = Counter(
+            "agent_hints_runs_duplicate", "Runs skipped because their id was learned", registry=r
+        )
+        self.rejected = Counter(
+            "agent_hints_runs_rejected", "Records sent to the DLQ", ["reason"], registry=r
+        )
+        for reason in REJECT_REASONS:
+            self.rejected.labels(reason)
+        self.rekeyed = Counter(
+            "agent_hints_runs_rekeyed",
+            "Runs re-sent to the rekey topic because their partition did not match the agent",
+            registry=r,
+        )
+        self.processing = Histogram(
+            "agent_hints_record_processing_seconds",
+            "Time to process one record (decode, check, learn)",
+            buckets=(1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 0.01, 0.025, 0.05, 0.1, 0.5),
+            registry=r,
+        )
+        lag_buckets = (0.01, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 2, 5, 10, 30, 60)
+        self.end_to_publish = Histogram(
+            "agent_hints_run_end_to_publish_seconds",
+            "From a run's ended_at to its agent's hints being published",
+            buckets=lag_buckets,
+            registry=r,
+        )
+        self.consume_to_publish = Histogram(
+            "agent_hints_consume_to_publish_seconds",
+            "From a run being consumed to its agent's hints being published",
+            buckets=lag_buckets,
+            registry=r,
+        )
+        self.published = Counter(
+            "agent_hints_published",
+            "Records published: output=hints (HintsRecord) or tries (TrieEnvelope)",
+            ["output"],
+            registry=r,
+        )
+        self.hints_published = self.published.labels("hints")
+        self.tries_published = self.published.labels("tries")
+        self.publish_skipped = Counter(
+            "agent_hints_publish_unchanged",
+            "Publishes skipped because the value equals the last one published",
+            ["output"],
+            registry=r,
+        )
+        self.agents = Gauge(
+            "agent_hints_agents_cached", "Agents whose state this worker holds", registry=r
+        )
+        self.state_bytes = Gauge(
+            "agent_hints_state_bytes", "Bytes of agent state last written to the table", registry=r
+        )
+        self.state_writes = Counter(
+            "agent_hints_state_writes", "Agent state values written to the table", registry=r
+        )
+        self.consumer_lag = Gauge(
+            "agent_hints_consumer_lag_records",
+            "Records not yet processed (high watermark - next offset)",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self.ready = Gauge(
+            "agent_hints_ready", "1 when assigned partitions are recovered", registry=r
+        )
+        self.dlq_skipped = Counter(
+            "agent_hints_dlq_replays_skipped",
+            "Rejected records replayed after a crash and found already in the DLQ",
+            registry=r,
+        )
+        self.errors = Counter(
+            "agent_hints_errors",
+            "Unexpected errors handled without stopping",
+            ["where"],
+            registry=r,
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,129 @@
+"""The faust app, built from the settings: consumer tuning, state table, source topics.
+
+Everything faust-specific about how the worker is configured lives here; the rest of the
+stream package sees an app, a table and a source topic.
+"""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+import faust
+
+from worker.kafka.clients import bootstrap_list, ssl_context
+from worker.settings import KafkaSettings, Settings
+from worker.stream.checkpoint import StateTable
+from worker.stream.consumer import EagerTransport
+
+TABLE_NAME = "agent-state"
+
+
+class WorkerApp(faust.App):
+    """faust's app with the tuned consumer (see `worker.stream.consumer`)."""
+
+    #: fetch batching the consumer thread applies (set from the settings)
+    fetch_min_bytes = 1
+    fetch_max_wait_ms = 1500
+
+    def _new_transport(self) -> EagerTransport:
+        return EagerTransport(self.conf.broker_consumer, self)
+
+
+def credentials(kafka: KafkaSettings) -> faust.types.auth.CredentialsT | None:
+    """`broker_credentials` for faust.App from the Kafka security settings (None: PLAINTEXT)."""
+    context = ssl_context(kafka)
+    if kafka.security_protocol.startswith("SASL_"):
+        assert kafka.sasl_password is not None  # checked by KafkaSettings
+        return faust.SASLCredentials(
+            username=kafka.sasl_username,
+            password=kafka.sasl_password.get_secret_value(),
+            mechanism=kafka.sasl_mechanism,
+            ssl_context=context,
+        )
+    if context is not None:
+        return faust.SSLCredentials(context)
+    return None
+
+
+def make_app(settings: Settings, partitions: int) -> WorkerApp:
+    """The faust app for `settings`, its topics having `partitions` partitions."""
+    s = settings
+    kwargs: dict[str, Any] = {}
+    broker_credentials = credentials(s.kafka)
+    if broker_credentials is not None:
+        kwargs["broker_credentials"] = broker_credentials
+    app = WorkerApp(
+        s.group_id,
+        broker=[f"kafka://{server}" for server in bootstrap_list(s.bootstrap_servers)],
+        store="rocksdb://",
+        datadir=str(s.state_dir),
+        autodiscover=False,
+        web_enabled=False,
+        processing_guarantee=s.processing_guarantee,
+        broker_commit_interval=s.commit_interval_s,
+        broker_session_timeout=s.session_timeout_s,
+        broker_heartbeat_interval=min(3.0, s.session_timeout_s / 3),
+        broker_client_id=s.kafka.client_id,
+        table_standby_replicas=s.table_standby_replicas,
+        topic_partitions=partitions,
+        topic_replication_factor=s.topics.replication_factor,
+        topic_allow_declare=True,
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        worker_redirect_stdouts=False,
+        key_serializer="raw",
+        value_serializer="raw",
+        **kwargs,
+    )
+    app.fetch_min_bytes = s.fetch_min_bytes
+    app.fetch_max_wait_ms = s.fetch_max_wait_ms
+    return app
+
+
+def make_table(app: faust.App, partitions: int) -> StateTable:
+    """The agent-state table: agent id -> AgentState bytes, RocksDB with a changelog."""
+    table = app.tables.add(
+        StateTable(
+            app,
+            name=TABLE_NAME,
+            default=None,
+            beacon=app.tables.beacon,
+            partitions=partitions,
+            key_type=bytes,
+            value_type=bytes,
+            help="agent id -> AgentState bytes (statistics and learned run ids)",
+        )
+    )
+    return cast(StateTable, table)
+
+
+def make_source(app: faust.App, settings: Settings, partitions: int) -> Any:
+    """The topics the agent reads: the runs topic and the internal rekey topic, raw bytes."""
+    topics = settings.topics
+    return app.topic(
+        topics.runs,
+        topics.rekey_topic,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=partitions,
+    )
+
+
+class FaustWorker(faust.Worker):
+    """faust's worker (signals, ordered stop) with our services started and stopped around
+    the app: `service.start()` before faust starts consuming, `service.stop()` after faust
+    committed its last offsets."""
+
+    def __init__(self, service: Any, **kwargs: Any) -> None:
+        super().__init__(service.app, **kwargs)
+        self.service = service
+
+    async def on_first_start(self) -> None:
+        await self.service.start()
+        await super().on_first_start()
+
+    async def on_shutdown(self) -> None:
+        await super().on_shutdown()
+        await self.service.stop()

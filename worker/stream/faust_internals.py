@@ -1,0 +1,55 @@
+"""Every private faust / aiokafka attribute the worker touches, behind one small adapter.
+
+faust-streaming 0.15 and aiokafka 0.14 offer no public way to do these four things. Each
+function names what it relies on; `tests/unit/stream/test_faust_internals.py` fails loudly
+when an upgrade moves or renames one, instead of the worker silently losing a guarantee.
+(`worker.stream.consumer` also overrides faust's protected consumer hooks; the same test
+checks those.)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import weakref
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
+
+from faust.streams import _current_event
+
+Commit = Callable[[Any], Awaitable[bool]]
+
+
+def committed_offset(consumer: Any, tp: Any) -> int | None:
+    """The offset faust last committed for `tp` (None: nothing committed yet).
+
+    faust's `Consumer._committed_offset`: what it read at assignment or committed since."""
+    offset = consumer._committed_offset.get(tp)
+    return int(offset) if offset is not None else None
+
+
+def wrap_offset_commit(consumer: Any, wrap: Callable[[Commit], Commit]) -> None:
+    """Replace faust's `Consumer._commit(offsets)`, the one call that commits offsets to Kafka
+    under at_least_once, with `wrap(original)`."""
+    consumer._commit = wrap(consumer._commit)
+
+
+@contextlib.contextmanager
+def current_event(event: Any) -> Iterator[None]:
+    """Make `event` faust's current event while a table is written outside the agent.
+
+    A table write routes its changelog record by the partition of the current event
+    (`faust.streams._current_event`, a ContextVar holding a weak reference)."""
+    token = _current_event.set(weakref.ref(event))
+    try:
+        yield
+    finally:
+        _current_event.reset(token)
+
+
+def set_fetch_batching(consumer: Any, min_bytes: int, max_wait_ms: int) -> None:
+    """Fetch sizing of an AIOKafkaConsumer that faust built with its own fixed values.
+
+    aiokafka's `AIOKafkaConsumer.__init__` keeps them as `_fetch_min_bytes` and
+    `_fetch_max_wait_ms` and reads them when `start()` builds its fetcher."""
+    consumer._fetch_min_bytes = min_bytes
+    consumer._fetch_max_wait_ms = max_wait_ms

@@ -1,0 +1,85 @@
+"""The faust agent: every source record through the processor, then what its outcome asks."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from worker.observability.metrics import WorkerMetrics
+from worker.stream.dead_letter import DeadLetters, where
+from worker.stream.offsets import Offsets
+from worker.stream.processor import Outcome, Processor, Result
+from worker.stream.rekey import send_to_home
+
+log = logging.getLogger(__name__)
+
+#: the loop gets a turn after this much processing (publishing and heartbeats run meanwhile)
+YIELD_AFTER_S = 0.02
+
+
+class RecordLoop:
+    """Consumes the source stream: offsets checked, records processed, outcomes acted on."""
+
+    def __init__(
+        self,
+        runs_topic: str,
+        rekey_topic: str,
+        processor: Processor,
+        offsets: Offsets,
+        metrics: WorkerMetrics,
+        consumer: Callable[[], Any],
+    ) -> None:
+        self.runs_topic = runs_topic
+        self.rekey_topic = rekey_topic
+        self.processor = processor
+        self.offsets = offsets
+        self.metrics = metrics
+        self.consumer = consumer  # faust's consumer, created once the app starts
+        #: set once the outputs are started, before any record is consumed
+        self.producer: Any = None
+        self.dead_letters: DeadLetters | None = None
+
+    async def __call__(self, stream: Any) -> None:
+        runs_topic = self.runs_topic
+        metrics = self.metrics
+        next_offset = self.offsets.next_offset
+        yielded_at = time.perf_counter()
+        async for event in stream.events():
+            started = time.perf_counter()
+            message = event.message
+            key = (message.topic, message.partition)
+            if next_offset.get(key) != message.offset:  # first record, or a jump: check it
+                await self.offsets.check_gap(message, self.consumer())
+            next_offset[key] = message.offset + 1
+            if message.topic == runs_topic:
+                metrics.consumed.inc()
+            try:
+                result = self.processor.process(message.value, message.partition, event)
+            except Exception as exc:  # a bug must not stop the partition: DLQ it, loudly
+                metrics.errors.labels("process").inc()
+                log.exception("unexpected error processing %s", where(message))
+                result = Result(Outcome.REJECTED, reason="internal", detail=repr(exc)[:500])
+            await self._act(message, result)
+            metrics.processing.observe(time.perf_counter() - started)
+            if started - yielded_at > YIELD_AFTER_S:
+                await asyncio.sleep(0)
+                yielded_at = time.perf_counter()
+
+    async def _act(self, message: Any, result: Result) -> None:
+        outcome = result.outcome
+        if outcome is Outcome.LEARNED:
+            self.metrics.learned.inc()
+        elif outcome is Outcome.DUPLICATE:
+            self.metrics.duplicates.inc()
+        elif outcome is Outcome.REJECTED:
+            assert self.dead_letters is not None
+            await self.dead_letters.send(message, result.reason, result.detail)
+        else:
+            assert result.agent_id is not None and result.partition is not None
+            await send_to_home(
+                self.producer, self.rekey_topic, message, result.agent_id, result.partition
+            )
+            self.metrics.rekeyed.inc()

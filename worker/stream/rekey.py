@@ -1,0 +1,31 @@
+"""Runs that arrived on a partition other than their agent's go to that partition, once.
+
+Each agent's state lives in exactly one partition: `murmur2(agent_id) % N`, what Kafka's
+default partitioner picks for key = agent id. A run without a key, with another key, or from
+a producer with another partitioner is re-sent unchanged to the internal rekey topic, on its
+agent's partition, and learned there.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiokafka.partitioner import murmur2
+
+
+def partition_for(agent_id: str, partitions: int) -> int:
+    """The partition Kafka's default partitioner picks for key `agent_id` (murmur2)."""
+    return int(murmur2(agent_id.encode()) & 0x7FFFFFFF) % partitions
+
+
+async def send_to_home(
+    producer: Any, topic: str, message: Any, agent_id: str, partition: int
+) -> None:
+    """Re-send `message` to `topic[partition]`, keyed by its agent id, headers kept."""
+    await producer.send_and_wait(
+        topic,
+        message.value,
+        key=agent_id.encode(),
+        partition=partition,
+        headers=list(message.headers or []),
+    )

@@ -1,0 +1,153 @@
+"""The streaming worker assembled: faust app, state, record loop, outputs, health.
+
+Flow per record: decode and check (DLQ on failure) -> re-route to the agent's home partition
+when it arrived elsewhere -> skip duplicate run ids -> learn into the cached state. States
+are written to the table right before each offset commit (`checkpoint`), and the publisher
+publishes changed agents on a timer. This module only builds and wires these pieces and
+starts and stops what faust does not (output producer, publisher, health server).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from aiokafka import AIOKafkaProducer
+
+from worker.kafka.clients import client_kwargs
+from worker.observability.health import HealthServer
+from worker.observability.metrics import WorkerMetrics
+from worker.settings import Settings
+from worker.stream.checkpoint import CommitHook, guard_commits
+from worker.stream.dead_letter import DeadLetters
+from worker.stream.faust_app import make_app, make_source, make_table
+from worker.stream.offsets import Offsets
+from worker.stream.processor import Processor
+from worker.stream.publisher import Publisher
+from worker.stream.rebalance import Rebalances
+from worker.stream.record_loop import RecordLoop
+from worker.stream.state_cache import StateCache
+
+log = logging.getLogger(__name__)
+
+
+class StreamService:
+    """Builds the faust app and owns everything around it (producer, publisher, health)."""
+
+    def __init__(self, settings: Settings, partitions: int) -> None:
+        self.settings = settings
+        self.partitions = partitions
+        topics = settings.topics
+        self.source_topics = {topics.runs, topics.rekey_topic}
+        self.client_kwargs = client_kwargs(settings.bootstrap_servers, settings.kafka)
+        self.metrics = WorkerMetrics()
+        self.learner_config = settings.learner.to_config()
+        self.app = make_app(settings, partitions)
+        self.table = make_table(self.app, partitions)
+        self.cache = StateCache(self.table, settings.state_cache_agents)
+        self.offsets = Offsets(self.client_kwargs)
+        processor = Processor(self.cache, self.learner_config, settings.limits, partitions)
+        self.records = RecordLoop(
+            topics.runs,
+            topics.rekey_topic,
+            processor,
+            self.offsets,
+            self.metrics,
+            lambda: self.app.consumer,
+        )
+        self.app.agent(make_source(self.app, settings, partitions), name="learn")(self.records)
+        self.app.sensors.add(CommitHook(self.cache, self.metrics))
+        self.rebalances = Rebalances(
+            topics.runs, self.source_topics, self.cache, self.table, self.offsets, self.metrics
+        )
+        self.rebalances.connect(self.app)
+        self.producer: AIOKafkaProducer | None = None
+        self.publisher: Publisher | None = None
+        self.health = HealthServer(
+            self.metrics, self.ready, self.healthy, before_scrape=self._update_gauges
+        )
+        self._publish_task: asyncio.Task[None] | None = None
+
+    # --- health -----------------------------------------------------------------------------
+
+    def ready(self) -> tuple[bool, str]:
+        if not self.rebalances.recovered:
+            return False, "waiting for partition assignment and table recovery"
+        if self.app.rebalancing:
+            return False, "rebalancing"
+        return True, "assigned partitions recovered"
+
+    def healthy(self) -> tuple[bool, str]:
+        crashed = getattr(self.app, "crash_reason", None)
+        if crashed is not None:
+            return False, f"crashed: {crashed!r}"
+        if self._publish_task is not None and self._publish_task.done():
+            return False, "publisher stopped"
+        return True, "running"
+
+    def _update_gauges(self) -> None:
+        self.metrics.agents.set(len(self.cache))
+        self.metrics.state_bytes.set(self.cache.state_bytes)
+        self.metrics.ready.set(1 if self.ready()[0] else 0)
+        try:
+            for topic, partition, lag in self.offsets.lags(self.app.consumer, self.source_topics):
+                self.metrics.consumer_lag.labels(topic, str(partition)).set(lag)
+        except Exception:  # metrics must never break a scrape
+            log.debug("consumer lag unavailable", exc_info=True)
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Before faust consumes: the output producer, the publisher timer, the health server."""
+        s = self.settings
+        guard_commits(self.app, self.table)
+        self.producer = AIOKafkaProducer(
+            **self.client_kwargs, acks="all", enable_idempotence=True, linger_ms=5
+        )
+        await self.producer.start()
+        dlq_partitions = await self.producer.partitions_for(s.topics.dlq)
+        aligned = len(dlq_partitions) == self.partitions
+        if not aligned:
+            log.warning(
+                "DLQ topic has %d partitions, %s has %d: a record replayed after a crash can "
+                "reach the DLQ twice",
+                len(dlq_partitions),
+                s.topics.runs,
+                self.partitions,
+            )
+        dead_letters = DeadLetters(
+            self.producer,
+            s.topics.dlq,
+            self.source_topics,
+            aligned,
+            self.client_kwargs,
+            self.metrics,
+        )
+        self.publisher = Publisher(
+            self.producer, self.cache, self.learner_config, s.topics, self.metrics
+        )
+        self.records.producer = self.producer
+        self.records.dead_letters = self.rebalances.dead_letters = dead_letters
+        self.rebalances.publisher = self.publisher
+        self._publish_task = asyncio.create_task(
+            self.publisher.run_forever(s.publish_interval_ms / 1000), name="publisher"
+        )
+        await self.health.start(s.metrics_host, s.metrics_port)
+        log.info("metrics and health on %s:%s", s.metrics_host, self.health.port)
+
+    async def stop(self) -> None:
+        """After faust committed its last offsets: publish what is left, then stop."""
+        if self._publish_task is not None:
+            self._publish_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._publish_task
+        if self.publisher is not None:
+            try:
+                published = await self.publisher.publish_pending()
+                log.info("final publish done", extra={"agents": published})
+            except Exception:
+                log.exception("final publish failed")
+        if self.producer is not None:
+            await self.producer.stop()
+        await self.health.stop()
