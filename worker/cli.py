@@ -25,6 +25,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "worker.commands.produce_demo",
         "stream generated runs for a handful of agents",
     ),
+    "config": (
+        "worker.commands.config",
+        "print the effective settings (TOML) and where each came from",
+    ),
 }
 
 

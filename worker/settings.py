@@ -1,4 +1,9 @@
-"""Worker settings: `config/worker.toml` < environment (`WORKER_*`) < CLI flags.
+"""Settings of every command: a TOML file < environment (`WORKER_*`) < CLI flags.
+
+The file is `--config PATH` or `$WORKER_CONFIG`, else the documented defaults shipped inside
+the package (`worker/defaults.toml`), which equal the defaults declared here (a test keeps
+them equal), so an installed worker, a source checkout and `replay` all start from the same
+values. `python -m worker config` prints the effective settings and where each came from.
 
 Nested settings use `__` in environment names (`WORKER_LEARNER__SEMANTICS=nemo-flow`,
 `WORKER_KAFKA__SASL_PASSWORD=...`). Secrets are `SecretStr` (never printed) and may also
@@ -25,8 +30,8 @@ from worker.learner.config import LearnerConfig
 from worker.learner.limits import Limits
 
 ENV_PREFIX = "WORKER_"
-#: the documented defaults, shipped with the code
-DEFAULT_CONFIG_FILE = Path(__file__).resolve().parent.parent / "config" / "worker.toml"
+#: the documented defaults, shipped inside the package
+DEFAULTS_FILE = Path(__file__).with_name("defaults.toml")
 
 
 class _Section(BaseModel):
@@ -53,17 +58,6 @@ class TopicSettings(_Section):
     @property
     def rekey_topic(self) -> str:
         return self.rekey or f"{self.runs}.rekey"
-
-
-class LearnerSettings(LearnerConfig):
-    """The learner's config (semantics, weights, scale) with the worker's dedupe default."""
-
-    #: run ids remembered per agent to skip duplicates (stored with the agent's state, so
-    #: smaller than the learner's default: the value is rewritten at every commit)
-    dedupe_window: int = Field(default=10_000, ge=0)
-
-    def to_config(self) -> LearnerConfig:
-        return LearnerConfig.model_validate(self.model_dump())
 
 
 class KafkaSettings(_Section):
@@ -107,7 +101,7 @@ class KafkaSettings(_Section):
 
 
 class Settings(BaseSettings):
-    """Everything `python -m worker run` can be told; see config/worker.toml."""
+    """Everything the commands can be told; documented in worker/defaults.toml."""
 
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
@@ -141,7 +135,7 @@ class Settings(BaseSettings):
     state_cache_agents: int = Field(default=100_000, ge=1)
     topics: TopicSettings = TopicSettings()
     limits: Limits = Limits()
-    learner: LearnerSettings = LearnerSettings()
+    learner: LearnerConfig = LearnerConfig()
     kafka: KafkaSettings = KafkaSettings()
 
     @classmethod
@@ -200,7 +194,7 @@ def load_settings(
 ) -> Settings:
     """Load settings: TOML file, then `WORKER_*` env, then `overrides` (dotted keys allowed).
 
-    `config_file` defaults to `$WORKER_CONFIG`, else the shipped `config/worker.toml`.
+    `config_file` defaults to `$WORKER_CONFIG`, else the shipped `worker/defaults.toml`.
     """
     if config_file is None:
         config_file = os.environ.get(f"{ENV_PREFIX}CONFIG") or None
@@ -210,7 +204,7 @@ def load_settings(
         if not path.is_file():
             raise SettingsError(f"config file {path} does not exist")
     else:
-        path = DEFAULT_CONFIG_FILE if DEFAULT_CONFIG_FILE.is_file() else None
+        path = DEFAULTS_FILE
     init: dict[str, Any] = {}
     for key, value in (overrides or {}).items():
         if value is not None:

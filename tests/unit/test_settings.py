@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import argparse
 import logging
+import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from worker.commands.run import add_arguments, settings_from_args
-from worker.settings import DEFAULT_CONFIG_FILE, SettingsError, load_settings
+from worker.learner import LearnerConfig, Weights
+from worker.settings import DEFAULTS_FILE, Settings, SettingsError, load_settings
 
 
 @pytest.fixture(autouse=True)
@@ -27,11 +30,29 @@ def parse(*argv: str):
     return settings_from_args(parser.parse_args(list(argv)))
 
 
+def _leaves(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            out.update(_leaves(value, f"{prefix}{key}."))
+        else:
+            out[prefix + key] = value
+    return out
+
+
 def test_shipped_toml_matches_the_model_defaults() -> None:
-    assert DEFAULT_CONFIG_FILE.is_file()
-    from_file = load_settings(DEFAULT_CONFIG_FILE)
-    built_in = load_settings(None)
-    assert from_file == built_in
+    """Every value in worker/defaults.toml is the declared default, and every setting is in
+    it (commented out where it has no default, like a password)."""
+    assert DEFAULTS_FILE.is_file()
+    text = DEFAULTS_FILE.read_text()
+    in_file = _leaves(tomllib.loads(text))
+    declared = _leaves(Settings.model_construct().model_dump(mode="json"))
+    for name, value in in_file.items():
+        assert declared[name] == value, f"{name}: file {value!r}, declared {declared[name]!r}"
+    for name in declared:
+        key = name.rsplit(".", 1)[-1]
+        assert name in in_file or f"# {key} =" in text, f"{name} is not documented"
+    from_file = load_settings(DEFAULTS_FILE)
     assert from_file.topics.runs == "agent-runs"
     assert from_file.topics.hints == "agent-hints"
     assert from_file.topics.tries == "agent-tries"
@@ -65,9 +86,8 @@ def test_interface_env_names(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_set_flag_and_learner_config() -> None:
     s = parse("--set", "limits.max_calls_per_run=5", "--set", "learner.weights.parallel=0.1")
     assert s.limits.max_calls_per_run == 5
-    config = s.learner.to_config()
-    assert config.weights.parallel == 0.1
-    assert config.dedupe_window == s.learner.dedupe_window
+    config = s.learner
+    assert config == LearnerConfig(weights=Weights(parallel=0.1))  # what replay learns with
 
 
 @pytest.mark.parametrize(
@@ -134,3 +154,11 @@ def test_unreadable_secret_file_is_named(monkeypatch: pytest.MonkeyPatch) -> Non
 def test_rekey_topic_default() -> None:
     s = load_settings()
     assert s.topics.rekey_topic == "agent-runs.rekey"
+
+
+def test_example_config_names_only_real_settings() -> None:
+    """config/secure-cluster.example.toml: every key is a setting (its files are examples)."""
+    example = DEFAULTS_FILE.parents[1] / "config" / "secure-cluster.example.toml"
+    declared = _leaves(Settings.model_construct().model_dump(mode="json"))
+    names = _leaves(tomllib.loads(example.read_text()))
+    assert names and set(names) <= set(declared), set(names) - set(declared)

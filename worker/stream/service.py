@@ -42,7 +42,7 @@ class StreamService:
         self.source_topics = {topics.runs, topics.rekey_topic}
         self.client_kwargs = client_kwargs(settings.bootstrap_servers, settings.kafka)
         self.metrics = WorkerMetrics()
-        self.learner_config = settings.learner.to_config()
+        self.learner_config = settings.learner
         self.app = make_app(settings, partitions)
         self.table = make_table(self.app, partitions)
         self.cache = StateCache(self.table, settings.state_cache_agents)
