@@ -297,6 +297,8 @@ class KafkaBroker:
         *,
         version: str | None = None,
         sasl: bool = False,
+        ssl_keystore: str | Path | None = None,
+        ssl_password: str = "",
         data_dir: str | Path | None = None,
         log_path: str | Path | None = None,
         port: int | None = None,
@@ -312,6 +314,10 @@ class KafkaBroker:
         self.port = port or free_port()
         self.controller_port = controller_port or free_port()
         self.sasl_port = (sasl_port or free_port()) if sasl else None
+        #: a PKCS12 keystore (devtools.tls) turns on an SSL listener on `ssl_port`
+        self.ssl_keystore = Path(ssl_keystore) if ssl_keystore else None
+        self.ssl_password = ssl_password
+        self.ssl_port = free_port() if ssl_keystore else None
         # Created by start(), not here: a broker that is never started leaves nothing behind.
         self.data_dir = (
             Path(data_dir)
@@ -339,6 +345,10 @@ class KafkaBroker:
     @property
     def sasl_bootstrap(self) -> str | None:
         return f"{self.host}:{self.sasl_port}" if self.sasl_port else None
+
+    @property
+    def ssl_bootstrap(self) -> str | None:
+        return f"{self.host}:{self.ssl_port}" if self.ssl_port else None
 
     scram_user = SCRAM_USER
     scram_password = SCRAM_PASSWORD
@@ -371,6 +381,10 @@ class KafkaBroker:
             listeners.append(f"SASL_PLAINTEXT://{self.sasl_bootstrap}")
             advertised.append(f"SASL_PLAINTEXT://{self.sasl_bootstrap}")
             protocols.append("SASL_PLAINTEXT:SASL_PLAINTEXT")
+        if self.ssl_port:
+            listeners.append(f"SSL://{self.ssl_bootstrap}")
+            advertised.append(f"SSL://{self.ssl_bootstrap}")
+            protocols.append("SSL:SSL")
         config = {
             "process.roles": "broker,controller",
             "node.id": "1",
@@ -412,6 +426,16 @@ class KafkaBroker:
                 config[f"listener.name.sasl_plaintext.{mechanism.lower()}.sasl.jaas.config"] = (
                     "org.apache.kafka.common.security.scram.ScramLoginModule required;"
                 )
+        if self.ssl_keystore:
+            config.update(
+                {
+                    "listener.name.ssl.ssl.keystore.type": "PKCS12",
+                    "listener.name.ssl.ssl.keystore.location": str(self.ssl_keystore),
+                    "listener.name.ssl.ssl.keystore.password": self.ssl_password,
+                    "listener.name.ssl.ssl.key.password": self.ssl_password,
+                    "listener.name.ssl.ssl.client.auth": "none",
+                }
+            )
         config.update(self.extra_config)
         return config
 

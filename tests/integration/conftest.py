@@ -1,7 +1,9 @@
 """Integration tests run against one real Kafka broker per test session.
 
 Fixture ``kafka_broker`` (session-wide): a started ``devtools/kafka_broker.py:KafkaBroker`` with a
-PLAINTEXT listener (``.bootstrap``) and a SASL_PLAINTEXT/SCRAM listener (``.sasl_bootstrap``).
+PLAINTEXT listener (``.bootstrap``), a SASL_PLAINTEXT/SCRAM listener (``.sasl_bootstrap``) and
+an SSL listener (``.ssl_bootstrap``) whose certificate is signed by the throw-away CA of the
+``kafka_tls`` fixture (made with openssl for this session).
 The first use installs the jars (``.cache/kafka/<version>``) and starts the broker; it is
 stopped at session end, also when tests fail or the run is interrupted. Every test in this
 directory is marked ``integration``; a failing test's report gets the broker log tail.
@@ -13,10 +15,12 @@ import atexit
 import signal
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from devtools import tls
 from devtools.kafka_broker import KafkaBroker
 from devtools.worker_process import WorkerProcess
 
@@ -30,10 +34,33 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.integration)
 
 
+@dataclass(frozen=True)
+class Tls:
+    """The session broker's CA (what clients trust) and an unrelated CA (a wrong trust)."""
+
+    ca: Path
+    other_ca: Path
+    keystore: Path
+
+
 @pytest.fixture(scope="session")
-def kafka_broker() -> Iterator[KafkaBroker]:
-    """A running single-node broker shared by the whole session (with a SCRAM listener)."""
-    broker = KafkaBroker(sasl=True, die_with_parent=True)
+def kafka_tls(tmp_path_factory: pytest.TempPathFactory) -> Tls:
+    directory = tmp_path_factory.mktemp("tls")
+    ca = tls.make_authority(directory / "ca")
+    keystore = tls.make_broker_keystore(directory / "broker", ca)
+    other = tls.make_authority(directory / "other", "other-ca")
+    return Tls(ca.cert, other.cert, keystore)
+
+
+@pytest.fixture(scope="session")
+def kafka_broker(kafka_tls: Tls) -> Iterator[KafkaBroker]:
+    """A running single-node broker shared by the whole session (SCRAM and SSL listeners)."""
+    broker = KafkaBroker(
+        sasl=True,
+        ssl_keystore=kafka_tls.keystore,
+        ssl_password=tls.KEYSTORE_PASSWORD,
+        die_with_parent=True,
+    )
     _started.append(broker)
     atexit.register(broker.close)  # if the session is torn down abnormally
     _stop_on_sigterm()

@@ -17,7 +17,7 @@ import orjson
 
 from worker.commands.options import add_settings_arguments, settings_from_args
 from worker.errors import ExitCode, SettingsError
-from worker.kafka.clients import client_kwargs
+from worker.kafka.clients import client_kwargs, explain
 from worker.kafka.reading import latest_values
 from worker.settings import Settings
 
@@ -165,7 +165,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"inspect: {exc}", file=sys.stderr)
         return ExitCode.FAILED
     except Exception as exc:  # connection failures from aiokafka
-        print(f"inspect: cannot read from {settings.bootstrap_servers}: {exc!r}", file=sys.stderr)
+        reason = explain(exc, settings.bootstrap_servers, settings.kafka)
+        print(f"inspect: cannot read from {settings.bootstrap_servers}: {reason}", file=sys.stderr)
         return ExitCode.FAILED
     if hints is None and trie is None:
         print(

@@ -20,11 +20,12 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
 
 from worker.commands.options import add_settings_arguments, settings_from_args
 from worker.demo_workload import agent_id, generate_runs
 from worker.errors import ExitCode, SettingsError, StartError
-from worker.kafka.clients import client_kwargs
+from worker.kafka.clients import client_kwargs, explain
 from worker.kafka.reading import assign_at_end, latest_values, new_reader, topic_partitions
 from worker.kafka.topics import prepare_topics
 from worker.settings import Settings
@@ -243,5 +244,9 @@ def run(args: argparse.Namespace) -> int:
     except StartError as exc:
         print(f"produce-demo: {exc}", file=sys.stderr)
         return exc.exit_code
+    except (KafkaError, OSError) as exc:
+        reason = explain(exc, settings.bootstrap_servers, settings.kafka)
+        print(f"produce-demo: cannot reach {settings.bootstrap_servers}: {reason}", file=sys.stderr)
+        return ExitCode.FAILED
     except KeyboardInterrupt:
         return 130

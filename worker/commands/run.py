@@ -13,6 +13,7 @@ from aiokafka.errors import KafkaError
 from worker.commands import options
 from worker.commands.options import add_settings_arguments
 from worker.errors import ExitCode, SettingsError, StartError
+from worker.kafka.clients import explain
 from worker.kafka.topics import prepare_topics
 from worker.observability.logs import setup_logging
 from worker.settings import Settings
@@ -76,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         partitions = loop.run_until_complete(prepare_topics(settings)).partitions
     except (StartError, KafkaError, TimeoutError, OSError) as exc:
-        log.error("cannot start: %s", exc or type(exc).__name__)
+        log.error("cannot start: %s", explain(exc, settings.bootstrap_servers, settings.kafka))
         loop.close()
         return ExitCode.START
 

@@ -7,6 +7,7 @@ neither faust nor RocksDB, so client-side code can use it.
 
 from __future__ import annotations
 
+import socket
 import ssl
 from collections.abc import Sequence
 from typing import Any
@@ -56,3 +57,43 @@ def client_kwargs(
         kwargs["sasl_plain_username"] = kafka.sasl_username
         kwargs["sasl_plain_password"] = kafka.sasl_password.get_secret_value()
     return kwargs
+
+
+def explain(error: BaseException, bootstrap_servers: str, kafka: KafkaSettings) -> str:
+    """A client error as one line, with what to check when TLS or SASL refused us.
+
+    aiokafka reports a failed TLS handshake only as "Unable to bootstrap"; for SSL listeners
+    the handshake is then tried once more here, so the message names the real cause."""
+    text = str(error) or type(error).__name__
+    if "SaslAuthenticationFailed" in type(error).__name__ or "Authentication failed" in text:
+        return (
+            f"{text} (SASL: the broker refused user {kafka.sasl_username!r} with "
+            f"{kafka.sasl_mechanism}; check kafka.sasl_username and the password)"
+        )
+    context = ssl_context(kafka)
+    refused = _tls_refusal(bootstrap_list(bootstrap_servers), context) if context else None
+    if refused is None:
+        return text
+    trusted = kafka.ssl_cafile or "the system's default CAs"
+    return (
+        f"{text}: {refused} (TLS: the broker's certificate is not signed by a CA in "
+        f"kafka.ssl_cafile ({trusted}), or does not name the host it was reached at; see "
+        "kafka.ssl_check_hostname)"
+    )
+
+
+def _tls_refusal(servers: list[str], context: ssl.SSLContext) -> str | None:
+    """The certificate error of the first server whose TLS handshake fails it, if any."""
+    for server in servers:
+        host, _, port = server.rpartition(":")
+        try:
+            with (
+                socket.create_connection((host, int(port)), timeout=5) as raw,
+                context.wrap_socket(raw, server_hostname=host),
+            ):
+                continue
+        except ssl.SSLCertVerificationError as exc:
+            return f"certificate verify failed: {exc.verify_message}"
+        except (OSError, ValueError):
+            continue
+    return None
