@@ -421,7 +421,13 @@ class KafkaBroker:
             "controlled.shutdown.enable": "true",
         }
         if self.sasl_port:
-            config["sasl.enabled.mechanisms"] = ",".join(SCRAM_MECHANISMS)
+            # PLAIN too (same user): its handshake carries the password itself, which the
+            # log-redaction tests need
+            config["sasl.enabled.mechanisms"] = ",".join((*SCRAM_MECHANISMS, "PLAIN"))
+            config["listener.name.sasl_plaintext.plain.sasl.jaas.config"] = (
+                "org.apache.kafka.common.security.plain.PlainLoginModule required "
+                f'user_{self.scram_user}="{self.scram_password}";'
+            )
             for mechanism in SCRAM_MECHANISMS:
                 config[f"listener.name.sasl_plaintext.{mechanism.lower()}.sasl.jaas.config"] = (
                     "org.apache.kafka.common.security.scram.ScramLoginModule required;"

@@ -76,6 +76,11 @@ class KafkaSettings(_Section):
     ssl_check_hostname: bool = True
     client_id: str = "agent-hints-worker"
 
+    def secrets(self) -> list[str]:
+        """The secret values, for the logs to mask."""
+        values = (self.sasl_password, self.ssl_key_password)
+        return [v.get_secret_value() for v in values if v is not None]
+
     @model_validator(mode="after")
     def _secrets_from_files(self) -> KafkaSettings:
         for name in ("sasl_password", "ssl_key_password"):

@@ -121,3 +121,22 @@ def test_an_untrusted_broker_certificate_is_refused_clearly(
     shown = cli(kafka_broker.ssl_bootstrap, env, "inspect", "x", "--timeout", "20")
     assert shown.returncode == 1
     assert "not signed by a CA in kafka.ssl_cafile" in shown.stderr
+
+
+def test_the_sasl_plain_password_is_never_logged_even_at_debug(
+    kafka_broker: Any, workers: list[Any]
+) -> None:
+    env = scram_env(kafka_broker) | {"WORKER_KAFKA__SASL_MECHANISM": "PLAIN"}
+    worker = WorkerProcess(
+        kafka_broker.sasl_bootstrap,
+        TopicNames.unique("plain"),
+        env=env,
+        args=["--log-level", "DEBUG"],
+    )
+    workers.append(worker)
+    worker.start().wait_ready()
+    assert worker.stop() == 0
+    log = worker.log_text()
+    assert "SaslAuthenticateRequest" in log  # aiokafka's DEBUG line with the handshake ...
+    assert "sasl_auth_bytes=b'**********'" in log  # ... masked
+    assert kafka_broker.scram_password not in log

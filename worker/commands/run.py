@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     except SettingsError as exc:
         print(f"worker: {exc}", file=sys.stderr)
         return exc.exit_code
-    setup_logging(settings.log_level, settings.log_json)
+    setup_logging(settings.log_level, settings.log_json, settings.kafka.secrets())
     log.info("starting worker", extra={"settings": settings.redacted()})
 
     loop = asyncio.new_event_loop()
