@@ -6,16 +6,19 @@ ignored. Timestamps are held as integer nanoseconds since the epoch (see `timest
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
     PlainSerializer,
     ValidationError,
+    model_validator,
 )
 
 from worker.errors import RecordError
@@ -32,6 +35,27 @@ Timestamp = Annotated[
 ]
 #: A JSON integer in 0..2^32-1, as serde's u32 accepts it (no strings, no floats).
 UInt32 = Annotated[int, Field(ge=0, le=UINT32_MAX, strict=True)]
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _printable(text: str) -> str:
+    """SPEC 2: an agent id or call name with a control character is a schema error."""
+    found = _CONTROL.search(text)
+    if found:
+        raise ValueError(f"contains a control character (U+{ord(found.group()):04X})")
+    return text
+
+
+#: An agent id or call name: no control characters (U+0000-U+001F, U+007F).
+Name = Annotated[str, AfterValidator(_printable)]
+
+
+def _ends_after_start(started_at: int, ended_at: int | None) -> None:
+    if ended_at is not None and ended_at < started_at:
+        raise ValueError(
+            f"ended_at {format_timestamp_ns(ended_at)} is before started_at "
+            f"{format_timestamp_ns(started_at)}"
+        )
 
 
 class _Input(BaseModel):
@@ -42,7 +66,7 @@ class CallRecord(_Input):
     """One LLM or tool call inside a run."""
 
     kind: Literal["llm", "tool"]
-    name: str
+    name: Name
     started_at: Timestamp
     ended_at: Timestamp | None = None
     output_tokens: UInt32 | None = None
@@ -54,15 +78,25 @@ class CallRecord(_Input):
     annotated_request: dict[str, Any] | None = None
     annotated_response: dict[str, Any] | None = None
 
+    @model_validator(mode="after")
+    def _ordered(self) -> CallRecord:
+        _ends_after_start(self.started_at, self.ended_at)
+        return self
+
 
 class RunRecord(_Input):
     """One finished agent run: the unit the learner folds into an agent's state."""
 
     id: UUID
-    agent_id: Annotated[str, Field(min_length=1)]
+    agent_id: Annotated[Name, Field(min_length=1)]
     calls: list[CallRecord]
     started_at: Timestamp
     ended_at: Timestamp | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> RunRecord:
+        _ends_after_start(self.started_at, self.ended_at)
+        return self
 
 
 def describe_validation_error(error: ValidationError, limit: int = 3) -> str:
@@ -70,7 +104,10 @@ def describe_validation_error(error: ValidationError, limit: int = 3) -> str:
     parts = []
     for item in error.errors(include_url=False)[:limit]:
         where = ".".join(str(p) for p in item["loc"]) or "record"
-        parts.append(f"{where}: {item['msg']}")
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "model_type":
+            message = "expected a JSON object"
+        parts.append(f"{where}: {message}")
     more = error.error_count() - limit
     if more > 0:
         parts.append(f"and {more} more")
@@ -85,6 +122,6 @@ def parse_run(data: bytes | str) -> RunRecord:
         first = exc.errors(include_url=False)[0]
         if first["type"] == "json_invalid":
             raise RecordError("invalid_json", first["msg"]) from None
-        if first["type"] == "model_type":
+        if first["type"] == "model_type" and not first["loc"]:
             raise RecordError("schema", "expected a JSON object") from None
         raise RecordError("schema", describe_validation_error(exc)) from None

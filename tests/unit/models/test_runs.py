@@ -98,3 +98,36 @@ def test_fast_path_agrees_with_general_parser() -> None:
     assert parse_timestamp_ns("2026-03-31T12:00:00.500Z") == first
     assert parse_timestamp_ns("2026-03-31T12:00:59.999999999Z") == first + 59_499_999_999
     assert parse_timestamp_ns("2026-03-31T14:00:00.5+02:00") == first
+
+
+@pytest.mark.parametrize(
+    ("record", "detail"),
+    [
+        ({**GOOD, "agent_id": "a\nb"}, "agent_id: contains a control character (U+000A)"),
+        ({**GOOD, "agent_id": "a\x7f"}, "agent_id: contains a control character (U+007F)"),
+        (
+            {**GOOD, "calls": [{**GOOD["calls"][0], "name": "tab\there"}]},
+            "calls.0.name: contains a control character (U+0009)",
+        ),
+        (
+            {**GOOD, "ended_at": "2026-03-31T11:59:59.999999999Z"},
+            "record: ended_at 2026-03-31T11:59:59.999999999Z is before started_at",
+        ),
+        (
+            {**GOOD, "calls": [{**GOOD["calls"][0], "ended_at": "2026-03-31T10:00:00.4Z"}]},
+            "calls.0: ended_at 2026-03-31T10:00:00.4Z is before started_at",
+        ),
+        ({**GOOD, "calls": [None]}, "calls.0: expected a JSON object"),
+        ({**GOOD, "calls": [7]}, "calls.0: expected a JSON object"),
+    ],
+)
+def test_spec_2_schema_rejections_say_what_is_wrong(record: dict, detail: str) -> None:
+    with pytest.raises(RecordError) as info:
+        parse_run(orjson.dumps(record))
+    assert info.value.reason == "schema"
+    assert info.value.detail.startswith(detail), info.value.detail
+
+
+def test_a_call_ending_as_it_starts_is_fine() -> None:
+    same = "2026-03-31T10:00:00.5Z"
+    assert parse_run(with_call(ended_at=same)).calls[0].ended_at == parse_timestamp_ns(same)
