@@ -15,13 +15,14 @@ from worker.errors import SettingsError
 from worker.settings import Settings, load_settings
 
 
-def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
-    """`--config`, `--bootstrap-servers` and `--set`, which every command takes."""
+def add_settings_arguments(parser: argparse.ArgumentParser, kafka: bool = True) -> None:
+    """`--config`, `--set` and (for commands that reach Kafka) `--bootstrap-servers`."""
     parser.add_argument("--config", help="TOML settings file (env WORKER_CONFIG)")
-    parser.add_argument(
-        "--bootstrap-servers",
-        help="Kafka bootstrap servers, comma separated (env WORKER_BOOTSTRAP_SERVERS)",
-    )
+    if kafka:
+        parser.add_argument(
+            "--bootstrap-servers",
+            help="Kafka bootstrap servers, comma separated (env WORKER_BOOTSTRAP_SERVERS)",
+        )
     parser.add_argument(
         "--set",
         action="append",
@@ -34,7 +35,7 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
 def settings_from_args(args: argparse.Namespace, flags: Mapping[str, str]) -> Settings:
     """Load the settings with `--set` and the command's own flags (`flags`: argparse dest ->
     dotted setting name; flags left unset keep the file's or environment's value)."""
-    overrides: dict[str, Any] = {"bootstrap_servers": args.bootstrap_servers}
+    overrides: dict[str, Any] = {"bootstrap_servers": getattr(args, "bootstrap_servers", None)}
     overrides.update({name: getattr(args, dest) for dest, name in flags.items()})
     for item in args.set:
         name, sep, value = item.partition("=")

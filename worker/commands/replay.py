@@ -1,7 +1,9 @@
 """`python -m worker replay FILE`: learn from RunRecord JSON lines, print hints and tries.
 
-The same learner core as the streaming worker, with no Kafka: what it prints is what the
-worker publishes for the same runs. Bad lines are reported and skipped, never fatal.
+The same learner core as the streaming worker, with no Kafka, and the same settings (the
+learner section and the limits, from the same file, environment and flags): what it prints
+is what the worker publishes for the same runs. Bad lines are reported and skipped, never
+fatal.
 """
 
 from __future__ import annotations
@@ -15,21 +17,26 @@ from typing import IO, Any
 
 import orjson
 
-from worker.errors import ExitCode, RecordError
-from worker.learner import Fleet, LearnerConfig, Weights
-from worker.models import parse_run
+from worker.commands.options import add_settings_arguments, settings_from_args
+from worker.errors import ExitCode, RecordError, SettingsError
+from worker.learner import Fleet, LearnerConfig, Weights, intake
+from worker.learner.limits import Limits
 from worker.progress import Progress
+from worker.settings import Settings
+
+#: flag dest -> dotted setting name
+FLAGS = {"semantics": "learner.semantics", "scale": "learner.scale"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", metavar="FILE", help="RunRecord JSON lines, or - for stdin")
+    add_settings_arguments(parser, kafka=False)
     parser.add_argument(
         "--semantics",
         choices=("corrected", "nemo-flow"),
-        default="corrected",
-        help="learning rules (SPEC section 4); default: corrected",
+        help="learning rules (SPEC section 4); default: the learner.semantics setting",
     )
-    parser.add_argument("--scale", type=int, default=5, help="sensitivity scale (default 5)")
+    parser.add_argument("--scale", type=int, help="sensitivity scale (default: learner.scale)")
     parser.add_argument(
         "--weight",
         action="append",
@@ -55,22 +62,23 @@ class ReplayResult:
 def replay_lines(
     lines: Iterator[tuple[int, bytes]],
     config: LearnerConfig,
+    limits: Limits,
     on_reject: Any = None,
 ) -> ReplayResult:
     """Learn every good line; call `on_reject(number, line, error)` for each bad one."""
-    result = ReplayResult(Fleet(config))
+    result = ReplayResult(Fleet(config, limits))
     for number, line in lines:
         if not line.strip():
             continue
         result.lines += 1
         try:
-            run = parse_run(line)
+            learned = result.fleet.learn(intake.decode(line.rstrip(b"\r\n"), limits))
         except RecordError as error:
             result.rejected += 1
             if on_reject:
                 on_reject(number, line, error)
             continue
-        if result.fleet.learn(run):
+        if learned:
             result.learned += 1
         else:
             result.duplicates += 1
@@ -89,19 +97,15 @@ def agent_lines(fleet: Fleet) -> Iterator[bytes]:
         )
 
 
-def _config(args: argparse.Namespace) -> LearnerConfig:
-    weights: dict[str, float] = {}
+def _settings(args: argparse.Namespace) -> Settings:
+    """The settings with --semantics, --scale and --weight NAME=VALUE on top."""
+    names = list(Weights.model_fields)
     for item in args.weight:
         name, sep, value = item.partition("=")
-        if not sep or name not in Weights.model_fields:
-            raise SystemExit(
-                f"replay: --weight wants NAME=VALUE with NAME in {list(Weights.model_fields)}"
-            )
-        try:
-            weights[name] = float(value)
-        except ValueError:
-            raise SystemExit(f"replay: --weight {name}: {value!r} is not a number") from None
-    return LearnerConfig(semantics=args.semantics, scale=args.scale, weights=Weights(**weights))
+        if not sep or name not in names:
+            raise SettingsError(f"--weight wants NAME=VALUE with NAME in {names}")
+        args.set.append(f"learner.weights.{name}={value}")
+    return settings_from_args(args, FLAGS)
 
 
 def _numbered(stream: IO[bytes], progress: Progress) -> Iterator[tuple[int, bytes]]:
@@ -113,7 +117,12 @@ def _numbered(stream: IO[bytes], progress: Progress) -> Iterator[tuple[int, byte
 
 
 def run(args: argparse.Namespace) -> int:
-    config = _config(args)
+    try:
+        settings = _settings(args)
+    except SettingsError as exc:
+        print(f"replay: {exc}", file=sys.stderr)
+        return exc.exit_code
+    config = settings.learner
     if args.file == "-":
         source, total = sys.stdin.buffer, None
     else:
@@ -134,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
 
     progress = Progress(total)
     try:
-        result = replay_lines(_numbered(source, progress), config, report)
+        result = replay_lines(_numbered(source, progress), config, settings.limits, report)
     finally:
         progress.close()
         if source is not sys.stdin.buffer:

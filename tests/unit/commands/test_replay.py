@@ -82,3 +82,33 @@ def test_bad_weight_is_a_clear_error() -> None:
     done = replay("-", "--weight", "speed=1", stdin=b"")
     assert done.returncode != 0
     assert "--weight" in done.stderr.decode()
+
+
+def test_replay_applies_the_workers_limits_from_the_same_settings(tmp_path: Path) -> None:
+    """The worker rejects these as too_large / limits; replay must too (same settings)."""
+    many_calls = orjson.loads(good(3, "busy"))
+    tool = {"kind": "tool", "name": "t", "started_at": "2026-03-31T12:00:00Z"}
+    many_calls["calls"] = [tool] * 10_001  # ~600 KB: under the size limit
+    big = orjson.loads(good(4, "big"))
+    big["calls"][0]["annotated_request"] = {"prompt": "x" * 1_048_576}
+    lines = [
+        good(1, "ok"),
+        good(2, "n" * 10_000),
+        orjson.dumps(many_calls),
+        orjson.dumps(big),
+    ]
+    source = tmp_path / "runs.jsonl"
+    source.write_bytes(b"\n".join(lines) + b"\n")
+    done = replay(str(source))
+    assert done.returncode == 0
+    err = done.stderr.decode()
+    assert "line 2: limits: agent_id is 10000 characters, limit max_name_length is 256" in err
+    assert "line 3: limits: run has 10001 calls, limit max_calls_per_run is 10000" in err
+    assert "line 4: too_large: record is" in err
+    assert [orjson.loads(line)["agent_id"] for line in done.stdout.splitlines()] == ["ok"]
+    # the same limits from a settings file, as the worker would read it
+    config = tmp_path / "w.toml"
+    config.write_text("[limits]\nmax_name_length = 20000\n")
+    relaxed = replay(str(source), "--config", str(config))
+    agents = [orjson.loads(line)["agent_id"] for line in relaxed.stdout.splitlines()]
+    assert agents == ["n" * 10_000, "ok"]
