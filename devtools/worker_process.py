@@ -45,6 +45,8 @@ from worker.models import parse_run
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
+#: worker logs outlive the worker and its state dir, for a failing test to show
+LOG_DIR = Path(tempfile.gettempdir())
 #: settings the tests run workers with: faster publishing, fewer partitions
 TEST_ENV = {"WORKER_PUBLISH_INTERVAL_MS": "100", "WORKER_TOPICS__PARTITIONS": "4"}
 
@@ -107,11 +109,12 @@ class WorkerProcess:
     log_path: Path | None = None
     starts: int = 0
     restarts_asked: int = 0
+    _tag: str = field(default_factory=lambda: uuid.uuid4().hex[:6])
 
     def start(self) -> WorkerProcess:
         assert self.proc is None or self.proc.poll() is not None, "already running"
         self.starts += 1
-        self.log_path = self.state_dir.with_name(f"{self.state_dir.name}.{self.starts}.log")
+        self.log_path = LOG_DIR / f"{self.state_dir.name}.{self._tag}.{self.starts}.log"
         env = {k: v for k, v in os.environ.items() if not k.startswith("WORKER_")}
         env.update(self.topics.env())
         env.update(self.base_env)

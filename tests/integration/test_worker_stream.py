@@ -233,3 +233,22 @@ def test_refuses_non_compacted_output_topic(kafka_broker) -> None:
     assert code != 0
     assert f"output topic {topics.hints}" in worker.log_text()
     assert "compact" in worker.log_text()
+
+
+def test_state_dir_parents_are_created_and_a_bad_one_is_named(
+    kafka_broker, workers, tmp_path
+) -> None:
+    nested = tmp_path / "not" / "yet" / "there"
+    worker = WorkerProcess(kafka_broker.bootstrap, TopicNames.unique("sd"), state_dir=nested)
+    workers.append(worker)
+    worker.start().wait_ready()
+    assert nested.is_dir()
+    assert worker.stop() == 0
+    assert "\x1b" not in worker.log_text()  # no terminal escape codes (faust's spinner)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    unusable = blocker / "state"
+    bad = WorkerProcess(kafka_broker.bootstrap, TopicNames.unique("sd"), state_dir=unusable)
+    bad.start()
+    assert bad.proc is not None and bad.proc.wait(60) == 3
+    assert f"cannot start: state_dir {unusable} cannot be used: Not a directory" in bad.log_text()

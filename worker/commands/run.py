@@ -7,6 +7,7 @@ import asyncio
 import gc
 import logging
 import sys
+from pathlib import Path
 
 from aiokafka.errors import KafkaError
 
@@ -51,6 +52,17 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     return options.settings_from_args(args, FLAGS)
 
 
+def prepare_state_dir(path: Path) -> None:
+    """Create the state directory (and its parents); StartError when that is impossible."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".writable"
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        raise StartError(f"state_dir {path} cannot be used: {exc.strerror or exc}") from None
+
+
 def _tune_gc() -> None:
     """Keep the cyclic GC off the long-lived heap (faust, pydantic, agent states).
 
@@ -72,6 +84,11 @@ def run(args: argparse.Namespace) -> int:
     setup_logging(settings.log_level, settings.log_json, settings.kafka.secrets())
     log.info("starting worker", extra={"settings": settings.redacted()})
 
+    try:
+        prepare_state_dir(settings.state_dir)
+    except StartError as exc:
+        log.error("cannot start: %s", exc)
+        return exc.exit_code
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     try:

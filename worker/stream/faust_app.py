@@ -119,6 +119,7 @@ class FaustWorker(faust.Worker):
     def __init__(self, service: Any, **kwargs: Any) -> None:
         super().__init__(service.app, **kwargs)
         self.service = service
+        self.spinner = None  # a terminal spinner's escape codes do not belong in logs
 
     async def on_first_start(self) -> None:
         await self.service.start()
