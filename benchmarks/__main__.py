@@ -11,7 +11,11 @@ import importlib
 import sys
 
 #: name -> module; the default set runs in this order
-BENCHMARKS = {"learner": "benchmarks.learner", "e2e": "benchmarks.e2e"}
+BENCHMARKS = {
+    "learner": "benchmarks.learner",
+    "e2e": "benchmarks.e2e",
+    "mixes": "benchmarks.mixes",
+}
 EXTRA = {"recovery": "benchmarks.recovery"}
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import random
 import signal
 from typing import Any
@@ -252,3 +253,44 @@ def test_state_dir_parents_are_created_and_a_bad_one_is_named(
     bad.start()
     assert bad.proc is not None and bad.proc.wait(60) == 3
     assert f"cannot start: state_dir {unusable} cannot be used: Not a directory" in bad.log_text()
+
+
+def test_a_bad_record_too_large_for_the_dlq_is_kept_as_a_prefix(kafka_broker, workers) -> None:
+    """A 1,048,450-byte invalid record on a default topic, and a 2 MB one on a runs topic that
+    accepts 4 MB: both reach the DLQ (which accepts ~1 MB) as a prefix with their size,
+    SHA-256 and source offset, nothing crashes, and the good runs around them are learned."""
+    topics = TopicNames.unique("bigdlq")
+    big_topic = {"max.message.bytes": str(4 * 1024 * 1024)}
+    kafka_broker.create_topic(topics.runs, partitions=4, config=big_topic)
+    runs = list(generate_runs(40, 2, seed=23, llm_calls=(2, 3)))
+    agent = runs[0]["agent_id"]
+    just_under = b"{" + b"x" * (1_048_450 - 1)  # invalid JSON, as large as a default topic takes
+    huge = b"[" + b"y" * (2 * 1024 * 1024 - 1)
+    records = [(r["agent_id"].encode(), orjson.dumps(r)) for r in runs[:20]]
+    records += [(agent.encode(), just_under), (agent.encode(), huge)]
+    records += [(r["agent_id"].encode(), orjson.dumps(r)) for r in runs[20:]]
+    worker = WorkerProcess(kafka_broker.bootstrap, topics)
+    workers.append(worker)
+    worker.start().wait_ready()
+    run_sync(produce(kafka_broker.bootstrap, topics.runs, records, max_request_size=5 << 20))
+    expected = expected_outputs(runs)
+    worker.wait_for(
+        lambda: outputs_complete(kafka_broker.bootstrap, topics, expected),
+        "hints of the good runs",
+        timeout=90,
+    )
+    dead = run_sync(read_all(kafka_broker.bootstrap, topics.dlq))
+    assert len(dead) == 2
+    originals = {len(just_under): (just_under, "invalid_json"), len(huge): (huge, "too_large")}
+    for record in dead:
+        headers = {k: v.decode() for k, v in record.headers}
+        original, reason = originals.pop(int(headers["dlq.original_size"]))
+        assert headers["dlq.truncated"] == "true"
+        assert headers["dlq.original_sha256"] == hashlib.sha256(original).hexdigest()
+        assert headers["error.reason"] == reason
+        assert int(headers["source.offset"]) >= 0
+        assert original.startswith(record.value) and len(record.value) > 1_000_000
+    m = worker.metrics()
+    assert m["agent_hints_dlq_truncated_total"] == 2
+    assert m["agent_hints_runs_learned_total"] == len(runs)
+    assert worker.stop() == 0

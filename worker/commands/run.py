@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     try:
-        partitions = loop.run_until_complete(prepare_topics(settings)).partitions
+        layout = loop.run_until_complete(prepare_topics(settings))
     except (StartError, KafkaError, TimeoutError, OSError) as exc:
         log.error("cannot start: %s", explain(exc, settings.bootstrap_servers, settings.kafka))
         loop.close()
@@ -102,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
     from worker.stream.faust_app import FaustWorker
     from worker.stream.service import StreamService
 
-    service = StreamService(settings, partitions)
+    service = StreamService(settings, layout)
     _tune_gc()
     worker = FaustWorker(
         service,
@@ -116,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
         "worker running",
         extra={
             "group_id": settings.group_id,
-            "partitions": partitions,
+            "partitions": layout.partitions,
             "processing_guarantee": settings.processing_guarantee,
         },
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -22,10 +22,16 @@ TOPIC_ALREADY_EXISTS = 36
 
 @dataclass(frozen=True)
 class TopicLayout:
-    """What the worker found or created: the partition count all its topics share."""
+    """What the worker found or created: the partition count all its topics share, and
+    the largest record each output topic accepts (`max.message.bytes`)."""
 
     partitions: int
     created: tuple[str, ...] = ()
+    max_message_bytes: dict[str, int] = field(default_factory=dict)
+
+    def record_limit(self, topic: str, default: int = 1_048_588) -> int:
+        """The largest record batch `topic` accepts (the broker's default when unknown)."""
+        return self.max_message_bytes.get(topic, default)
 
 
 def _partition_counts(metadata: list[dict[str, Any]]) -> dict[str, int]:
@@ -36,23 +42,24 @@ def _partition_counts(metadata: list[dict[str, Any]]) -> dict[str, int]:
     return counts
 
 
-async def _cleanup_policies(admin: AIOKafkaAdminClient, topics: list[str]) -> dict[str, str]:
+async def _topic_configs(
+    admin: AIOKafkaAdminClient, topics: list[str], names: tuple[str, ...]
+) -> dict[str, dict[str, str]]:
+    """The configs `names` of each topic (as the broker reports them, defaults included)."""
     if not topics:
         return {}
     resources = [
-        ConfigResource(ConfigResourceType.TOPIC, name, configs={"cleanup.policy": None})
-        for name in topics
+        ConfigResource(ConfigResourceType.TOPIC, topic, configs=dict.fromkeys(names))
+        for topic in topics
     ]
-    policies: dict[str, str] = {}
+    found: dict[str, dict[str, str]] = {}
     for response in await admin.describe_configs(resources):
         for resource in response.resources:
-            error_code, _msg, _type, name, entries = resource[:5]
+            error_code, _msg, _type, topic, entries = resource[:5]
             if error_code:
-                raise TopicError(f"cannot describe topic {name}: error {error_code} {_msg}")
-            for entry in entries:
-                if entry[0] == "cleanup.policy":
-                    policies[name] = entry[1] or ""
-    return policies
+                raise TopicError(f"cannot describe topic {topic}: error {error_code} {_msg}")
+            found[topic] = {entry[0]: entry[1] or "" for entry in entries if entry[0] in names}
+    return found
 
 
 async def _create(admin: AIOKafkaAdminClient, topics: list[NewTopic]) -> None:
@@ -79,14 +86,17 @@ async def ensure_topics(admin: AIOKafkaAdminClient, settings: Settings) -> Topic
     partitions = counts.get(t.runs, t.partitions)
     new = []
     for name in missing:
-        configs = {"cleanup.policy": "compact" if name in compacted else "delete"}
-        new.append(NewTopic(name, partitions, t.replication_factor, topic_configs=configs))
+        policy = {"cleanup.policy": "compact" if name in compacted else "delete"}
+        new.append(NewTopic(name, partitions, t.replication_factor, topic_configs=policy))
     await _create(admin, new)
-    policies = await _cleanup_policies(admin, [n for n in compacted if n in counts])
-    for name, policy in policies.items():
-        if "compact" not in policy.split(","):
+    configs = await _topic_configs(
+        admin, [*compacted, *deleting], ("cleanup.policy", "max.message.bytes")
+    )
+    for name in compacted:
+        cleanup = configs.get(name, {}).get("cleanup.policy", "")
+        if "compact" not in cleanup.split(","):
             raise TopicError(
-                f"output topic {name} exists with cleanup.policy={policy!r}; it must be "
+                f"output topic {name} exists with cleanup.policy={cleanup!r}; it must be "
                 f"compacted (kafka-configs --alter --entity-type topics --entity-name {name} "
                 "--add-config cleanup.policy=compact)"
             )
@@ -95,7 +105,12 @@ async def ensure_topics(admin: AIOKafkaAdminClient, settings: Settings) -> Topic
             f"topic {t.rekey_topic} has {counts[t.rekey_topic]} partitions but {t.runs} has "
             f"{partitions}; they must match (delete {t.rekey_topic} to let the worker recreate it)"
         )
-    return TopicLayout(partitions=partitions, created=tuple(missing))
+    limits = {
+        name: int(values["max.message.bytes"])
+        for name, values in configs.items()
+        if values.get("max.message.bytes", "").isdigit()
+    }
+    return TopicLayout(partitions, tuple(missing), limits)
 
 
 async def prepare_topics(settings: Settings, timeout_s: float = 30.0) -> TopicLayout:

@@ -95,6 +95,12 @@ class WorkerMetrics:
             "Rejected records replayed after a crash and found already in the DLQ",
             registry=r,
         )
+        self.dlq_truncated = Counter(
+            "agent_hints_dlq_truncated",
+            "Rejected records larger than the DLQ accepts, sent as a prefix with their size "
+            "and SHA-256",
+            registry=r,
+        )
         self.errors = Counter(
             "agent_hints_errors",
             "Unexpected errors handled without stopping",

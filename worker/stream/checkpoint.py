@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import faust
@@ -88,18 +89,22 @@ def write_states(cache: StateCache, metrics: WorkerMetrics) -> int:
     return written
 
 
-def guard_commits(app: faust.App, table: StateTable) -> None:
+def guard_commits(
+    app: faust.App, table: StateTable, in_flight: Callable[[], Awaitable[int]]
+) -> None:
     """Commit offsets only after the changelog holds every state written before.
 
     Wraps the consumer's offset commit (at_least_once) and the transaction commit
     (exactly_once): both first wait until every changelog record sent so far (the states
-    written by `CommitHook` at the start of this commit) is acknowledged. If one failed, the
+    written by `CommitHook` at the start of this commit) and every other send the offsets
+    depend on (`in_flight`: dead letters, rekeyed runs) is acknowledged. If one failed, the
     commit fails: the runs will be replayed rather than lost.
     """
     consumer = app.consumer
 
     def after_changelog(commit: Commit) -> Commit:
         async def commit_after_changelog(offsets: Any) -> bool:
+            await in_flight()
             waited = await table.wait_changelog()
             log.debug("changelog acknowledged before commit", extra={"records": waited})
             return await commit(offsets)
@@ -115,6 +120,7 @@ def guard_commits(app: faust.App, table: StateTable) -> None:
             offsets: Any, start_new_transaction: bool = True
         ) -> bool:
             await app.producer.flush()
+            await in_flight()
             await table.wait_changelog()
             committed = await transaction_commit(
                 offsets, start_new_transaction=start_new_transaction

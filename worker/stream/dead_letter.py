@@ -1,26 +1,42 @@
 """The dead-letter topic: each rejected record once, with the reason, also after a crash.
 
-DLQ records go to the DLQ partition numbered like their source partition, sent one at a time
-in source order. So the last DLQ record from a source partition tells how far that partition
-was dead-lettered: a record replayed after a crash at or below that mark is not sent again.
+DLQ records go to the DLQ partition numbered like their source partition, in source order
+(one producer, ordered per partition). So the last DLQ record from a source partition tells
+how far that partition was dead-lettered: a record replayed after a crash at or below that
+mark is not sent again. The marks of assigned partitions are read in the background as soon
+as they are assigned, so the first reject after a restart does not stall the partitions.
+
+A DLQ record always fits the DLQ topic: a record larger than the topic accepts keeps a
+prefix of its bytes, and headers say so (`dlq.truncated`, `dlq.original_size`,
+`dlq.original_sha256`; `source.*` locate the full record on the input topic while its
+retention keeps it).
 """
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import logging
 import time
+from collections.abc import Iterable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from worker.observability.metrics import WorkerMetrics
+from worker.stream.in_flight import InFlight
 
 log = logging.getLogger(__name__)
 
 #: how far back (records) a DLQ partition is searched for what was already dead-lettered
 SCAN_LIMIT = 100_000
+#: room left in a DLQ record for what the size estimate may not see
+SIZE_MARGIN = 512
+DETAIL_BYTES = 4000
 
 Source = tuple[str, int]
+Headers = list[tuple[str, bytes]]
 
 
 def where(message: Any) -> str:
@@ -28,8 +44,26 @@ def where(message: Any) -> str:
     return f"{message.topic}[{message.partition}]@{message.offset}"
 
 
+def fitted(
+    key: bytes | None, value: bytes | None, headers: Headers, limit: int
+) -> tuple[bytes | None, Headers]:
+    """`value` and `headers` as a record of at most `limit` bytes: unchanged when they fit,
+    else a prefix of `value` with headers naming the original size and SHA-256."""
+    if DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, headers) <= limit:
+        return value, headers
+    value = value or b""
+    headers = [
+        *headers,
+        ("dlq.truncated", b"true"),
+        ("dlq.original_size", str(len(value)).encode()),
+        ("dlq.original_sha256", hashlib.sha256(value).hexdigest().encode()),
+    ]
+    room = limit - SIZE_MARGIN - DefaultRecordBatchBuilder.estimate_size_in_bytes(key, b"", headers)
+    return value[: max(room, 0)], headers
+
+
 class DeadLetters:
-    """Sends rejected records to the DLQ topic, once per source offset."""
+    """Sends rejected records to the DLQ topic, once per source offset, without waiting."""
 
     def __init__(
         self,
@@ -37,7 +71,9 @@ class DeadLetters:
         topic: str,
         source_topics: set[str],
         aligned: bool,
+        record_limit: int,
         client_kwargs: dict[str, Any],
+        in_flight: InFlight,
         metrics: WorkerMetrics,
     ) -> None:
         self.producer = producer
@@ -45,39 +81,55 @@ class DeadLetters:
         self.source_topics = source_topics
         #: DLQ partition i gets the rejects of source partition i (the counts match)
         self.aligned = aligned
+        self.record_limit = record_limit
         self.client_kwargs = client_kwargs
+        self.in_flight = in_flight
         self.metrics = metrics
         self._marks: dict[Source, int] = {}
+        self._loading: dict[int, asyncio.Task[dict[Source, int]]] = {}
         self._loaded: set[int] = set()
 
-    def forget_marks(self) -> None:
-        """After a rebalance: another worker may have added records; re-read on first need."""
+    def assigned(self, partitions: Iterable[int]) -> None:
+        """Partitions assigned (again): start reading their marks; another worker may have
+        added DLQ records since they were last read."""
+        for task in self._loading.values():
+            task.cancel()
         self._marks.clear()
+        self._loading = {}
         self._loaded.clear()
+        if self.aligned:
+            for partition in partitions:
+                self._loading[partition] = asyncio.create_task(
+                    self._read_marks(partition), name=f"dlq-marks-{partition}"
+                )
 
     async def send(self, message: Any, reason: str | None, detail: str | None) -> None:
-        """Send `message` to the DLQ with its reason, unless it is there already."""
+        """Queue `message` for the DLQ with its reason, unless it is there already."""
         source = (message.topic, message.partition)
         mark = await self._mark(source)
         if mark is not None and message.offset <= mark:
             self.metrics.dlq_skipped.inc()
             log.info("record already in the DLQ, not sent again", extra={"source": where(message)})
             return
-        headers = list(message.headers or [])
+        headers: Headers = list(message.headers or [])
         headers += [
             ("error.reason", (reason or "unknown").encode()),
-            ("error.detail", (detail or "").encode()[:4000]),
+            ("error.detail", (detail or "").encode()[:DETAIL_BYTES]),
             ("source.topic", message.topic.encode()),
             ("source.partition", str(message.partition).encode()),
             ("source.offset", str(message.offset).encode()),
         ]
-        await self.producer.send_and_wait(
+        value, headers = fitted(message.key, message.value, headers, self.record_limit)
+        if headers[-1][0] == "dlq.original_sha256":
+            self.metrics.dlq_truncated.inc()
+        delivery = await self.producer.send(
             self.topic,
-            message.value,
+            value,
             key=message.key,
             headers=headers,
             partition=message.partition if self.aligned else None,
         )
+        await self.in_flight.add(delivery)
         if self.aligned:
             self._marks[source] = message.offset
         self.metrics.rejected.labels(reason or "unknown").inc()
@@ -90,9 +142,16 @@ class DeadLetters:
         """Highest offset of `source` (topic, partition) already in the DLQ (None: none)."""
         if not self.aligned:
             return None
-        if source[1] not in self._loaded:
-            self._marks.update(await self._read_marks(source[1]))
-            self._loaded.add(source[1])
+        partition = source[1]
+        if partition not in self._loaded:
+            loading = self._loading.get(partition)
+            if loading is None:  # not announced by an assignment: read it now
+                loading = self._loading[partition] = asyncio.create_task(
+                    self._read_marks(partition)
+                )
+            for key, offset in (await asyncio.shield(loading)).items():
+                self._marks[key] = max(offset, self._marks.get(key, -1))
+            self._loaded.add(partition)
         return self._marks.get(source)
 
     async def _read_marks(self, partition: int) -> dict[Source, int]:

@@ -14,6 +14,7 @@ from typing import Any
 from worker.observability.metrics import WorkerMetrics
 from worker.stream.checkpoint import StateTable, write_states
 from worker.stream.dead_letter import DeadLetters
+from worker.stream.in_flight import InFlight
 from worker.stream.offsets import Offsets
 from worker.stream.publisher import Publisher
 from worker.stream.state_cache import StateCache
@@ -31,6 +32,7 @@ class Rebalances:
         cache: StateCache,
         table: StateTable,
         offsets: Offsets,
+        in_flight: InFlight,
         metrics: WorkerMetrics,
     ) -> None:
         self.runs_topic = runs_topic
@@ -38,6 +40,7 @@ class Rebalances:
         self.cache = cache
         self.table = table
         self.offsets = offsets
+        self.in_flight = in_flight
         self.metrics = metrics
         #: set once the outputs are started (after the first assignment may have begun)
         self.publisher: Publisher | None = None
@@ -64,6 +67,7 @@ class Rebalances:
         lost = {tp.partition for tp in revoked if tp.topic in self.source_topics}
         written = write_states(self.cache, self.metrics)
         await self.table.wait_changelog()
+        await self.in_flight.wait()  # the new owner reads the DLQ marks these may set
         if self.publisher is not None:
             await self.publisher.publish_pending()
         self.owned -= lost
@@ -78,7 +82,7 @@ class Rebalances:
     async def on_assigned(self, app: Any, assigned: set[Any], **_: Any) -> None:
         self.owned = {tp.partition for tp in assigned if tp.topic == self.runs_topic}
         if self.dead_letters is not None:
-            self.dead_letters.forget_marks()
+            self.dead_letters.assigned(self.owned)
         self.offsets.keep((tp.topic, tp.partition) for tp in assigned)
         dropped = self.cache.keep_partitions(self.owned)
         if dropped:

@@ -10,6 +10,7 @@ from typing import Any
 
 from worker.observability.metrics import WorkerMetrics
 from worker.stream.dead_letter import DeadLetters, where
+from worker.stream.in_flight import InFlight
 from worker.stream.offsets import Offsets
 from worker.stream.processor import Outcome, Processor, Result
 from worker.stream.rekey import send_to_home
@@ -41,6 +42,8 @@ class RecordLoop:
         #: set once the outputs are started, before any record is consumed
         self.producer: Any = None
         self.dead_letters: DeadLetters | None = None
+        #: rekeyed and dead-lettered records not yet acknowledged (the commit waits for them)
+        self.in_flight = InFlight()
 
     async def __call__(self, stream: Any) -> None:
         runs_topic = self.runs_topic
@@ -80,6 +83,11 @@ class RecordLoop:
         else:
             assert result.agent_id is not None and result.partition is not None
             await send_to_home(
-                self.producer, self.rekey_topic, message, result.agent_id, result.partition
+                self.producer,
+                self.rekey_topic,
+                message,
+                result.agent_id,
+                result.partition,
+                self.in_flight,
             )
             self.metrics.rekeyed.inc()

@@ -12,6 +12,8 @@ from typing import Any
 
 from aiokafka.partitioner import murmur2
 
+from worker.stream.in_flight import InFlight
+
 
 def partition_for(agent_id: str, partitions: int) -> int:
     """The partition Kafka's default partitioner picks for key `agent_id` (murmur2)."""
@@ -19,13 +21,15 @@ def partition_for(agent_id: str, partitions: int) -> int:
 
 
 async def send_to_home(
-    producer: Any, topic: str, message: Any, agent_id: str, partition: int
+    producer: Any, topic: str, message: Any, agent_id: str, partition: int, in_flight: InFlight
 ) -> None:
-    """Re-send `message` to `topic[partition]`, keyed by its agent id, headers kept."""
-    await producer.send_and_wait(
+    """Queue `message` for `topic[partition]`, keyed by its agent id, headers kept; the
+    next offset commit waits for its delivery (`in_flight`)."""
+    delivery = await producer.send(
         topic,
         message.value,
         key=agent_id.encode(),
         partition=partition,
         headers=list(message.headers or []),
     )
+    await in_flight.add(delivery)

@@ -16,6 +16,7 @@ import logging
 from aiokafka import AIOKafkaProducer
 
 from worker.kafka.clients import client_kwargs
+from worker.kafka.topics import TopicLayout
 from worker.observability.health import HealthServer
 from worker.observability.metrics import WorkerMetrics
 from worker.settings import Settings
@@ -35,9 +36,10 @@ log = logging.getLogger(__name__)
 class StreamService:
     """Builds the faust app and owns everything around it (producer, publisher, health)."""
 
-    def __init__(self, settings: Settings, partitions: int) -> None:
+    def __init__(self, settings: Settings, layout: TopicLayout) -> None:
         self.settings = settings
-        self.partitions = partitions
+        self.layout = layout
+        self.partitions = partitions = layout.partitions
         topics = settings.topics
         self.source_topics = {topics.runs, topics.rekey_topic}
         self.client_kwargs = client_kwargs(settings.bootstrap_servers, settings.kafka)
@@ -59,7 +61,13 @@ class StreamService:
         self.app.agent(make_source(self.app, settings, partitions), name="learn")(self.records)
         self.app.sensors.add(CommitHook(self.cache, self.metrics))
         self.rebalances = Rebalances(
-            topics.runs, self.source_topics, self.cache, self.table, self.offsets, self.metrics
+            topics.runs,
+            self.source_topics,
+            self.cache,
+            self.table,
+            self.offsets,
+            self.records.in_flight,
+            self.metrics,
         )
         self.rebalances.connect(self.app)
         self.producer: AIOKafkaProducer | None = None
@@ -101,9 +109,15 @@ class StreamService:
     async def start(self) -> None:
         """Before faust consumes: the output producer, the publisher timer, the health server."""
         s = self.settings
-        guard_commits(self.app, self.table)
+        guard_commits(self.app, self.table, self.records.in_flight.wait)
+        outputs = (s.topics.hints, s.topics.tries, s.topics.dlq, s.topics.rekey_topic)
         self.producer = AIOKafkaProducer(
-            **self.client_kwargs, acks="all", enable_idempotence=True, linger_ms=5
+            **self.client_kwargs,
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=5,
+            # the topics' own limits are the ones that count
+            max_request_size=max(self.layout.record_limit(t) for t in outputs),
         )
         await self.producer.start()
         dlq_partitions = await self.producer.partitions_for(s.topics.dlq)
@@ -121,7 +135,9 @@ class StreamService:
             s.topics.dlq,
             self.source_topics,
             aligned,
+            self.layout.record_limit(s.topics.dlq),
             self.client_kwargs,
+            self.records.in_flight,
             self.metrics,
         )
         self.publisher = Publisher(
