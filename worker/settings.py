@@ -135,6 +135,10 @@ class Settings(BaseSettings):
     #: a worker that stops heart-beating (crash, kill -9, network cut) loses its partitions
     #: after this long; the broker's group.min/max.session.timeout.ms bound it
     session_timeout_s: float = Field(default=30.0, ge=1, le=300)
+    #: static group membership: a name that stays the same across restarts of this worker
+    #: (the pod name in a StatefulSet) gets its partitions back at once after a crash or a
+    #: restart, instead of after session_timeout_s; unique per worker; "" = dynamic
+    group_instance_id: str = ""
     table_standby_replicas: int = Field(default=0, ge=0)
     #: agent states kept decoded in memory; older ones are re-read from the table store
     state_cache_agents: int = Field(default=100_000, ge=1)

@@ -294,3 +294,31 @@ def test_a_bad_record_too_large_for_the_dlq_is_kept_as_a_prefix(kafka_broker, wo
     assert m["agent_hints_dlq_truncated_total"] == 2
     assert m["agent_hints_runs_learned_total"] == len(runs)
     assert worker.stop() == 0
+
+
+def test_static_membership_gets_the_partitions_back_without_waiting_for_the_session(
+    kafka_broker, workers
+) -> None:
+    """kill -9, then the same worker (same group.instance.id) again: ready long before the
+    dead member's session (60 s here) expires, and every run counted once."""
+    runs = list(generate_runs(300, 10, seed=51, llm_calls=(2, 4)))
+    expected = expected_outputs(runs)
+    topics = TopicNames.unique("static")
+    env = {"WORKER_GROUP_INSTANCE_ID": "worker-0", "WORKER_SESSION_TIMEOUT_S": "60"}
+    worker = WorkerProcess(kafka_broker.bootstrap, topics, env=env)
+    workers.append(worker)
+    worker.start().wait_ready()
+    records = [(r["agent_id"].encode(), orjson.dumps(r)) for r in runs]
+    run_sync(produce(kafka_broker.bootstrap, topics.runs, records[:150]))
+    worker.wait_for(lambda: worker.metrics()["agent_hints_runs_learned_total"] > 0, "learning")
+    worker.kill()
+    worker.restart()
+    worker.wait_ready(timeout=30)  # half the session timeout: no wait for the dead member
+    run_sync(produce(kafka_broker.bootstrap, topics.runs, records[150:]))
+    worker.wait_for(
+        lambda: outputs_complete(kafka_broker.bootstrap, topics, expected),
+        "every run after the restart",
+        timeout=90,
+    )
+    assert_outputs_match(kafka_broker.bootstrap, topics, expected)
+    assert worker.stop() == 0

@@ -24,6 +24,7 @@ log = logging.getLogger("worker.run")
 #: flag dest -> dotted setting name (flags not given leave env/TOML values alone)
 FLAGS: dict[str, str] = {
     "group_id": "group_id",
+    "group_instance_id": "group_instance_id",
     "state_dir": "state_dir",
     "metrics_port": "metrics_port",
     "metrics_host": "metrics_host",
@@ -38,6 +39,9 @@ FLAGS: dict[str, str] = {
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_settings_arguments(parser)
     parser.add_argument("--group-id", help="consumer group (also the faust app id)")
+    parser.add_argument(
+        "--group-instance-id", help="static membership: this worker's stable name (pod name)"
+    )
     parser.add_argument("--state-dir", help="directory of the RocksDB state store")
     parser.add_argument("--metrics-port", type=int, help="port of /metrics /healthz /readyz")
     parser.add_argument("--metrics-host", help="address to bind the metrics server to")

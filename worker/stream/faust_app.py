@@ -63,6 +63,7 @@ def make_app(settings: Settings, partitions: int) -> WorkerApp:
         broker_commit_interval=s.commit_interval_s,
         broker_session_timeout=s.session_timeout_s,
         broker_heartbeat_interval=min(3.0, s.session_timeout_s / 3),
+        consumer_group_instance_id=s.group_instance_id or None,
         broker_client_id=s.kafka.client_id,
         table_standby_replicas=s.table_standby_replicas,
         topic_partitions=partitions,
