@@ -64,8 +64,20 @@ class WorkerMetrics:
             ["output"],
             registry=r,
         )
-        self.hints_published = self.published.labels("hints")
-        self.tries_published = self.published.labels("tries")
+        self.publish_failures = Counter(
+            "agent_hints_publish_failures",
+            "Records of an agent that could not be built or sent; the agent is retried alone",
+            ["output"],
+            registry=r,
+        )
+        for output in ("hints", "tries"):
+            self.published.labels(output)
+            self.publish_failures.labels(output)
+        self.publish_failing = Gauge(
+            "agent_hints_publish_failing_agents",
+            "Agents whose last publish failed, waiting for a retry",
+            registry=r,
+        )
         self.publish_skipped = Counter(
             "agent_hints_publish_unchanged",
             "Publishes skipped because the value equals the last one published",

@@ -92,7 +92,9 @@ class StreamService:
             return False, f"crashed: {crashed!r}"
         if self._publish_task is not None and self._publish_task.done():
             return False, "publisher stopped"
-        return True, "running"
+        failing = self.publisher.retries.describe() if self.publisher else None
+        # still healthy: a restart would not help an agent whose record cannot be sent
+        return True, f"running; {failing}" if failing else "running"
 
     def _update_gauges(self) -> None:
         self.metrics.agents.set(len(self.cache))

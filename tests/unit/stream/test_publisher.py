@@ -1,0 +1,89 @@
+"""The publisher: an agent whose record cannot be sent is retried alone, with backoff;
+everybody else keeps being published (no broker)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import orjson
+from aiokafka.errors import MessageSizeTooLargeError
+
+from worker.demo_workload import generate_runs
+from worker.learner import LearnerConfig
+from worker.models import parse_run
+from worker.observability.metrics import WorkerMetrics
+from worker.settings import TopicSettings
+from worker.stream import publisher as publisher_module
+from worker.stream.publisher import Publisher
+from worker.stream.state_cache import StateCache
+
+
+class Table(dict):
+    def get(self, key: Any, default: Any = None) -> Any:  # type: ignore[override]
+        return super().get(key, default)
+
+
+class Producer:
+    """Accepts every record but those of `refused` agents (too large, as aiokafka says)."""
+
+    def __init__(self, refused: set[str]) -> None:
+        self.refused = refused
+        self.sent: list[tuple[str, str]] = []
+
+    async def send(self, topic: str, value: bytes, key: bytes) -> asyncio.Future[None]:
+        if key.decode() in self.refused:
+            raise MessageSizeTooLargeError("The message is 1200000 bytes when serialized")
+        self.sent.append((topic, key.decode()))
+        done = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
+
+def learn(cache: StateCache, agents: int) -> None:
+    config = LearnerConfig()
+    for raw in generate_runs(agents * 3, agents, seed=2, llm_calls=(2, 3)):
+        run = parse_run(orjson.dumps(raw))
+        entry = cache.get(run.agent_id, 0)
+        entry.state.learn(run, config)
+        cache.changed(run.agent_id, entry, object(), 0.0, run.started_at)
+
+
+async def test_a_failing_agent_is_retried_alone_with_backoff(monkeypatch: Any) -> None:
+    clock = [1000.0]
+    monkeypatch.setattr(publisher_module.time, "monotonic", lambda: clock[0])
+    cache = StateCache(Table(), max_agents=100)
+    learn(cache, 4)
+    producer = Producer(refused={"agent-0002"})
+    metrics = WorkerMetrics()
+    publisher = Publisher(producer, cache, LearnerConfig(), TopicSettings(), metrics)  # type: ignore[arg-type]
+
+    await publisher.publish_pending()
+    published = {agent for _, agent in producer.sent}
+    assert published == {"agent-0000", "agent-0001", "agent-0003"}
+    assert len(publisher.retries) == 1
+    assert "agent-0002" in (publisher.retries.describe() or "")
+    assert metrics.publish_failing._value.get() == 1  # type: ignore[attr-defined]
+
+    producer.sent.clear()
+    clock[0] += 0.5  # before the first retry: nothing is sent again, least of all everyone
+    await publisher.publish_pending()
+    assert producer.sent == []
+
+    clock[0] += 1.0  # the retry is due: only the failing agent is tried
+    producer.refused.clear()
+    await publisher.publish_pending()
+    assert {agent for _, agent in producer.sent} == {"agent-0002"}
+    assert len(publisher.retries) == 0 and publisher.retries.describe() is None
+
+
+async def test_the_backoff_doubles_up_to_a_minute(monkeypatch: Any) -> None:
+    retries = publisher_module.Retries()
+    delays = []
+    now = 0.0
+    for attempt in range(9):
+        first = retries.failed("a", object(), RuntimeError("x"), now)  # type: ignore[arg-type]
+        assert first == (attempt == 0)
+        delays.append(retries._failing["a"].next_at - now)
+        now = retries._failing["a"].next_at  # the retry, when it is due
+    assert delays == [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 60.0, 60.0, 60.0]
