@@ -8,6 +8,7 @@ root filesystem.
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import subprocess
@@ -21,7 +22,7 @@ from deploy_tools import CHART, DOCKERFILE, REPO_ROOT
 from dockerfile_reader import Stage, logical_lines, parse_dockerfile
 from packaging.specifiers import SpecifierSet
 
-from worker.settings import Settings
+from worker.settings import load_settings
 
 
 @pytest.fixture(scope="module")
@@ -119,10 +120,14 @@ def _lines() -> list[str]:
     return logical_lines(DOCKERFILE.read_text())
 
 
-def test_port_and_state_dir_agree_with_settings_and_chart(final: Stage) -> None:
+def test_port_and_state_dir_agree_with_settings_and_chart(
+    final: Stage, monkeypatch: pytest.MonkeyPatch
+) -> None:
     env = final.env()
     values = chart_values()
-    port = Settings.model_fields["metrics_port"].default
+    for name in [n for n in os.environ if n.startswith("WORKER_")]:
+        monkeypatch.delenv(name)
+    port = load_settings().metrics_port  # what an installed worker uses by default
     assert final.all("EXPOSE") == [str(port)]
     assert env["WORKER_METRICS_PORT"] == str(port) == str(values["metricsPort"])
     state_dir = env["WORKER_STATE_DIR"]

@@ -49,6 +49,10 @@ def render(helm: Path, tmp_path: Path, values: dict[str, Any] | None = None) -> 
     return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
 
 
+def chart_defaults() -> dict[str, Any]:
+    return yaml.safe_load((CHART / "values.yaml").read_text())
+
+
 def by_kind(docs: list[dict], kind: str) -> list[dict]:
     return [doc for doc in docs if doc["kind"] == kind]
 
@@ -92,8 +96,9 @@ def load_with_env(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> Setti
 def check_agrees_with_settings(
     docs: list[dict], values: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    port = values.get("metricsPort", 9464)
-    state_path = values.get("stateVolume", {}).get("mountPath", "/var/lib/agent-hints")
+    defaults = chart_defaults()
+    port = values.get("metricsPort", defaults["metricsPort"])
+    state_path = values.get("stateVolume", defaults["stateVolume"])["mountPath"]
     (statefulset,) = by_kind(docs, "StatefulSet")
     pod = statefulset["spec"]["template"]
     container = worker_container(docs)
@@ -161,8 +166,8 @@ def test_default_values_render_a_worker_that_agrees_with_the_settings(
     docs = render(helm_bin, tmp_path)
     assert sorted(doc["kind"] for doc in docs) == ["Service", "StatefulSet"]
     check_agrees_with_settings(docs, {}, monkeypatch)
-    defaults = Settings.model_fields
-    assert defaults["metrics_port"].default == 9464
+    # the chart's default port is the worker's, and its state dir the image's
+    assert chart_defaults()["metricsPort"] == load_with_env(monkeypatch, {}).metrics_port
     env = plain_env(worker_container(docs))
     assert env["WORKER_STATE_DIR"] == parse_dockerfile(DOCKERFILE)[-1].env()["WORKER_STATE_DIR"]
     assert "envFrom" not in worker_container(docs)

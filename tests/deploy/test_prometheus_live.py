@@ -10,8 +10,10 @@ variables substituted as Grafana would.
 from __future__ import annotations
 
 import math
+import os
 import re
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -96,18 +98,15 @@ def scalar(server: PrometheusServer, expr: str) -> float | None:
 
 @pytest.fixture(scope="module")
 def deployment(kafka_broker: Any, prometheus_bin: Path) -> Iterator[Deployment]:
-    scratch = REPO_ROOT / ".cache" / "deploy-tests"  # not under /tmp: that becomes a tmpfs
-    scratch.mkdir(parents=True, exist_ok=True)
-    state_dir = Path(tempfile.mkdtemp(prefix="state-", dir=scratch))
     prom_dir = Path(tempfile.mkdtemp(prefix="prometheus-"))
-    env = image_environment()
-    env.update(
-        WORKER_STATE_DIR=str(state_dir),
-        READ_ONLY_ROOT_WRITABLE=str(state_dir),
+    topics = TopicNames.unique("deploy")
+    worker = WorkerProcess(kafka_broker.bootstrap, topics=topics)
+    worker.env.update(image_environment())
+    worker.env.update(
+        WORKER_STATE_DIR=str(worker.state_dir),
+        READ_ONLY_ROOT_WRITABLE=str(worker.state_dir),
         READ_ONLY_ROOT_PYTHON=sys.executable,
     )
-    topics = TopicNames.unique("deploy")
-    worker = WorkerProcess(kafka_broker.bootstrap, topics=topics, state_dir=state_dir, env=env)
     prometheus: PrometheusServer | None = None
     with pytest.MonkeyPatch.context() as patch:
         # the worker subprocess starts through the read-only-root wrapper
@@ -174,7 +173,46 @@ def dashboard_values(prometheus: PrometheusServer) -> dict[str, str]:
     return values
 
 
+READ_ONLY_ROOT = Path(__file__).with_name("read_only_root.sh")
+
+
+def test_read_only_root_allows_writes_to_the_state_dir_and_tmp_only(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    probe = (
+        "import sys\n"
+        "for path in sys.argv[1:]:\n"
+        "    try:\n"
+        "        open(path, 'w').close(); print(path, 'ok')\n"
+        "    except OSError as exc:\n"
+        "        print(path, exc.strerror)\n"
+    )
+    targets = [state / "written", Path("/tmp/scratch"), REPO_ROOT / "not-written", tmp_path / "x"]
+    done = subprocess.run(
+        [READ_ONLY_ROOT, "-c", probe, *map(str, targets)],
+        env={
+            **os.environ,
+            "READ_ONLY_ROOT_WRITABLE": str(state),
+            "READ_ONLY_ROOT_PYTHON": sys.executable,
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        f"{targets[0]} ok",
+        "/tmp/scratch ok",  # the tmpfs, like the chart's emptyDir
+        f"{targets[2]} Read-only file system",
+        f"{targets[3]} ok",  # under /tmp: written to the private tmpfs...
+    ]
+    assert not targets[3].exists()  # ...not to the host's /tmp
+    assert (state / "written").exists()
+    assert not (REPO_ROOT / "not-written").exists()
+
+
 def test_worker_runs_as_the_image_does_with_a_read_only_root(deployment: Deployment) -> None:
+    assert any(path.is_file() for path in deployment.worker.state_dir.rglob("*")), "no state"
     metrics = deployment.worker.metrics()
     assert metrics["agent_hints_runs_learned_total"] == RUNS
     assert metrics["agent_hints_runs_duplicate_total"] == DUPLICATES
