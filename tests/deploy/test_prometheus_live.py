@@ -66,6 +66,18 @@ CORE_PANELS = {
 _METRIC_NAME = r"\b((?:agent_hints|process)_[a-z_]+|up)\b"
 
 
+READ_ONLY_ROOT = Path(__file__).with_name("read_only_root.sh")
+
+
+def read_only_root_env(state_dir: Path) -> dict[str, str]:
+    """The wrapper's settings: this checkout and this Python read-only, the state dir not."""
+    return {
+        "READ_ONLY_ROOT_WRITABLE": str(state_dir),
+        "READ_ONLY_ROOT_PYTHON": sys.executable,
+        "READ_ONLY_ROOT_PATHS": f"{REPO_ROOT}:{sys.prefix}",
+    }
+
+
 @dataclass
 class Deployment:
     worker: WorkerProcess
@@ -103,14 +115,12 @@ def deployment(kafka_broker: Any, prometheus_bin: Path) -> Iterator[Deployment]:
     worker = WorkerProcess(kafka_broker.bootstrap, topics=topics)
     worker.env.update(image_environment())
     worker.env.update(
-        WORKER_STATE_DIR=str(worker.state_dir),
-        READ_ONLY_ROOT_WRITABLE=str(worker.state_dir),
-        READ_ONLY_ROOT_PYTHON=sys.executable,
+        WORKER_STATE_DIR=str(worker.state_dir), **read_only_root_env(worker.state_dir)
     )
     prometheus: PrometheusServer | None = None
     with pytest.MonkeyPatch.context() as patch:
         # the worker subprocess starts through the read-only-root wrapper
-        patch.setattr(worker_process, "PYTHON", str(Path(__file__).with_name("read_only_root.sh")))
+        patch.setattr(worker_process, "PYTHON", str(READ_ONLY_ROOT))
         worker.start()
     try:
         worker.wait_ready(timeout=120)
@@ -173,12 +183,10 @@ def dashboard_values(prometheus: PrometheusServer) -> dict[str, str]:
     return values
 
 
-READ_ONLY_ROOT = Path(__file__).with_name("read_only_root.sh")
-
-
 def test_read_only_root_allows_writes_to_the_state_dir_and_tmp_only(tmp_path: Path) -> None:
-    state = tmp_path / "state"
-    state.mkdir()
+    state = REPO_ROOT / ".cache" / "deploy-tests" / tmp_path.name  # in the read-only checkout
+    shutil.rmtree(state, ignore_errors=True)
+    state.mkdir(parents=True)
     probe = (
         "import sys\n"
         "for path in sys.argv[1:]:\n"
@@ -187,14 +195,10 @@ def test_read_only_root_allows_writes_to_the_state_dir_and_tmp_only(tmp_path: Pa
         "    except OSError as exc:\n"
         "        print(path, exc.strerror)\n"
     )
-    targets = [state / "written", Path("/tmp/scratch"), REPO_ROOT / "not-written", tmp_path / "x"]
+    targets = [state / "written", tmp_path / "scratch", REPO_ROOT / "not-written"]
     done = subprocess.run(
         [READ_ONLY_ROOT, "-c", probe, *map(str, targets)],
-        env={
-            **os.environ,
-            "READ_ONLY_ROOT_WRITABLE": str(state),
-            "READ_ONLY_ROOT_PYTHON": sys.executable,
-        },
+        env={**os.environ, **read_only_root_env(state)},
         capture_output=True,
         text=True,
         timeout=60,
@@ -202,13 +206,12 @@ def test_read_only_root_allows_writes_to_the_state_dir_and_tmp_only(tmp_path: Pa
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == [
         f"{targets[0]} ok",
-        "/tmp/scratch ok",  # the tmpfs, like the chart's emptyDir
+        f"{targets[1]} ok",  # /tmp: the chart's emptyDir
         f"{targets[2]} Read-only file system",
-        f"{targets[3]} ok",  # under /tmp: written to the private tmpfs...
     ]
-    assert not targets[3].exists()  # ...not to the host's /tmp
-    assert (state / "written").exists()
-    assert not (REPO_ROOT / "not-written").exists()
+    assert targets[0].exists() and targets[1].exists()
+    assert not targets[2].exists()
+    shutil.rmtree(state)
 
 
 def test_worker_runs_as_the_image_does_with_a_read_only_root(deployment: Deployment) -> None:
