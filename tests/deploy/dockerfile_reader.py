@@ -43,6 +43,14 @@ class Stage:
                 env[name] = re.sub(r"\$\{?(\w+)\}?", lambda m: env.get(m.group(1), m.group(0)), raw)
         return env
 
+    def user(self) -> tuple[str, str | None]:
+        """The last USER as (user, group or None); ValueError when the stage sets none."""
+        value = self.last("USER")
+        if value is None:
+            raise ValueError("no USER: the image would run as root")
+        user, _, group = value.partition(":")
+        return user, group or None
+
     def exec_form(self, keyword: str) -> list[str]:
         """ENTRYPOINT or CMD as a list; only the exec (JSON) form is accepted."""
         value = self.last(keyword)

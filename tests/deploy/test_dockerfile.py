@@ -87,9 +87,7 @@ def test_copies_only_what_the_build_needs(stages: list[Stage]) -> None:
 
 
 def test_runs_the_worker_as_non_root_with_the_charts_user(final: Stage) -> None:
-    user = final.last("USER")
-    assert user is not None, "no USER: the image would run as root"
-    uid, _, gid = user.partition(":")
+    uid, gid = final.user()
     assert uid.isdigit() and int(uid) != 0, "USER must be a numeric non-root uid"
     security = chart_values()["podSecurityContext"]
     assert int(uid) == security["runAsUser"]

@@ -130,7 +130,7 @@ def check_agrees_with_settings(
     assert writable == ["state", "tmp"]
 
     # security: non-root as the image's user, read-only root, nothing to escalate with
-    user = int(parse_dockerfile(DOCKERFILE)[-1].last("USER").split(":")[0])  # type: ignore[union-attr]
+    user = int(parse_dockerfile(DOCKERFILE)[-1].user()[0])
     pod_security = pod["spec"]["securityContext"]
     assert pod_security["runAsNonRoot"] is True
     assert pod_security["runAsUser"] == user != 0
