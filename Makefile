@@ -5,21 +5,30 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-unit test-integration test-faults test-compat lint format bench demo kafka-up kafka-down kafka-install clean
+.PHONY: install test deploy-check deploy-tools test-unit test-integration test-faults test-compat lint format bench demo kafka-up kafka-down kafka-install clean
 
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[stream,dev]'
 	touch $(STAMP)
 
 test: install
 	$(PY) -m pytest -q
 
 test-unit: install
-	$(PY) -m pytest -q -m "not integration"
+	$(PY) -m pytest -q -m "not integration and not deploy"
+
+# Dashboard queries and alert rules on a real Prometheus scraping a real worker, promtool rule
+# tests, helm lint/template, the Dockerfile check. Installs Prometheus and Helm on first use.
+deploy-check: install
+	$(PY) -m pytest -q -m deploy
+
+deploy-tools:
+	./scripts/install-prometheus.sh
+	./scripts/install-helm.sh
 
 test-integration: install
 	$(PY) -m pytest -q -m integration

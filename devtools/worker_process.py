@@ -105,6 +105,8 @@ class WorkerProcess:
     args: list[str] = field(default_factory=list)
     cpus: set[int] | None = None
     profile: Path | None = None
+    #: the executable that runs `-m worker run` (a wrapper such as read_only_root.sh too)
+    python: str = PYTHON
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
     starts: int = 0
@@ -121,7 +123,7 @@ class WorkerProcess:
         env.update(self.env)
         profiler = ["-m", "cProfile", "-o", str(self.profile)] if self.profile else []
         cmd = [
-            PYTHON, *profiler, "-m", "worker", "run",
+            self.python, *profiler, "-m", "worker", "run",
             "--bootstrap-servers", self.bootstrap,
             "--group-id", self.group_id,
             "--state-dir", str(self.state_dir),

@@ -84,6 +84,8 @@ class WorkerMetrics:
             ["output"],
             registry=r,
         )
+        for output in ("hints", "tries"):
+            self.publish_skipped.labels(output)
         self.agents = Gauge(
             "agent_hints_agents_cached", "Agents whose state this worker holds", registry=r
         )
@@ -119,6 +121,8 @@ class WorkerMetrics:
             ["where"],
             registry=r,
         )
+        for where in ("process", "publish", "state_write"):  # series exist before the first
+            self.errors.labels(where)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
