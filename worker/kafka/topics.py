@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +19,9 @@ log = logging.getLogger(__name__)
 
 #: error code Kafka returns when a topic being created already exists (a racing worker)
 TOPIC_ALREADY_EXISTS = 36
+#: ... and for a topic it does not know (yet: a topic just created takes a moment)
+UNKNOWN_TOPIC = 3
+CREATED_VISIBLE_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -52,14 +56,22 @@ async def _topic_configs(
         ConfigResource(ConfigResourceType.TOPIC, topic, configs=dict.fromkeys(names))
         for topic in topics
     ]
-    found: dict[str, dict[str, str]] = {}
-    for response in await admin.describe_configs(resources):
-        for resource in response.resources:
-            error_code, _msg, _type, topic, entries = resource[:5]
-            if error_code:
-                raise TopicError(f"cannot describe topic {topic}: error {error_code} {_msg}")
-            found[topic] = {entry[0]: entry[1] or "" for entry in entries if entry[0] in names}
-    return found
+    deadline = time.monotonic() + CREATED_VISIBLE_S
+    while True:
+        found: dict[str, dict[str, str]] = {}
+        unknown: list[str] = []
+        for response in await admin.describe_configs(resources):
+            for resource in response.resources:
+                error_code, _msg, _type, topic, entries = resource[:5]
+                if error_code == UNKNOWN_TOPIC and time.monotonic() < deadline:
+                    unknown.append(topic)  # just created: not yet known to every broker
+                elif error_code:
+                    raise TopicError(f"cannot describe topic {topic}: error {error_code} {_msg}")
+                else:
+                    found[topic] = {e[0]: e[1] or "" for e in entries if e[0] in names}
+        if not unknown:
+            return found
+        await asyncio.sleep(0.1)
 
 
 async def _create(admin: AIOKafkaAdminClient, topics: list[NewTopic]) -> None:
