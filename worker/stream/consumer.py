@@ -11,6 +11,12 @@ Nearly every delivery finishes without waiting (the channel queue has room, flow
 really blocks is handed to the original `wait_first`, as a task that resumes the coroutine
 where it stopped, so rebalances behave exactly as before.
 
+When the stream buffer fills up, faust pauses fetching from the partitions that feed it, and
+once every partition is paused, its fetch loop sleeps a whole second before it looks again,
+whatever happens meanwhile. Delivering inline fills the buffer fast, so a bare agent
+alternated ~0.2 s of work with ~0.9 s of idling (4 such stalls per 20,000 records).
+`EagerConsumer` wakes the fetch loop as soon as a partition is resumed instead.
+
 faust also fixes the fetch at `fetch_min_bytes=1` (the broker answers as soon as one record
 is there) and `fetch_max_wait_ms=1500`. Every answer is a round trip through faust's
 consumer thread, so at 1,000 runs/s the worker spent more time passing small batches
@@ -21,6 +27,7 @@ app's `fetch_min_bytes` / `fetch_max_wait_ms` (settings) instead.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Coroutine
 from typing import Any
 
@@ -78,8 +85,27 @@ class BatchingConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
 class EagerConsumer(faust_aiokafka.Consumer):
     """Delivers records inline; falls back to faust's `wait_first` only when one blocks."""
 
+    _resumed: asyncio.Event | None = None
+
     def _new_consumer_thread(self) -> BatchingConsumerThread:
         return BatchingConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    def on_buffer_drop(self, tp: Any) -> None:
+        super().on_buffer_drop(tp)
+        if self._resumed is not None:
+            self._resumed.set()
+
+    async def _wait_next_records(self, timeout: float) -> Any:
+        """faust's, except that with every partition paused for a full buffer it waits until
+        one is resumed (or `timeout`), instead of sleeping the whole `timeout`."""
+        if self.flow_active and not self.app.client_only and not self._get_active_partitions():
+            if self._resumed is None:
+                self._resumed = asyncio.Event()
+            self._resumed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._resumed.wait(), timeout)
+            return {}, self._get_active_partitions()
+        return await super()._wait_next_records(timeout)
 
     async def wait_first(self, *coros: Any, timeout: Any = None) -> WaitResults:
         if not (

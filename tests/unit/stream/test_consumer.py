@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from types import SimpleNamespace
 
 import pytest
 
@@ -95,3 +96,25 @@ async def test_other_waits_use_faust_semantics() -> None:
     result = await asyncio.wait_for(c.wait_first(delivery, c.suspend_flow.wait()), 1)
     assert result.results == [True]  # the suspend event (Event.wait() -> True) won
     assert delivery.cr_frame is None  # and the delivery was cancelled, not left running
+
+
+async def test_with_every_partition_paused_the_fetch_loop_wakes_when_one_resumes() -> None:
+    """faust sleeps its whole 1 s timeout when a full stream buffer paused every partition;
+    the eager consumer goes back to fetching as soon as a partition is resumed."""
+    c = consumer()
+    active: set[str] = set()
+    c._get_active_partitions = lambda: active  # type: ignore[method-assign]
+    c._buffered_partitions = {"tp-0"}  # paused because the stream buffer was full
+    c.flow_active = True
+    c.app = SimpleNamespace(client_only=False)
+
+    async def fixed_sleep(seconds: float) -> None:
+        raise AssertionError(f"slept a fixed {seconds} s instead of waiting for a resume")
+
+    c.sleep = fixed_sleep  # type: ignore[method-assign]  # faust's own path sleeps 1 s
+    waiting = asyncio.create_task(c._wait_next_records(timeout=30.0))
+    await asyncio.sleep(0.01)
+    assert not waiting.done()  # nothing to fetch: it waits ...
+    c.on_buffer_drop("tp-0")  # the buffer drained: faust re-activates the partition
+    records, partitions = await asyncio.wait_for(waiting, 5.0)  # ... but not the 30 s
+    assert records == {} and partitions == {"tp-0"}

@@ -81,3 +81,11 @@ def test_the_consumer_hooks_the_eager_consumer_overrides() -> None:
     assert "self._create_worker_consumer(" in thread
     delegate = inspect.getsource(faust_consumer.ThreadDelegateConsumer)
     assert "self._new_consumer_thread()" in delegate
+
+
+def test_the_fetch_loop_pause_the_eager_consumer_shortens() -> None:
+    """EagerConsumer._wait_next_records replaces faust's 1 s sleep with every partition
+    paused; on_buffer_drop is what re-activates a partition."""
+    wait = inspect.getsource(faust_consumer.Consumer._wait_next_records)
+    assert "self._get_active_partitions()" in wait and "await self.sleep(1)" in wait
+    assert "active_partitions.add(tp)" in inspect.getsource(faust_consumer.Consumer.on_buffer_drop)
