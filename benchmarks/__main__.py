@@ -15,6 +15,7 @@ BENCHMARKS = {
     "learner": "benchmarks.learner",
     "e2e": "benchmarks.e2e",
     "mixes": "benchmarks.mixes",
+    "limits": "benchmarks.limits",
 }
 EXTRA = {"recovery": "benchmarks.recovery"}
 
