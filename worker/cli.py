@@ -10,6 +10,8 @@ import argparse
 import importlib
 import sys
 
+from worker.errors import WorkerError
+
 #: subcommand -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("worker.commands.run", "run the streaming worker (agent-runs in, hints out)"),
@@ -44,4 +46,8 @@ def main(argv: list[str] | None = None) -> int:
             module.add_arguments(sub)
             sub.set_defaults(_run=module.run)
     args = parser.parse_args(argv)
-    return int(args._run(args) or 0)
+    try:
+        return int(args._run(args) or 0)
+    except WorkerError as exc:  # a bad setting, a start that cannot work: one clear line
+        print(f"{parser.prog} {args.command}: {exc}", file=sys.stderr)
+        return int(exc.exit_code)

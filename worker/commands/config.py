@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from worker.commands.options import add_settings_arguments, settings_from_args
-from worker.errors import ExitCode, SettingsError
+from worker.errors import ExitCode
 from worker.settings import DEFAULTS_FILE, ENV_PREFIX, Settings
 
 
@@ -104,11 +104,7 @@ def render(settings: Settings, origin: dict[str, str]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        settings = settings_from_args(args, {})
-    except SettingsError as exc:
-        print(f"config: {exc}", file=sys.stderr)
-        return exc.exit_code
+    settings = settings_from_args(args, {})
     fields = set(_leaves(settings.model_dump(mode="json")))
     sys.stdout.write(render(settings, sources(args, fields)))
     return ExitCode.OK

@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 
 from worker.commands.options import add_settings_arguments, settings_from_args
-from worker.errors import ExitCode, SettingsError
+from worker.errors import ExitCode
 from worker.kafka.clients import client_kwargs, explain
 from worker.kafka.reading import latest_values
 from worker.settings import Settings
@@ -153,11 +153,7 @@ async def fetch(
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        settings = settings_from_args(args, FLAGS)
-    except SettingsError as exc:
-        print(f"inspect: {exc}", file=sys.stderr)
-        return exc.exit_code
+    settings = settings_from_args(args, FLAGS)
     topics = settings.topics
     try:
         hints, trie = asyncio.run(fetch(settings, args.agent_id, args.timeout))

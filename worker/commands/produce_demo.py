@@ -24,7 +24,7 @@ from aiokafka.errors import KafkaError
 
 from worker.commands.options import add_settings_arguments, settings_from_args
 from worker.demo_workload import agent_id, generate_runs
-from worker.errors import ExitCode, SettingsError, StartError
+from worker.errors import ExitCode
 from worker.kafka.clients import client_kwargs, explain
 from worker.kafka.reading import assign_at_end, latest_values, new_reader, topic_partitions
 from worker.kafka.topics import prepare_topics
@@ -234,16 +234,9 @@ async def _main(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        settings = settings_from_args(args, FLAGS)
-    except SettingsError as exc:
-        print(f"produce-demo: {exc}", file=sys.stderr)
-        return exc.exit_code
+    settings = settings_from_args(args, FLAGS)
     try:
         return asyncio.run(_main(args, settings))
-    except StartError as exc:
-        print(f"produce-demo: {exc}", file=sys.stderr)
-        return exc.exit_code
     except (KafkaError, OSError) as exc:
         reason = explain(exc, settings.bootstrap_servers, settings.kafka)
         print(f"produce-demo: cannot reach {settings.bootstrap_servers}: {reason}", file=sys.stderr)

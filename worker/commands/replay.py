@@ -117,11 +117,7 @@ def _numbered(stream: IO[bytes], progress: Progress) -> Iterator[tuple[int, byte
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        settings = _settings(args)
-    except SettingsError as exc:
-        print(f"replay: {exc}", file=sys.stderr)
-        return exc.exit_code
+    settings = _settings(args)
     config = settings.learner
     if args.file == "-":
         source, total = sys.stdin.buffer, None

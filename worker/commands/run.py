@@ -6,14 +6,13 @@ import argparse
 import asyncio
 import gc
 import logging
-import sys
 from pathlib import Path
 
 from aiokafka.errors import KafkaError
 
 from worker.commands import options
 from worker.commands.options import add_settings_arguments
-from worker.errors import ExitCode, SettingsError, StartError
+from worker.errors import ExitCode, StartError
 from worker.kafka.clients import explain
 from worker.kafka.topics import prepare_topics
 from worker.observability.logs import setup_logging
@@ -80,11 +79,7 @@ def _tune_gc() -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        settings = settings_from_args(args)
-    except SettingsError as exc:
-        print(f"worker: {exc}", file=sys.stderr)
-        return exc.exit_code
+    settings = settings_from_args(args)
     setup_logging(settings.log_level, settings.log_json, settings.kafka.secrets())
     log.info("starting worker", extra={"settings": settings.redacted()})
 

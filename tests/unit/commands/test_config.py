@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from worker.cli import main
 from worker.commands import config
 from worker.settings import load_settings
 
@@ -57,7 +58,7 @@ def test_the_output_is_a_settings_file(tmp_path: Path, capsys: pytest.CaptureFix
 
 
 def test_a_bad_setting_is_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
-    parser = argparse.ArgumentParser()
-    config.add_arguments(parser)
-    assert config.run(parser.parse_args(["--set", "metrics_port=-1"])) == 2
-    assert "metrics_port" in capsys.readouterr().err
+    assert main(["config", "--set", "metrics_port=-1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("python -m worker config: invalid settings:")
+    assert "setting metrics_port (env WORKER_METRICS_PORT)" in err
