@@ -3,7 +3,7 @@ FROM python:3.11-slim AS build
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY worker ./worker
-RUN pip install --no-cache-dir --prefix=/install .
+RUN pip install --no-cache-dir --prefix=/install ".[stream]"
 
 FROM python:3.11-slim
 RUN useradd --system --uid 10001 --home /app worker && mkdir -p /var/lib/agent-hints \

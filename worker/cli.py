@@ -17,6 +17,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "inspect": ("worker.inspect", "show an agent's current hints and trie from the output topics"),
     "produce-demo": ("worker.demo", "stream generated runs for a handful of agents"),
 }
+#: modules of the `stream` extra (the streaming worker); the base install lacks them
+STREAM_EXTRA_MODULES = {"faust", "mode", "rocksdict"}
+EXIT_MISSING_EXTRA = 2
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,7 +30,17 @@ def main(argv: list[str] | None = None) -> int:
     for name, (module_name, help_text) in COMMANDS.items():
         sub = subparsers.add_parser(name, help=help_text, description=help_text)
         if name == chosen:
-            module = importlib.import_module(module_name)
+            try:
+                module = importlib.import_module(module_name)
+            except ModuleNotFoundError as exc:
+                if (exc.name or "").split(".")[0] not in STREAM_EXTRA_MODULES:
+                    raise
+                print(
+                    f"python -m worker {name}: needs the streaming worker's dependencies "
+                    f"({exc.name} is not installed): pip install 'agent-hints-worker[stream]'",
+                    file=sys.stderr,
+                )
+                return EXIT_MISSING_EXTRA
             module.add_arguments(sub)
             sub.set_defaults(_run=module.run)
     args = parser.parse_args(argv)
