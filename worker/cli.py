@@ -16,6 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("worker.service", "run the streaming worker (agent-runs in, hints out)"),
     "inspect": ("worker.inspect", "show an agent's current hints and trie from the output topics"),
     "produce-demo": ("worker.demo", "stream generated runs for a handful of agents"),
+    "gateway": ("worker.gateway.command", "OpenAI-compatible proxy that adds hints to requests"),
 }
 #: modules of the `stream` extra (the streaming worker); the base install lacks them
 STREAM_EXTRA_MODULES = {"faust", "mode", "rocksdict"}
