@@ -45,6 +45,14 @@ def test_idle_runs_are_forgotten() -> None:
     assert calls.next_call("a", "old", "plan") == 1  # starts again, as a new run would
 
 
+def test_an_idle_run_restarts_even_before_the_next_sweep() -> None:
+    clock = Clock()
+    calls = CallCounter(idle_s=60, clock=clock)
+    assert calls.next_call("a", "r", "plan") == 1
+    clock.now += 60.5  # sweeps run at most every second: this one comes first
+    assert calls.next_call("a", "r", "plan") == 1
+
+
 def test_a_call_keeps_its_run_alive() -> None:
     clock = Clock()
     calls = CallCounter(idle_s=60, clock=clock)

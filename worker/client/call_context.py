@@ -33,6 +33,9 @@ class CallCounter:
         self._clock = clock
         #: (agent_id, run_id) -> (last call time, {name: calls so far}), oldest first
         self._runs: OrderedDict[tuple[str, str], tuple[float, dict[str, int]]] = OrderedDict()
+        #: idle runs are swept at most this often (a sweep is O(runs forgotten))
+        self._sweep_every_s = min(1.0, idle_s / 10)
+        self._next_sweep = clock() + self._sweep_every_s
 
     def __len__(self) -> int:
         return len(self._runs)
@@ -43,11 +46,12 @@ class CallCounter:
         key = (agent_id, run_id)
         runs = self._runs
         entry = runs.pop(key, None)
-        counts = entry[1] if entry is not None else {}
+        counts = entry[1] if entry is not None and now - entry[0] <= self.idle_s else {}
         index = counts.get(name, 0) + 1
         counts[name] = index
         runs[key] = (now, counts)  # re-inserted: most recently used last
-        self._forget_old(now)
+        if len(runs) > self.max_runs or now >= self._next_sweep:
+            self._forget_old(now)
         return index
 
     def peek(self, agent_id: str, run_id: str, name: str) -> int:
@@ -60,6 +64,7 @@ class CallCounter:
         self._runs.pop((agent_id, run_id), None)
 
     def _forget_old(self, now: float) -> None:
+        self._next_sweep = now + self._sweep_every_s
         runs = self._runs
         while len(runs) > self.max_runs:
             runs.popitem(last=False)

@@ -15,8 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from worker.client.store import HintsStore, check_hints
 from worker.learner.config import LearnerConfig
@@ -29,8 +28,7 @@ SkipReason = Literal["max_age", "min_runs", "invalid_trie"]
 SKIP_REASONS: tuple[SkipReason, ...] = ("max_age", "min_runs", "invalid_trie")
 
 
-@dataclass(frozen=True, slots=True)
-class Resolution:
+class Resolution(NamedTuple):
     """The hints for one request (AgentHints fields, or None) and their source."""
 
     source: Source
