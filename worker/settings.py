@@ -172,6 +172,8 @@ class GatewaySettings(_Section):
     #: seconds to connect to the upstream, and the longest wait for its next bytes
     connect_timeout_s: float = Field(default=10.0, gt=0)
     read_timeout_s: float = Field(default=600.0, gt=0)
+    #: "auto" = uvloop when installed (it is, with the base install on Linux and macOS)
+    event_loop: Literal["auto", "asyncio", "uvloop"] = "auto"
 
 
 class Settings(BaseSettings):

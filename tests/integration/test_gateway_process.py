@@ -131,7 +131,9 @@ def test_flags_readyz_hints_and_a_clean_stop(
     ask(gateway)
     assert upstream.received[-1].agent_hints() == write_hints(outputs)
     assert gateway.stop() == 0
-    assert "gateway stopping" in gateway.log.read_text()
+    log = gateway.log.read_text()
+    assert "gateway stopping" in log
+    assert "event_loop=uvloop" in log  # "auto", and uvloop is in the base install
 
 
 def test_configured_by_environment_alone(
@@ -144,6 +146,7 @@ def test_configured_by_environment_alone(
         "WORKER_GATEWAY__PORT": str(port),
         "WORKER_GATEWAY__PROFILE": "nat-headers",
         "WORKER_GATEWAY__OVERWRITE": "true",
+        "WORKER_GATEWAY__EVENT_LOOP": "asyncio",
     }
     gateway = GatewayProcess([], env=env)
     gateways.append(gateway)
@@ -151,6 +154,7 @@ def test_configured_by_environment_alone(
     ask(gateway)
     assert upstream.received[-1].hint_headers()["x-prefix-osl"] == str(write_hints(outputs)["osl"])
     assert gateway.stop() == 0
+    assert "event_loop=asyncio" in gateway.log.read_text()
 
 
 @pytest.mark.parametrize(

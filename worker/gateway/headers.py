@@ -29,6 +29,8 @@ _REQUEST_DROP = HOP_BY_HOP | {"host", "expect"}
 
 
 def _connection_tokens(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> set[str]:
+    if "Connection" not in headers:
+        return set()
     return {
         token.strip().lower()
         for value in headers.getall("Connection", ())

@@ -91,8 +91,11 @@ class HintsProxy:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         started = time.perf_counter()
         route = HINT_ROUTES.get(request.path) if request.method == "POST" else None
-        agent_id = request.headers.get(AGENT_HEADER) if route else None  # "" = none
-        call = _Call(agent_id, request.headers.get(RUN_HEADER) or None, route) if agent_id else None
+        call = None
+        if route is not None:
+            agent_id = request.headers.get(AGENT_HEADER)  # absent or "": no hints
+            if agent_id:
+                call = _Call(agent_id, request.headers.get(RUN_HEADER) or None, route)
         added: dict[str, str] = {}
         data: Any = None
         keep_length = True
