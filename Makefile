@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-unit test-integration test-faults test-compat lint format bench demo kafka-up kafka-down kafka-install clean
+.PHONY: install test test-unit test-integration test-faults test-compat lint format bench bench-gateway demo kafka-up kafka-down kafka-install clean
 
 install: $(STAMP)
 
@@ -31,15 +31,20 @@ test-compat: install
 	KAFKA_VERSION=$${KAFKA_COMPAT_VERSION:-3.9.2} $(PY) -m pytest -q -m integration
 
 lint: install
-	$(VENV)/bin/ruff check worker tests
-	$(VENV)/bin/ruff format --check worker tests
+	$(VENV)/bin/ruff check worker tests devtools benchmarks
+	$(VENV)/bin/ruff format --check worker tests devtools benchmarks
 
 format: install
-	$(VENV)/bin/ruff check --fix worker tests
-	$(VENV)/bin/ruff format worker tests
+	$(VENV)/bin/ruff check --fix worker tests devtools benchmarks
+	$(VENV)/bin/ruff format worker tests devtools benchmarks
 
 bench: install
 	$(PY) -m worker.bench
+	$(PY) benchmarks/gateway.py
+
+# the router client library's lookups/s and the hints gateway's added latency
+bench-gateway: install
+	$(PY) benchmarks/gateway.py
 
 demo: install
 	./scripts/demo.sh
