@@ -14,9 +14,10 @@
    Target: p99 added <= 2 ms at 500 requests/s.
 
 Run: `python benchmarks/gateway.py [--rate 500] [--seconds 8] [--rounds 2]
-[--bootstrap-servers HOST:PORT] [--no-pin]`. Without a bootstrap it starts a broker with
-`scripts/kafka.sh up` (and stops it unless one was already running). Figures on a shared
-machine are noisy: compare them side by side, run to run.
+[--bootstrap-servers HOST:PORT] [--pin own|shared|none] [--event-loop auto|asyncio|uvloop]`.
+Without a bootstrap it starts a broker with `scripts/kafka.sh up` (and stops it unless one
+was already running). Figures on a shared machine are noisy: compare them side by side,
+run to run.
 """
 
 from __future__ import annotations
@@ -210,11 +211,17 @@ def cpu_seconds(pid: int) -> float:
         return 0.0
 
 
-def cpu_plan(pin: bool) -> tuple[set[int], set[int]] | None:
-    """(gateway CPUs, everything else's CPUs), or None when not pinning."""
-    if not pin or not hasattr(os, "sched_getaffinity"):
+def cpu_plan(pin: str) -> tuple[set[int], set[int]] | None:
+    """(gateway CPUs, everything else's CPUs), or None when not pinning.
+
+    "own": the gateway alone on the last CPU, the rest on the others; "shared": all on the
+    first CPU (no hand-over between CPUs; on a virtual machine, waking an idle virtual CPU
+    can cost milliseconds)."""
+    if pin == "none" or not hasattr(os, "sched_getaffinity"):
         return None
     cpus = sorted(os.sched_getaffinity(0))
+    if pin == "shared":
+        return {cpus[0]}, {cpus[0]}
     if len(cpus) < 2:
         return None
     return {cpus[-1]}, set(cpus[:-1])
@@ -306,7 +313,7 @@ async def bench_gateway(args: argparse.Namespace, agents: list[Agent], bootstrap
     import aiohttp
 
     hints_topic, tries_topic = await publish(bootstrap, agents)
-    plan = cpu_plan(not args.no_pin)
+    plan = cpu_plan(args.pin)
     gateway_cpus, other_cpus = plan if plan else (None, None)
     if other_cpus:
         os.sched_setaffinity(0, other_cpus)
@@ -407,7 +414,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=8.0, help="per phase")
     parser.add_argument("--rounds", type=int, default=2, help="direct + gateway phase pairs")
     parser.add_argument("--bootstrap-servers", help="use this broker instead of starting one")
-    parser.add_argument("--no-pin", action="store_true", help="do not pin CPUs")
+    parser.add_argument(
+        "--pin", choices=["own", "shared", "none"], default="own",
+        help="own: the gateway alone on a CPU (default); shared: everything on one CPU",
+    )  # fmt: skip
     parser.add_argument(
         "--event-loop", choices=["auto", "asyncio", "uvloop"], default="auto",
         help="the gateway's gateway.event_loop setting (default auto)",
