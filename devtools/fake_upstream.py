@@ -168,7 +168,9 @@ class FakeUpstream:
             return self._error(400, "We could not parse the JSON body of your request.")
         if not isinstance(body, dict):
             return self._error(400, "The request body must be a JSON object.")
-        nvext = body.get("nvext") if isinstance(body.get("nvext"), dict) else {}
+        nvext = body.get("nvext")
+        if not isinstance(nvext, dict):
+            nvext = {}
         report = orjson.dumps(
             {"agent_hints": nvext.get("agent_hints"), "hint_headers": got.hint_headers()}
         ).decode()
