@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test deploy-check deploy-tools test-unit test-integration test-faults test-compat lint format bench demo kafka-up kafka-down kafka-install clean
+.PHONY: install test deploy-check deploy-tools test-unit test-integration test-faults test-compat lint format bench bench-gateway demo kafka-up kafka-down kafka-install clean
 
 install: $(STAMP)
 
@@ -50,6 +50,10 @@ format: install
 
 bench: install
 	$(PY) -m benchmarks
+
+# the router client library's lookups/s and the hints gateway's added latency
+bench-gateway: install
+	$(PY) -m benchmarks gateway
 
 demo: install
 	./scripts/demo.sh

@@ -16,6 +16,7 @@ BENCHMARKS = {
     "e2e": "benchmarks.e2e",
     "mixes": "benchmarks.mixes",
     "limits": "benchmarks.limits",
+    "gateway": "benchmarks.gateway",
 }
 EXTRA = {"recovery": "benchmarks.recovery"}
 

@@ -33,13 +33,14 @@ from worker.settings import load_settings
 Phases = Callable[[argparse.Namespace, str, Path], Awaitable[list[str]]]
 
 
-def percentile(sorted_values: list[float], p: float) -> float:
-    """Linear-interpolation percentile of already sorted values (0 when empty)."""
-    if not sorted_values:
+def percentile(values: list[float], p: float) -> float:
+    """Linear-interpolation percentile (SPEC 5's rule) of values (0 when empty)."""
+    ordered = sorted(values)
+    if not ordered:
         return 0.0
-    k = (len(sorted_values) - 1) * p / 100
-    lo, hi = int(k), min(int(k) + 1, len(sorted_values) - 1)
-    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (k - lo)
+    k = (len(ordered) - 1) * p / 100
+    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
 
 
 def ms(seconds: float) -> str:

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # `make demo`: a local broker, one worker, generated runs for a handful of agents, and their
-# hints printed as they change; everything is torn down at the end or on Ctrl-C.
+# hints printed as they change; then the hints gateway (one per rendering profile) in front of
+# a stand-in upstream, with a few requests through it and the hints each received. Everything
+# is torn down at the end or on Ctrl-C.
 #
 # Knobs (environment): DEMO_RUNS (200), DEMO_AGENTS (5), DEMO_RATE runs/s (10),
 # DEMO_BOOTSTRAP=host:port to use an already running broker instead of starting one.
@@ -14,12 +16,19 @@ RATE=${DEMO_RATE:-10}
 WORK=$(mktemp -d -t agent-hints-demo.XXXXXX)
 WORKER_PID=""
 STARTED_BROKER=0
+SIDE_PIDS=()  # the stand-in upstream and the gateways
 
 say() { printf '\n== %s\n' "$*"; }
 
 teardown() {
   trap - EXIT INT TERM
   say "tearing down"
+  for pid in "${SIDE_PIDS[@]}"; do
+    kill -TERM "$pid" 2>/dev/null || true
+  done
+  for pid in "${SIDE_PIDS[@]}"; do
+    wait "$pid" 2>/dev/null || true
+  done
   if [[ -n $WORKER_PID ]] && kill -0 "$WORKER_PID" 2>/dev/null; then
     kill -TERM "$WORKER_PID" 2>/dev/null || true
     for _ in $(seq 1 150); do kill -0 "$WORKER_PID" 2>/dev/null || break; sleep 0.1; done
@@ -52,18 +61,18 @@ free_port() {
   "$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
-# Poll the worker's /readyz until it answers 200, the worker dies, or 90 s pass.
+# Poll a /readyz until it answers 200, the process (default: the worker) dies, or 90 s pass.
 wait_ready() {
-  local url=$1
+  local url=$1 pid=${2:-$WORKER_PID}
   for _ in $(seq 1 360); do
-    kill -0 "$WORKER_PID" 2>/dev/null || fail "the worker exited during startup"
+    kill -0 "$pid" 2>/dev/null || fail "process $pid exited during startup ($url)"
     if "$PY" -c 'import sys, urllib.request as u; u.urlopen(sys.argv[1], timeout=1)' "$url" \
       2>/dev/null; then
       return 0
     fi
     sleep 0.25
   done
-  fail "the worker was not ready after 90 s ($url)"
+  fail "not ready after 90 s ($url)"
 }
 
 if [[ -n ${DEMO_BOOTSTRAP:-} ]]; then
@@ -102,3 +111,25 @@ say "streaming $RUNS runs for $AGENTS agents at $RATE runs/s; hints as they chan
 
 say "the trie behind agent-0000's hints (python -m worker inspect agent-0000)"
 "$PY" -m worker inspect agent-0000
+
+say "the hints gateway: an OpenAI-compatible proxy adding hints to LLM requests (docs/router.md)"
+UPSTREAM_PORT=$(free_port)
+"$PY" -m devtools.fake_upstream --port "$UPSTREAM_PORT" >"$WORK/upstream.log" 2>&1 &
+SIDE_PIDS+=($!)
+GATEWAYS=()
+for profile in dynamo nemo-relay nat-headers; do
+  port=$(free_port)
+  "$PY" -m worker gateway --upstream "http://127.0.0.1:$UPSTREAM_PORT" --host 127.0.0.1 \
+    --port "$port" --bootstrap-servers "$BOOTSTRAP" --profile "$profile" \
+    >"$WORK/gateway-$profile.log" 2>&1 &
+  SIDE_PIDS+=($!)
+  GATEWAYS+=("--gateway" "$profile=http://127.0.0.1:$port")
+  echo "gateway --profile $profile on 127.0.0.1:$port"
+done
+for ((i = 1; i < ${#SIDE_PIDS[@]}; i++)); do
+  url=${GATEWAYS[$((2 * i - 1))]#*=}
+  wait_ready "$url/readyz" "${SIDE_PIDS[$i]}"
+done
+echo "stand-in upstream on 127.0.0.1:$UPSTREAM_PORT answers with the hints it received:"
+"$PY" -m devtools.gateway_demo --bootstrap-servers "$BOOTSTRAP" --agent agent-0000 "${GATEWAYS[@]}" \
+  || fail "the gateway demo failed"

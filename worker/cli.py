@@ -31,6 +31,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "worker.commands.config",
         "print the effective settings (TOML) and where each came from",
     ),
+    "gateway": (
+        "worker.gateway.command",
+        "OpenAI-compatible proxy that adds hints to LLM requests",
+    ),
 }
 
 

@@ -35,6 +35,12 @@ class SettingsError(WorkerError, ValueError):
     exit_code = ExitCode.CONFIG
 
 
+class MissingExtraError(WorkerError):
+    """The command needs an optional part of the install (`pip install '...[stream]'`)."""
+
+    exit_code = ExitCode.CONFIG
+
+
 class StartError(WorkerError):
     """The worker cannot start (broker unreachable, a topic it cannot run with)."""
 

@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic.functional_validators import AfterValidator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -105,6 +107,62 @@ class KafkaSettings(_Section):
         return self
 
 
+def _check_upstream_url(value: str) -> str:
+    """Empty (not configured) or http(s)://host[:port][/base path], nothing else."""
+    if not value:
+        return value
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"expected http(s)://host[:port][/path], got {value!r}")
+    if parts.query or parts.fragment:
+        raise ValueError(f"no query or fragment allowed, got {value!r}")
+    try:
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError as exc:
+        raise ValueError(f"bad port in {value!r}: {exc}") from None
+    return value
+
+
+class FallbackHintsSettings(_Section):
+    """Hints for requests of agents without usable learned ones (SPEC 3's AgentHints)."""
+
+    osl: int = Field(default=0, ge=0, le=2**32 - 1)
+    iat: int = Field(default=0, ge=0, le=2**32 - 1)
+    priority: int = Field(default=0, ge=-(2**31), le=2**31 - 1)
+    latency_sensitivity: float = Field(default=0.0, ge=0, le=2**31 - 1)
+    prefix_id: str = "fallback"
+    total_requests: int = Field(default=0, ge=0, le=2**32 - 1)
+
+
+class GatewaySettings(_Section):
+    """`python -m worker gateway` and the router client's resolution knobs (SPEC 8)."""
+
+    #: the OpenAI-compatible server requests go to, http(s)://host[:port][/base]; required
+    upstream: Annotated[str, AfterValidator(_check_upstream_url)] = ""
+    host: str = "0.0.0.0"
+    port: int = Field(default=8080, ge=0, le=65535)
+    profile: Literal["dynamo", "nemo-relay", "nat-headers"] = "dynamo"
+    #: replace hint fields the caller already set (by default the caller's values win)
+    overwrite: bool = False
+    #: skip an agent's entry older than this (by updated_at / generated_at); 0 = no limit
+    max_age_s: float = Field(default=0.0, ge=0)
+    #: skip an agent's entry learned from fewer runs
+    min_runs: int = Field(default=0, ge=0)
+    #: hints for agents without a usable entry; none when unset
+    fallback_hints: FallbackHintsSettings | None = None
+    #: a run's call counts are forgotten after this long without a call
+    run_idle_s: float = Field(default=600.0, gt=0)
+    #: at most this many runs' call counts are held (the least recently used go first)
+    max_runs: int = Field(default=100_000, ge=1)
+    #: request bodies up to this size get hints; larger ones are streamed through unchanged
+    max_body_bytes: int = Field(default=16_777_216, ge=1)
+    #: seconds to connect to the upstream, and the longest wait for its next bytes
+    connect_timeout_s: float = Field(default=10.0, gt=0)
+    read_timeout_s: float = Field(default=600.0, gt=0)
+    #: "auto" = uvloop when installed (it is, with the base install on Linux and macOS)
+    event_loop: Literal["auto", "asyncio", "uvloop"] = "auto"
+
+
 class Settings(BaseSettings):
     """Everything the commands can be told; documented in worker/defaults.toml."""
 
@@ -146,6 +204,7 @@ class Settings(BaseSettings):
     limits: Limits = Limits()
     learner: LearnerConfig = LearnerConfig()
     kafka: KafkaSettings = KafkaSettings()
+    gateway: GatewaySettings = GatewaySettings()
 
     @classmethod
     def settings_customise_sources(

@@ -7,12 +7,13 @@ import asyncio
 import gc
 import logging
 from pathlib import Path
+from typing import Any
 
 from aiokafka.errors import KafkaError
 
 from worker.commands import options
 from worker.commands.options import add_settings_arguments
-from worker.errors import ExitCode, StartError
+from worker.errors import ExitCode, MissingExtraError, StartError
 from worker.kafka.clients import explain
 from worker.kafka.topics import prepare_topics
 from worker.observability.logs import setup_logging
@@ -55,6 +56,22 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     return options.settings_from_args(args, FLAGS)
 
 
+def _stream_classes() -> tuple[Any, Any]:
+    """The streaming worker's faust-based classes, or MissingExtraError naming the fix: a
+    base install (router client, gateway, recorder) has no faust or RocksDB."""
+    try:
+        from worker.stream.faust_app import FaustWorker
+        from worker.stream.service import StreamService
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] not in {"faust", "mode", "rocksdict"}:
+            raise
+        raise MissingExtraError(
+            f"the streaming worker needs the 'stream' extra ({exc.name} is not installed): "
+            "pip install 'agent-hints-worker[stream]'"
+        ) from None
+    return FaustWorker, StreamService
+
+
 def prepare_state_dir(path: Path) -> None:
     """Create the state directory (and its parents); StartError when that is impossible."""
     try:
@@ -79,6 +96,7 @@ def _tune_gc() -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    FaustWorker, StreamService = _stream_classes()
     settings = settings_from_args(args)
     setup_logging(settings.log_level, settings.log_json, settings.kafka.secrets())
     log.info("starting worker", extra={"settings": settings.redacted()})
@@ -96,10 +114,6 @@ def run(args: argparse.Namespace) -> int:
         log.error("cannot start: %s", explain(exc, settings.bootstrap_servers, settings.kafka))
         loop.close()
         return ExitCode.START
-
-    # faust is heavy to import: only once the settings and topics are known to be good
-    from worker.stream.faust_app import FaustWorker
-    from worker.stream.service import StreamService
 
     service = StreamService(settings, layout)
     _tune_gc()

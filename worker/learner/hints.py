@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from worker.learner.config import LearnerConfig
@@ -29,23 +29,6 @@ def hint_values(
         "prefix_id": prefix_id,
         "total_requests": saturate_u32(round_half_away(remaining_mean) + extra_requests),
     }
-
-
-def _hints(
-    p: Prediction, config: LearnerConfig, prefix_id: str, level: float, extra_requests: int
-) -> AgentHints:
-    return AgentHints(
-        **hint_values(
-            p.output_tokens.p90,
-            p.interarrival_ms.mean,
-            p.remaining_calls.mean,
-            p.latency_sensitivity,
-            config,
-            prefix_id,
-            level,
-            extra_requests,
-        )
-    )
 
 
 def default_hints(trie: TrieEnvelope, config: LearnerConfig) -> AgentHints | None:
@@ -81,23 +64,38 @@ def default_hints_for(p: Prediction | None, config: LearnerConfig) -> AgentHints
 
 
 def lookup_hints(
-    trie: TrieEnvelope, path: Sequence[str], call_index: int, config: LearnerConfig
-) -> AgentHints | None:
+    trie: Mapping[str, Any], path: Sequence[str], call_index: int, config: LearnerConfig
+) -> dict[str, Any] | None:
     """Hints for a request at scope `path` and call index `call_index` (what a router does).
 
-    Walks from the root along the path while names match; the deepest visited node with a
-    prediction (for this index, else across indices) wins. Without any, the defaults apply.
+    Works on the published JSON form of a TrieEnvelope (plain dicts, as read from
+    `agent-tries` or made by `trie_dict`): the one lookup of the project, shared by the
+    learner's tests and the router client. Walks from the root along the path while names
+    match; the deepest visited node with a prediction (for this index, else across indices)
+    wins. Returns the AgentHints fields, or None when no node on the path has a prediction
+    (then the root has none either, so the agent has no default hints yet: SPEC 5's
+    fallback to them gives nothing). Raises KeyError / TypeError on a malformed trie.
     """
-    node = trie.root
-    found = node.predictions_by_call_index.get(str(call_index)) or node.predictions_any_index
+    key = str(call_index)
+    node = trie["root"]
+    found = node["predictions_by_call_index"].get(key) or node["predictions_any_index"]
     for name in path:
-        node = node.children.get(name)  # type: ignore[assignment]
+        node = node["children"].get(name)
         if node is None:
             break
-        own = node.predictions_by_call_index.get(str(call_index)) or node.predictions_any_index
-        found = own or found
+        own = node["predictions_by_call_index"].get(key) or node["predictions_any_index"]
+        if own is not None:
+            found = own
     if found is None:
-        return default_hints(trie, config)
-    level = float(found.latency_sensitivity or 1)
-    prefix = f"{trie.workflow_name}-d{len(path)}"
-    return _hints(found, config, prefix, level, call_index)
+        return None
+    sensitivity = found["latency_sensitivity"]
+    return hint_values(
+        found["output_tokens"]["p90"],
+        found["interarrival_ms"]["mean"],
+        found["remaining_calls"]["mean"],
+        sensitivity,
+        config,
+        f"{trie['workflow_name']}-d{len(path)}",
+        float(sensitivity or 1),
+        call_index,
+    )

@@ -5,11 +5,19 @@ from __future__ import annotations
 import pytest
 
 from tests.unit.runs import llm, run, tool
-from worker.learner import AgentState, LearnerConfig, build_trie, default_hints, lookup_hints
+from worker.learner import (
+    AgentState,
+    LearnerConfig,
+    build_trie,
+    default_hints,
+    lookup_hints,
+    trie_dict,
+)
 from worker.learner.analysis import logical_positions, observe_run, workflow_seconds
 from worker.learner.rounding import round_half_away, saturate_u32
 from worker.learner.stats import Statistic
 from worker.learner.trie import sensitivity_level
+from worker.models import AgentHints
 
 CORRECTED = LearnerConfig()
 NEMO_FLOW = LearnerConfig(semantics="nemo-flow")
@@ -180,23 +188,32 @@ def test_lookup_falls_back_along_the_path() -> None:
     _state, trie, defaults = learned(
         run(llm("plan", 0, 100, 50), llm("write", 200, 300, 500), llm("write", 400, 500, 700))
     )
-    deep = lookup_hints(trie, ["write"], 2, CORRECTED)
-    assert deep.prefix_id == "agent-d1"
-    assert deep.osl == 700 and deep.total_requests == 0 + 2
+    published = trie.model_dump(mode="json")
+    deep = lookup_hints(published, ["write"], 2, CORRECTED)
+    assert deep["prefix_id"] == "agent-d1"
+    assert deep["osl"] == 700 and deep["total_requests"] == 0 + 2
     # unknown index at a known node: that node's any-index prediction
-    any_index = lookup_hints(trie, ["plan"], 7, CORRECTED)
-    assert any_index.osl == 50
+    any_index = lookup_hints(published, ["plan"], 7, CORRECTED)
+    assert any_index["osl"] == 50
     # unknown name: the root's prediction for the index
-    root_only = lookup_hints(trie, ["nope"], 1, CORRECTED)
+    root_only = lookup_hints(published, ["nope"], 1, CORRECTED)
     root_one = trie.root.predictions_by_call_index["1"]
-    assert root_only.osl == round_half_away(root_one.output_tokens.p90)
-    assert lookup_hints(trie, [], 1, CORRECTED).prefix_id == "agent-d0"
+    assert root_only["osl"] == round_half_away(root_one.output_tokens.p90)
+    assert lookup_hints(published, [], 1, CORRECTED)["prefix_id"] == "agent-d0"
     assert defaults.prefix_id == "default"
 
 
-def test_lookup_without_predictions_gives_default_hints() -> None:
+def test_lookup_reads_the_worker_publish_form() -> None:
+    state, trie, _ = learned(run(llm("plan", 0, 100, 50), llm("write", 200, 300, 500)))
+    from_model = lookup_hints(trie.model_dump(mode="json"), ["write"], 1, CORRECTED)
+    from_publish = lookup_hints(trie_dict("agent", state, CORRECTED), ["write"], 1, CORRECTED)
+    assert from_model == from_publish
+    assert AgentHints.model_validate(from_publish).osl == 500
+
+
+def test_lookup_without_predictions_gives_no_hints() -> None:
     _, trie, _ = learned(run(tool("t", 0, 1)))
-    assert lookup_hints(trie, ["a"], 1, CORRECTED) is None
+    assert lookup_hints(trie.model_dump(mode="json"), ["a"], 1, CORRECTED) is None
 
 
 def test_priority_and_total_requests_of_default_hints() -> None:

@@ -1,0 +1,189 @@
+"""SPEC 8 resolution against the store: every source, staleness, tombstones, bad records."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import pytest
+
+from tests.unit.runs import llm, run, tool
+from worker.client import HintsStore, Resolver
+from worker.learner import AgentState, LearnerConfig, lookup_hints, state_hints, trie_dict
+
+CONFIG = LearnerConfig()
+NOW = 1_900_000_000.0
+FALLBACK = {
+    "osl": 64,
+    "iat": 0,
+    "priority": 4,
+    "latency_sensitivity": 1.0,
+    "prefix_id": "fallback",
+    "total_requests": 1,
+}
+
+
+def stamp(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).isoformat()
+
+
+def published(agent: str, *runs: Any, at: float = NOW) -> tuple[bytes, bytes]:
+    """The HintsRecord and TrieEnvelope the worker publishes after learning `runs`."""
+    state = AgentState()
+    for r in runs:
+        state.learn(r, CONFIG)
+    trie = trie_dict(agent, state, CONFIG) | {"generated_at": stamp(at)}
+    hints = {"agent_id": agent, "hints": state_hints(state, CONFIG), "runs": state.runs}
+    return orjson.dumps(hints | {"updated_at": stamp(at)}), orjson.dumps(trie)
+
+
+def planner_runs(agent: str = "planner") -> list[Any]:
+    return [
+        run(llm("plan", 0, 100, 50), llm("write", 200, 300, 500), llm("write", 400, 500, 700)),
+        run(llm("plan", 0, 90, 70), llm("write", 150, 300, 400), agent=agent),
+    ]
+
+
+def store_with(agent: str = "planner", *, at: float = NOW, trie: bool = True) -> HintsStore:
+    store = HintsStore()
+    hints, tries = published(agent, *planner_runs(agent), at=at)
+    assert store.apply("hints", agent.encode(), hints)
+    if trie:
+        assert store.apply("tries", agent.encode(), tries)
+    return store
+
+
+def resolver(store: HintsStore, **kwargs: Any) -> Resolver:
+    return Resolver(store, clock=lambda: NOW, **kwargs)
+
+
+def test_trie_source_is_the_spec5_lookup_at_name_and_call_index() -> None:
+    store = store_with()
+    got = resolver(store).resolve("planner", "write", 2)
+    want = lookup_hints(store.tries["planner"].trie, ["write"], 2, CONFIG)
+    assert got.source == "trie" and got.call_index == 2 and got.skipped is None
+    assert got.hints == want
+    assert got.hints["prefix_id"] == "planner-d1"
+    assert got.hints["osl"] == 700  # the 2nd "write" call: only one sample, 700 tokens
+
+
+def test_unknown_name_falls_back_to_the_roots_prediction_for_the_index() -> None:
+    store = store_with()
+    got = resolver(store).resolve("planner", "never-called", 1)
+    assert got.source == "trie"
+    assert got.hints == lookup_hints(store.tries["planner"].trie, ["never-called"], 1, CONFIG)
+
+
+def test_agent_default_without_a_trie() -> None:
+    store = store_with(trie=False)
+    got = resolver(store).resolve("planner", "write", 1)
+    assert got.source == "agent_default"
+    assert got.hints == orjson.loads(published("planner", *planner_runs())[0])["hints"]
+    assert got.hints["prefix_id"] == "default"
+
+
+def test_agent_default_without_a_run_context() -> None:
+    got = resolver(store_with()).resolve("planner", None, None)
+    assert got.source == "agent_default" and got.call_index is None
+
+
+def test_fallback_for_an_unknown_agent_then_none_without_one() -> None:
+    store = store_with()
+    got = resolver(store, fallback=FALLBACK).resolve("stranger", "x", 1)
+    assert got.source == "fallback" and got.hints == FALLBACK
+    assert resolver(store).resolve("stranger", "x", 1).source == "none"
+    assert resolver(store).resolve("stranger", "x", 1).hints is None
+
+
+def test_agent_without_llm_calls_has_no_hints() -> None:
+    store = HintsStore()
+    hints, tries = published("tools-only", run(tool("search", 0, 10), agent="tools-only"))
+    store.apply("hints", b"tools-only", hints)
+    store.apply("tries", b"tools-only", tries)
+    assert store.hints["tools-only"].hints is None
+    assert resolver(store, fallback=FALLBACK).resolve("tools-only", "x", 1).source == "fallback"
+
+
+def test_min_runs_skips_the_agent_entry_and_its_trie() -> None:
+    store = store_with()
+    got = resolver(store, min_runs=3, fallback=FALLBACK).resolve("planner", "write", 1)
+    assert got.source == "fallback" and got.skipped == "min_runs"
+    assert resolver(store, min_runs=2).resolve("planner", "write", 1).source == "trie"
+
+
+def test_max_age_skips_an_old_entry() -> None:
+    store = store_with(at=NOW - 120)
+    old = resolver(store, max_age_s=60).resolve("planner", "write", 1)
+    assert old.source == "none" and old.skipped == "max_age"
+    assert resolver(store, max_age_s=180).resolve("planner", "write", 1).source == "trie"
+    assert resolver(store).resolve("planner", "write", 1).source == "trie"  # 0 = no limit
+
+
+def test_an_old_trie_alone_falls_back_to_the_agent_default() -> None:
+    store = store_with()
+    _, old_trie = published("planner", *planner_runs(), at=NOW - 120)
+    store.apply("tries", b"planner", old_trie)
+    got = resolver(store, max_age_s=60).resolve("planner", "write", 1)
+    assert got.source == "agent_default" and got.skipped == "max_age"
+
+
+def test_a_trie_is_not_used_without_the_agents_hints_record() -> None:
+    store = store_with()
+    store.apply("hints", b"planner", None)  # tombstone: the agent is deleted
+    assert "planner" in store.tries
+    assert resolver(store).resolve("planner", "write", 1).source == "none"
+
+
+def test_tombstones_delete_entries() -> None:
+    store = store_with()
+    assert store.apply("tries", b"planner", None)
+    assert "planner" not in store.tries
+    assert resolver(store).resolve("planner", "write", 1).source == "agent_default"
+    assert store.apply("hints", b"planner", None)
+    assert resolver(store).resolve("planner", "write", 1).source == "none"
+    assert store.apply("hints", b"never-seen", None)  # deleting nothing is fine
+
+
+def test_a_trie_that_cannot_be_walked_is_skipped() -> None:
+    store = store_with()
+    broken = orjson.loads(published("planner", *planner_runs())[1])
+    broken["root"]["children"]["write"]["predictions_any_index"] = {"osl": "many"}
+    broken["root"]["children"]["write"]["predictions_by_call_index"] = {}
+    store.apply("tries", b"planner", orjson.dumps(broken))
+    got = resolver(store).resolve("planner", "write", 1)
+    assert got.source == "agent_default" and got.skipped == "invalid_trie"
+
+
+@pytest.mark.parametrize(
+    ("topic", "value", "why"),
+    [
+        ("hints", b"{not json", "unexpected"),
+        ("hints", b"[1, 2]", "expected a JSON object"),
+        ("hints", b'{"hints": null, "runs": -1, "updated_at": "2026-01-01T00:00:00Z"}', "runs"),
+        ("hints", b'{"hints": null, "runs": 1}', "missing updated_at"),
+        ("hints", b'{"hints": null, "runs": 1, "updated_at": "yesterday"}', "updated_at"),
+        ("hints", b'{"hints": {"osl": 1}, "runs": 1, "updated_at": "2026-01-01T00:00:00Z"}', "iat"),
+        ("tries", b'{"workflow_name": "a", "root": []}', "root"),
+        ("tries", b'{"workflow_name": "a\\nb", "root": {}}', "control"),
+    ],
+)
+def test_bad_records_are_counted_and_remove_the_entry(topic: str, value: bytes, why: str) -> None:
+    store = store_with()
+    assert store.apply(topic, b"planner", value) is False  # type: ignore[arg-type]
+    assert store.invalid[topic] == 1  # type: ignore[index]
+    assert why in (store.last_error or "")
+    table = store.hints if topic == "hints" else store.tries
+    assert "planner" not in table
+
+
+def test_records_without_a_usable_key_are_counted() -> None:
+    store = HintsStore()
+    assert store.apply("hints", None, b"{}") is False
+    assert store.apply("tries", b"\xff\xfe", b"{}") is False
+    assert store.invalid == {"hints": 1, "tries": 1}
+
+
+def test_a_bad_fallback_is_refused() -> None:
+    with pytest.raises(ValueError, match="osl"):
+        Resolver(HintsStore(), fallback={**FALLBACK, "osl": -1})

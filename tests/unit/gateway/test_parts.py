@@ -1,0 +1,183 @@
+"""The gateway's pure parts: settings glue, header forwarding, usage from responses."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import pytest
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from worker.client import HintsClient
+from worker.gateway.config import GatewayConfig
+from worker.gateway.headers import response_headers, upstream_headers
+from worker.gateway.observer import ResponseUsage
+from worker.settings import SettingsError, load_settings
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("WORKER_"):
+            monkeypatch.delenv(name)
+
+
+# --- settings ----------------------------------------------------------------------------------
+
+
+def test_gateway_section_from_toml_env_and_overrides(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "w.toml"
+    config.write_text(
+        'bootstrap_servers = "k:9092"\n[topics]\nhints = "h"\ntries = "t"\n'
+        "[learner]\nscale = 7\n"
+        '[gateway]\nupstream = "http://llm:8000/base/"\nprofile = "nemo-relay"\n'
+        "[gateway.fallback_hints]\nosl = 256\n"
+    )
+    monkeypatch.setenv("WORKER_GATEWAY__MIN_RUNS", "3")
+    settings = load_settings(config, {"gateway.port": 9000})
+    gateway = GatewayConfig.from_settings(settings)
+    assert gateway.upstream == "http://llm:8000/base"  # the request path follows it
+    assert gateway.port == 9000
+    client = HintsClient.from_settings(settings)
+    assert client.profile == "nemo-relay"
+    assert client.view.topics == {"h": "hints", "t": "tries"}
+    assert client.resolver.config.scale == 7
+    assert client.resolver.min_runs == 3
+    assert client.resolver.fallback is not None and client.resolver.fallback["osl"] == 256
+    assert client.resolver.fallback["prefix_id"] == "fallback"
+
+
+def test_fallback_hints_as_json_in_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WORKER_GATEWAY__FALLBACK_HINTS", '{"osl": 64, "latency_sensitivity": 2}')
+    fallback = load_settings(None).gateway.fallback_hints
+    assert fallback is not None and fallback.osl == 64 and fallback.latency_sensitivity == 2.0
+
+
+def test_an_upstream_is_required() -> None:
+    with pytest.raises(SettingsError, match=r"gateway\.upstream \(env WORKER_GATEWAY__UPSTREAM\)"):
+        GatewayConfig.from_settings(load_settings(None))
+
+
+@pytest.mark.parametrize(
+    ("upstream", "why"),
+    [
+        ("llm:8000", "expected http"),
+        ("ftp://llm", "expected http"),
+        ("http://", "expected http"),
+        ("http://llm:99999", "bad port"),
+        ("http://llm/x?y=1", "no query"),
+        ("http://llm/#top", "no query"),
+    ],
+)
+def test_bad_upstream_urls_are_refused(upstream: str, why: str) -> None:
+    with pytest.raises(SettingsError, match=why):
+        load_settings(None, {"gateway.upstream": upstream})
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("gateway.profile", "triton"),
+        ("gateway.port", "70000"),
+        ("gateway.run_idle_s", "0"),
+        ("gateway.max_body_bytes", "0"),
+        ("gateway.fallback_hints.osl", "-1"),
+        ("gateway.event_loop", "trio"),
+    ],
+)
+def test_bad_gateway_values_name_the_setting(name: str, value: str) -> None:
+    with pytest.raises(SettingsError, match=name.replace(".", r"\.")):
+        load_settings(None, {name: value})
+
+
+# --- headers -----------------------------------------------------------------------------------
+
+
+def proxy(*items: tuple[str, str]) -> CIMultiDictProxy[str]:
+    return CIMultiDictProxy(CIMultiDict(items))
+
+
+def test_request_headers_lose_hop_by_hop_and_host_and_get_the_added_ones() -> None:
+    headers = proxy(
+        ("Host", "gateway:8080"),
+        ("Connection", "keep-alive, X-Private"),
+        ("X-Private", "per-connection"),
+        ("Keep-Alive", "timeout=5"),
+        ("Transfer-Encoding", "chunked"),
+        ("Content-Length", "12"),
+        ("Authorization", "Bearer k"),
+        ("X-Dynamo-Request-Priority", "9"),
+        ("Accept", "a"),
+        ("Accept", "b"),
+    )
+    out = upstream_headers(headers, {"x-dynamo-request-priority": "3"}, keep_length=False)
+    assert list(out.items()) == [
+        ("Authorization", "Bearer k"),
+        ("x-dynamo-request-priority", "3"),  # replaces the caller's (overwrite), in place
+        ("Accept", "a"),
+        ("Accept", "b"),
+    ]
+    kept = upstream_headers(proxy(("Content-Length", "12")), {}, keep_length=True)
+    assert kept["Content-Length"] == "12"
+
+
+def test_response_headers_keep_repeats_and_drop_hop_by_hop() -> None:
+    headers = proxy(
+        ("Set-Cookie", "a=1"),
+        ("Set-Cookie", "b=2"),
+        ("Transfer-Encoding", "chunked"),
+        ("Content-Encoding", "gzip"),
+        ("Connection", "close"),
+    )
+    assert list(response_headers(headers).items()) == [
+        ("Set-Cookie", "a=1"),
+        ("Set-Cookie", "b=2"),
+        ("Content-Encoding", "gzip"),
+    ]
+
+
+# --- usage from responses ----------------------------------------------------------------------
+
+USAGE = {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}
+
+
+def sse(*events: dict | str) -> bytes:
+    return b"".join(
+        b"data: " + (e.encode() if isinstance(e, str) else orjson.dumps(e)) + b"\n\n"
+        for e in events
+    )
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 64, 10_000])
+def test_usage_from_an_sse_stream_in_any_chunking(chunk: int) -> None:
+    stream = sse(
+        {"model": "m1", "choices": [{"delta": {"content": "hi"}}]},
+        {"model": "m1", "choices": [], "usage": USAGE},
+        "[DONE]",
+    )
+    tap = ResponseUsage("text/event-stream; charset=utf-8")
+    for i in range(0, len(stream), chunk):
+        tap.feed(stream[i : i + chunk])
+    tap.finish()
+    assert tap.usage == USAGE and tap.model == "m1"
+
+
+def test_usage_from_a_json_response_and_nothing_from_junk() -> None:
+    tap = ResponseUsage("application/json")
+    body = orjson.dumps({"model": "m2", "usage": USAGE, "choices": []})
+    tap.feed(body[:10])
+    tap.feed(body[10:])
+    tap.finish()
+    assert tap.usage == USAGE and tap.model == "m2"
+    junk = ResponseUsage("application/json")
+    junk.feed(b"<html>bad gateway</html>")
+    junk.finish()
+    assert junk.usage is None and junk.model is None
+    stream = ResponseUsage("text/event-stream")
+    stream.feed(b"data: {not json}\n\ndata: [1]\n\n: comment\n\n")
+    stream.finish()
+    assert stream.usage is None

@@ -1,0 +1,34 @@
+"""Hints at request time (SPEC 8), for routers, gateways and agent runtimes to embed.
+
+Imports neither faust nor RocksDB: the base install (`pip install agent-hints-worker`) is
+enough. `HintsClient` bundles the parts; each is usable on its own:
+
+- `HintsView` follows `agent-hints` and `agent-tries` into a `HintsStore`;
+- `CallCounter` turns (agent, run, call name) into the call's index within its run;
+- `Resolver` picks the hints and their source (`trie`, `agent_default`, `fallback`, `none`);
+- `render` writes them into a request for a profile (`dynamo`, `nemo-relay`, `nat-headers`).
+"""
+
+from worker.client.call_context import CallCounter
+from worker.client.client import HintsClient
+from worker.client.profiles import PROFILES, Profile, Rendering, render
+from worker.client.resolution import SOURCES, Resolution, Resolver, Source
+from worker.client.store import HintsEntry, HintsStore, TrieEntry
+from worker.client.view import HintsView
+
+__all__ = [
+    "PROFILES",
+    "SOURCES",
+    "CallCounter",
+    "HintsClient",
+    "HintsEntry",
+    "HintsStore",
+    "HintsView",
+    "Profile",
+    "Rendering",
+    "Resolution",
+    "Resolver",
+    "Source",
+    "TrieEntry",
+    "render",
+]

@@ -1,0 +1,116 @@
+"""The router client: view, call context, resolution and rendering behind one object.
+
+    async with HintsClient("kafka:9092", profile="dynamo") as client:
+        await client.wait_ready(30)                # optional: hints only flow once loaded
+        resolution = client.hints_for(agent_id, run_id, call_name)
+        rendering = client.render(resolution, body, request_headers)
+        # body (a dict) now carries the hints; add rendering.headers to the request
+
+`hints_for` never blocks and never raises for unknown agents: while the view is loading it
+answers source `none` (requests pass without hints), and calls are counted all the same.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from worker.client.call_context import CallCounter
+from worker.client.profiles import PROFILES, Profile, Rendering, render
+from worker.client.resolution import Resolution, Resolver
+from worker.client.view import HintsView
+from worker.settings import KafkaSettings, Settings
+
+
+class HintsClient:
+    """Everything a router, gateway or agent runtime embeds to attach hints to requests."""
+
+    def __init__(
+        self,
+        bootstrap_servers: str | Sequence[str],
+        *,
+        hints_topic: str = "agent-hints",
+        tries_topic: str = "agent-tries",
+        kafka: KafkaSettings | None = None,
+        profile: Profile = "dynamo",
+        overwrite: bool = False,
+        scale: int = 5,
+        max_age_s: float = 0.0,
+        min_runs: int = 0,
+        fallback: Mapping[str, Any] | None = None,
+        run_idle_s: float = 600.0,
+        max_runs: int = 100_000,
+    ) -> None:
+        if profile not in PROFILES:
+            raise ValueError(f"unknown profile {profile!r}; expected one of {', '.join(PROFILES)}")
+        self.profile: Profile = profile
+        self.overwrite = overwrite
+        self.view = HintsView(
+            bootstrap_servers, hints_topic=hints_topic, tries_topic=tries_topic, kafka=kafka
+        )
+        self.calls = CallCounter(run_idle_s, max_runs)
+        self.resolver = Resolver(
+            self.view.store, scale=scale, max_age_s=max_age_s, min_runs=min_runs, fallback=fallback
+        )
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> HintsClient:
+        """A client configured like the worker: topics, Kafka security, learner scale, and
+        the `[gateway]` section's profile, staleness, fallback and run idle time."""
+        gateway = settings.gateway
+        fallback = gateway.fallback_hints
+        return cls(
+            settings.bootstrap_servers,
+            hints_topic=settings.topics.hints,
+            tries_topic=settings.topics.tries,
+            kafka=settings.kafka,
+            profile=gateway.profile,
+            overwrite=gateway.overwrite,
+            scale=settings.learner.scale,
+            max_age_s=gateway.max_age_s,
+            min_runs=gateway.min_runs,
+            fallback=fallback.model_dump() if fallback is not None else None,
+            run_idle_s=gateway.run_idle_s,
+            max_runs=gateway.max_runs,
+        )
+
+    @property
+    def ready(self) -> bool:
+        return self.view.ready
+
+    async def start(self) -> None:
+        await self.view.start()
+
+    async def wait_ready(self, timeout: float | None = None) -> bool:
+        return await self.view.wait_ready(timeout)
+
+    async def stop(self) -> None:
+        await self.view.stop()
+
+    async def __aenter__(self) -> HintsClient:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    def hints_for(self, agent_id: str, run_id: str | None, name: str | None) -> Resolution:
+        """Count this call of the run and resolve its hints (SPEC 8).
+
+        Without a run id or a call name the call cannot be placed in a run: only the
+        agent-wide sources (default hints, fallback) apply.
+        """
+        index = (
+            self.calls.next_call(agent_id, run_id, name)
+            if run_id is not None and name is not None
+            else None
+        )
+        if not self.view.ready:
+            return Resolution("none", None, index)
+        return self.resolver.resolve(agent_id, name, index)
+
+    def render(
+        self, resolution: Resolution, body: dict[str, Any] | None, headers: Mapping[str, str]
+    ) -> Rendering:
+        """Write the resolved hints into `body` (in place) and return headers to add."""
+        return render(self.profile, resolution.hints, body, headers, overwrite=self.overwrite)

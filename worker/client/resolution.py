@@ -1,0 +1,98 @@
+"""SPEC 8's resolution: which hints a request gets, and where they came from.
+
+First that applies: the SPEC 5 lookup in the agent's trie at path `[name]` and the call's
+index (source `trie`); the agent's default hints from `agent-hints` (`agent_default`); the
+configured fallback (`fallback`); nothing (`none`).
+
+An agent's entry is its HintsRecord: it carries `runs` and `updated_at`, so staleness is
+judged on it. An entry learned from fewer than `min_runs` runs, or older than `max_age_s`,
+is skipped together with the agent's trie; a trie older than `max_age_s` (by its
+`generated_at`) is skipped on its own. A trie without a HintsRecord is not used: a tombstone
+on `agent-hints` deletes the agent.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, Literal, NamedTuple
+
+from worker.client.store import HintsStore, check_hints
+from worker.learner.config import LearnerConfig
+from worker.learner.hints import lookup_hints
+
+Source = Literal["trie", "agent_default", "fallback", "none"]
+SOURCES: tuple[Source, ...] = ("trie", "agent_default", "fallback", "none")
+#: why an entry was passed over: too old, too few runs, a trie that cannot be walked
+SkipReason = Literal["max_age", "min_runs", "invalid_trie"]
+SKIP_REASONS: tuple[SkipReason, ...] = ("max_age", "min_runs", "invalid_trie")
+
+
+class Resolution(NamedTuple):
+    """The hints for one request (AgentHints fields, or None) and their source."""
+
+    source: Source
+    hints: Mapping[str, Any] | None
+    #: the request's call index (None when it had no run or call name)
+    call_index: int | None = None
+    #: set when a learned entry existed but was skipped
+    skipped: SkipReason | None = None
+
+
+NO_HINTS = Resolution("none", None)
+
+
+class Resolver:
+    """Resolution against a store, with the staleness rules and fallback of SPEC 8."""
+
+    def __init__(
+        self,
+        store: HintsStore,
+        *,
+        scale: int = 5,
+        max_age_s: float = 0.0,
+        min_runs: int = 0,
+        fallback: Mapping[str, Any] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """`scale` is the learner's (priority = scale - level); `max_age_s` 0 = no limit."""
+        if max_age_s < 0 or min_runs < 0:
+            raise ValueError("max_age_s and min_runs must be >= 0")
+        self.store = store
+        self.config = LearnerConfig(scale=scale)
+        self.max_age_s = max_age_s
+        self.min_runs = min_runs
+        self.fallback = check_hints(dict(fallback)) if fallback is not None else None
+        self.clock = clock
+
+    def resolve(self, agent_id: str, name: str | None, call_index: int | None) -> Resolution:
+        """Hints for the `call_index`-th call named `name` of a run of `agent_id`.
+
+        Without a name or index (a request outside any known run) only the agent-wide
+        sources apply.
+        """
+        store = self.store
+        entry = store.hints.get(agent_id)
+        skipped: SkipReason | None = None
+        if entry is not None:
+            if entry.runs < self.min_runs:
+                skipped, entry = "min_runs", None
+            elif self.max_age_s and self.clock() - entry.updated_at_s > self.max_age_s:
+                skipped, entry = "max_age", None
+        if entry is not None and name is not None and call_index is not None:
+            trie = store.tries.get(agent_id)
+            if trie is not None:
+                if self.max_age_s and self.clock() - trie.generated_at_s > self.max_age_s:
+                    skipped = "max_age"
+                else:
+                    try:
+                        hints = lookup_hints(trie.trie, (name,), call_index, self.config)
+                    except (KeyError, TypeError, ValueError, AttributeError):
+                        hints, skipped = None, "invalid_trie"
+                    if hints is not None:
+                        return Resolution("trie", hints, call_index)
+        if entry is not None and entry.hints is not None:
+            return Resolution("agent_default", entry.hints, call_index, skipped)
+        if self.fallback is not None:
+            return Resolution("fallback", self.fallback, call_index, skipped)
+        return Resolution("none", None, call_index, skipped)

@@ -1,0 +1,289 @@
+"""The reverse proxy: forward every request to the upstream, adding hints on the way.
+
+Only `POST /v1/chat/completions` and `POST /v1/completions` with an `x-agent-id` header get
+hints; everything else (other paths and methods, headers, status codes, error bodies) is
+forwarded untouched, and responses stream back chunk by chunk as they arrive (SSE
+included), never buffered. Hints never stand in a request's way: an invalid or non-object
+JSON body, or one over `max_body_bytes`, is forwarded exactly as received; a view that is
+not loaded yet gives no hints. An upstream that cannot be reached answers 502, one that
+stays silent past `read_timeout_s` 504, both as OpenAI-style error bodies; a response cut
+short by the upstream is cut short for the caller too (the connection is closed).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import aiohttp
+import orjson
+from aiohttp import web
+from yarl import URL
+
+from worker.client import HintsClient
+from worker.gateway.config import GatewayConfig
+from worker.gateway.headers import response_headers, upstream_headers
+from worker.gateway.metrics import GatewayMetrics
+from worker.gateway.observer import CallObserver, CompletedCall, ResponseUsage
+
+log = logging.getLogger("worker.gateway")
+
+#: request path -> route label, for the paths that get hints
+HINT_ROUTES = {"/v1/chat/completions": "chat_completions", "/v1/completions": "completions"}
+AGENT_HEADER = "x-agent-id"
+RUN_HEADER = "x-agent-run-id"
+CALL_NAME_HEADER = "x-agent-call-name"
+
+
+class _Call:
+    """What the proxy knows about one hint-eligible request while it is under way."""
+
+    __slots__ = ("agent_id", "name", "route", "run_id", "started_ns", "usage")
+
+    def __init__(self, agent_id: str, run_id: str | None, route: str) -> None:
+        self.agent_id = agent_id
+        self.run_id = run_id
+        self.route = route
+        self.name: str | None = None
+        self.started_ns = time.time_ns()
+        self.usage: ResponseUsage | None = None
+
+
+class HintsProxy:
+    """The aiohttp handler that forwards requests (see the module docstring)."""
+
+    def __init__(
+        self,
+        config: GatewayConfig,
+        client: HintsClient,
+        metrics: GatewayMetrics,
+        observers: Sequence[CallObserver] = (),
+    ) -> None:
+        self.config = config
+        self.client = client
+        self.metrics = metrics
+        self.observers = list(observers)
+        self.session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        timeout = aiohttp.ClientTimeout(
+            total=None,
+            sock_connect=self.config.connect_timeout_s,
+            sock_read=self.config.read_timeout_s,
+        )
+        self.session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=60),
+            timeout=timeout,
+            auto_decompress=False,  # bytes pass through as the upstream encoded them
+            skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
+            cookie_jar=aiohttp.DummyCookieJar(),
+        )
+
+    async def stop(self) -> None:
+        if self.session is not None:
+            await self.session.close()
+            self.session = None
+
+    # --- the handler ----------------------------------------------------------------------
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        started = time.perf_counter()
+        route = HINT_ROUTES.get(request.path) if request.method == "POST" else None
+        call = None
+        if route is not None:
+            agent_id = request.headers.get(AGENT_HEADER)  # absent or "": no hints
+            if agent_id:
+                call = _Call(agent_id, request.headers.get(RUN_HEADER) or None, route)
+        added: dict[str, str] = {}
+        data: Any = None
+        keep_length = True
+        if call is not None:
+            data, added, keep_length = await self._with_hints(request, call)
+        elif request.body_exists:
+            data = request.content
+        headers = upstream_headers(request.headers, added, keep_length=keep_length)
+        url = URL(self.config.upstream + request.raw_path, encoded=True)
+        prepared = time.perf_counter()
+        return await self._forward(
+            request, url, headers, data, route or "other", call, prepared - started
+        )
+
+    async def _with_hints(
+        self, request: web.Request, call: _Call
+    ) -> tuple[Any, dict[str, str], bool]:
+        """(body to send, headers to add, whether Content-Length still holds)."""
+        limit = self.config.max_body_bytes
+        declared = request.content_length
+        name_header = request.headers.get(CALL_NAME_HEADER) or None
+        if declared is not None and declared > limit:
+            return self._unchanged(request, call, name_header, "too_large", request.content)
+        raw, complete = await _read_up_to(request.content, limit)
+        if not complete:
+            return self._unchanged(
+                request, call, name_header, "too_large", _chain(raw, request.content)
+            )
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return self._unchanged(request, call, name_header, "invalid_json", raw)
+        if not isinstance(body, dict):
+            return self._unchanged(request, call, name_header, "not_object", raw)
+        model = body.get("model")
+        call.name = name_header or (model if isinstance(model, str) else None)
+        resolution = self.client.hints_for(call.agent_id, call.run_id, call.name)
+        self.metrics.hints.labels(resolution.source).inc()
+        if resolution.skipped is not None:
+            self.metrics.skipped.labels(resolution.skipped).inc()
+        rendering = self.client.render(resolution, body, request.headers)
+        if rendering.body_changed:
+            return orjson.dumps(body), rendering.headers, False
+        return raw, rendering.headers, True
+
+    def _unchanged(
+        self, request: web.Request, call: _Call, name: str | None, reason: str, data: Any
+    ) -> tuple[Any, dict[str, str], bool]:
+        """Forward the body as received; the call still counts in its run when named."""
+        call.name = name
+        self.client.hints_for(call.agent_id, call.run_id, name)
+        self.metrics.passed_unchanged.labels(reason).inc()
+        return data, {}, True
+
+    async def _forward(
+        self,
+        request: web.Request,
+        url: URL,
+        headers: Any,
+        data: Any,
+        route: str,
+        call: _Call | None,
+        added_s: float,
+    ) -> web.StreamResponse:
+        assert self.session is not None, "proxy not started"
+        try:
+            upstream = await self.session.request(
+                request.method, url, headers=headers, data=data, allow_redirects=False
+            )
+        except TimeoutError:
+            return self._failed(
+                request, route, call, 504, "timeout", "the upstream did not answer in time"
+            )
+        except aiohttp.ClientConnectorError as exc:
+            return self._failed(
+                request, route, call, 502, "unreachable", f"cannot reach the upstream: {exc}"
+            )
+        except aiohttp.ClientError as exc:
+            return self._failed(
+                request, route, call, 502, "broken", f"the upstream failed: {exc!r}"
+            )
+        relay_start = time.perf_counter()
+        async with upstream:
+            response = web.StreamResponse(
+                status=upstream.status,
+                reason=upstream.reason,
+                headers=response_headers(upstream.headers),
+            )
+            try:
+                await response.prepare(request)
+            except ConnectionError:
+                complete = False
+            else:
+                self.metrics.added.observe(added_s + time.perf_counter() - relay_start)
+                if call is not None and self.observers:
+                    call.usage = ResponseUsage(upstream.headers.get("Content-Type", ""))
+                complete = await self._relay(request, upstream, response, call)
+        self.metrics.requests.labels(route, str(upstream.status)).inc()
+        self._observe(call, upstream.status, complete)
+        return response
+
+    async def _relay(
+        self,
+        request: web.Request,
+        upstream: aiohttp.ClientResponse,
+        response: web.StreamResponse,
+        call: _Call | None,
+    ) -> bool:
+        """Copy the upstream's body to the caller as it arrives; False when cut short."""
+        usage = call.usage if call is not None else None
+        while True:
+            try:
+                chunk = await upstream.content.readany()
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                self.metrics.upstream_errors.labels("broken").inc()
+                log.warning(
+                    "upstream response to %s %s cut short: %r", request.method, request.path, exc
+                )
+                if request.transport is not None:
+                    request.transport.abort()  # the caller must not take it for complete
+                return False
+            if not chunk:
+                return True
+            try:
+                await response.write(chunk)
+            except ConnectionError:  # the caller went away: stop reading the upstream
+                log.debug("caller disconnected during %s %s", request.method, request.path)
+                return False
+            if usage is not None:
+                usage.feed(chunk)
+
+    def _failed(
+        self,
+        request: web.Request,
+        route: str,
+        call: _Call | None,
+        status: int,
+        kind: str,
+        message: str,
+    ) -> web.Response:
+        self.metrics.upstream_errors.labels(kind).inc()
+        self.metrics.requests.labels(route, str(status)).inc()
+        log.warning("%s %s: %s", request.method, request.path, message)
+        self._observe(call, status, complete=True)
+        error = {"error": {"message": message, "type": f"upstream_{kind}", "code": status}}
+        return web.json_response(error, status=status, dumps=lambda v: orjson.dumps(v).decode())
+
+    def _observe(self, call: _Call | None, status: int, complete: bool) -> None:
+        if call is None or not self.observers:
+            return
+        usage = call.usage
+        if usage is not None:
+            usage.finish()
+        completed = CompletedCall(
+            agent_id=call.agent_id,
+            run_id=call.run_id,
+            name=call.name,
+            route=call.route,
+            started_ns=call.started_ns,
+            ended_ns=time.time_ns(),
+            status=status,
+            usage=usage.usage if usage is not None else None,
+            model=usage.model if usage is not None else None,
+            complete=complete,
+        )
+        for observer in self.observers:
+            try:
+                observer.call_completed(completed)
+            except Exception:  # an observer's bug never breaks the proxy
+                log.exception("call observer %r failed", observer)
+
+
+async def _read_up_to(content: aiohttp.StreamReader, limit: int) -> tuple[bytes, bool]:
+    """The body, or its first > `limit` bytes and False when it is longer."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        chunk = await content.readany()
+        if not chunk:
+            return b"".join(chunks), True
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            return b"".join(chunks), False
+
+
+async def _chain(first: bytes, rest: aiohttp.StreamReader) -> AsyncIterator[bytes]:
+    """What was read already, then the remainder as it arrives."""
+    yield first
+    async for chunk in rest.iter_any():
+        yield chunk

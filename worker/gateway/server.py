@@ -1,0 +1,100 @@
+"""The gateway process's HTTP server: the proxy, plus /healthz, /readyz and /metrics.
+
+The three local endpoints answer GET on the gateway's own port; every other request is
+the proxy's. `/readyz` is 200 once the hints view is loaded (requests are served before
+that, without hints); `/healthz` is 200 while the server runs.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from worker.client import HintsClient
+from worker.gateway.config import GatewayConfig
+from worker.gateway.metrics import GatewayMetrics
+from worker.gateway.observer import CallObserver
+from worker.gateway.proxy import HintsProxy
+
+log = logging.getLogger("worker.gateway")
+
+
+class GatewayServer:
+    """Starts and stops the hints view, the upstream client and the HTTP server together."""
+
+    def __init__(
+        self,
+        config: GatewayConfig,
+        client: HintsClient,
+        observers: Sequence[CallObserver] = (),
+    ) -> None:
+        self.config = config
+        self.client = client
+        self.metrics = GatewayMetrics()
+        store = client.view.store
+        self.metrics.bind(
+            agents=lambda topic: len(store.hints if topic == "hints" else store.tries),
+            lag=lambda: client.view.lag,
+            ready=lambda: client.ready,
+            invalid=lambda topic: store.invalid["hints" if topic == "hints" else "tries"],
+            runs=lambda: len(client.calls),
+        )
+        self.proxy = HintsProxy(config, client, self.metrics, observers)
+        self._runner: web.AppRunner | None = None
+        #: the port actually bound (config.port 0 picks a free one)
+        self.port: int | None = None
+
+    def make_app(self) -> web.Application:
+        app = web.Application(client_max_size=self.config.max_body_bytes)
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/readyz", self._readyz)
+        app.router.add_get("/metrics", self._metrics)
+        app.router.add_route("*", "/{tail:.*}", self.proxy.handle)
+        return app
+
+    async def start(self) -> None:
+        """Bind the port (OSError when it cannot), then start following the topics."""
+        await self.proxy.start()
+        self._runner = web.AppRunner(self.make_app(), access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.config.host, self.config.port)
+        try:
+            await site.start()
+        except OSError:
+            await self.stop()
+            raise
+        server = site._server  # aiohttp exposes the bound sockets only here
+        sockets = getattr(server, "sockets", None) or []
+        self.port = sockets[0].getsockname()[1] if sockets else self.config.port
+        await self.client.start()
+        log.info(
+            "gateway listening",
+            extra={"host": self.config.host, "port": self.port, "upstream": self.config.upstream},
+        )
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        await self.proxy.stop()
+        await self.client.stop()
+
+    async def _healthz(self, _request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok", "view": self.client.view.status})
+
+    async def _readyz(self, _request: web.Request) -> web.Response:
+        ready = self.client.ready
+        body = {
+            "status": "ok" if ready else "unavailable",
+            "detail": self.client.view.status,
+            "agents": len(self.client.view.store.hints),
+        }
+        return web.json_response(body, status=200 if ready else 503)
+
+    async def _metrics(self, _request: web.Request) -> web.Response:
+        return web.Response(
+            body=self.metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )
