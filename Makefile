@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-unit test-integration test-faults test-compat lint format bench demo kafka-up kafka-down kafka-install clean
+.PHONY: install test test-unit test-integration test-faults test-compat lint format bench bench-recorder demo kafka-up kafka-down kafka-install redis-install clean
 
 install: $(STAMP)
 
@@ -52,6 +52,10 @@ kafka-up:
 
 kafka-down:
 	./scripts/kafka.sh down
+
+# redis-server for the NeMo Relay adapter tests (Debian's package, unpacked without root)
+redis-install:
+	./scripts/install-redis.sh
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache .ruff_cache .hypothesis
