@@ -31,15 +31,20 @@ test-compat: install
 	KAFKA_VERSION=$${KAFKA_COMPAT_VERSION:-3.9.2} $(PY) -m pytest -q -m integration
 
 lint: install
-	$(VENV)/bin/ruff check worker tests
-	$(VENV)/bin/ruff format --check worker tests
+	$(VENV)/bin/ruff check worker tests benchmarks
+	$(VENV)/bin/ruff format --check worker tests benchmarks
 
 format: install
-	$(VENV)/bin/ruff check --fix worker tests
-	$(VENV)/bin/ruff format worker tests
+	$(VENV)/bin/ruff check --fix worker tests benchmarks
+	$(VENV)/bin/ruff format worker tests benchmarks
 
 bench: install
 	$(PY) -m worker.bench
+	$(PY) benchmarks/recorder.py
+
+# what recording costs an agent: runs/s from one thread, overhead per LLM call (no broker needed)
+bench-recorder: install
+	$(PY) benchmarks/recorder.py
 
 demo: install
 	./scripts/demo.sh

@@ -6,6 +6,7 @@ The broker address is a loopback port nobody listens on (a real connection refus
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import subprocess
 import sys
@@ -186,6 +187,26 @@ def test_recording_from_asyncio_code(tmp_path, dead_address) -> None:
     spool = Spool(tmp_path)
     (segment,), _ = spool.scan()
     assert orjson.loads(spool.load(segment).values[0])["id"] == run_id
+
+
+def test_a_forked_child_cannot_use_its_parents_recorder(tmp_path, dead_address) -> None:
+    recorder = RunRecorder(dead_address, tmp_path, registry=None, close_at_exit=None)
+    try:
+        pid = os.fork()
+        if pid == 0:  # the child: recording must fail loudly, not vanish into a dead thread
+            code = 1
+            try:
+                recorder.run("child").end()
+            except RecorderClosedError as exc:
+                code = 0 if "before a fork" in str(exc) else 2
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        record_runs(recorder, 1)  # the parent's recorder is unaffected
+        wait_until(lambda: recorder.stats().spool_runs == 1)
+    finally:
+        recorder.close(timeout=0.2)
 
 
 def test_importing_the_recorder_pulls_in_neither_faust_nor_rocksdb() -> None:

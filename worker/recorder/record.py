@@ -71,6 +71,8 @@ def check_name(value: object, what: str, *, allow_empty: bool = True) -> str:
 
 def check_uint32(value: object, what: str) -> int | None:
     """None, or an int in 0..2^32-1 (serde's u32), else ValueError."""
+    if type(value) is int and 0 <= value <= UINT32_MAX:
+        return value
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int):

@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import functools
 import logging
 import os
 import re
 import time
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
@@ -47,12 +49,21 @@ DEFAULT_TOPIC = "agent-runs"
 #: under the broker's default message.max.bytes (1 MiB + 12) and the worker's record limit
 DEFAULT_MAX_RECORD_BYTES = 1_000_000
 DEFAULT_MAX_SPOOL_BYTES = 256 * 1024 * 1024
+#: how long close() waits past its timeout for runs still being written to the spool
+SPOOL_WRITE_WAIT_S = 120
 _TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
 #: producer settings the recorder's guarantees depend on
 _FIXED_PRODUCER_OPTIONS = frozenset(
     {"acks", "enable_idempotence", "bootstrap_servers", "key_serializer", "value_serializer",
      "partitioner", "transactional_id"}
 )  # fmt: skip
+
+
+def _forked(recorder: weakref.ref[RunRecorder]) -> None:
+    """In a child process: its copy of a parent's recorder has no sender thread."""
+    parent = recorder()
+    if parent is not None:
+        parent._in_forked_child()
 
 
 @dataclass(frozen=True)
@@ -134,6 +145,8 @@ class RunRecorder:
                               self._metrics)  # fmt: skip
         self._metrics.track(self._ledger)
         self._sender.start()
+        self._pid = os.getpid()
+        os.register_at_fork(after_in_child=functools.partial(_forked, weakref.ref(self)))
         self._exit_timeout = close_at_exit
         if close_at_exit is not None:
             atexit.register(self._close_at_exit)
@@ -153,6 +166,11 @@ class RunRecorder:
 
     def submit(self, run: Run, record: bytes) -> None:
         """Take a finished run's record (called by `Run.end`)."""
+        if self._pid != os.getpid():
+            raise RecorderClosedError(
+                f"this recorder was made in process {self._pid}, before a fork; make one in "
+                "each process after forking, each with its own spool_dir"
+            )
         if len(record) > self.max_record_bytes:
             self._metrics.runs_failed.labels("too_large").inc()
             raise RecordTooLargeError(
@@ -194,18 +212,24 @@ class RunRecorder:
     def close(self, timeout: float = 10.0) -> bool:
         """Stop recording; send what is pending for at most `timeout` seconds.
 
-        Returns within about `timeout`; True when nothing was left unsent. Unsent runs stay
-        in the spool, sent by the next recorder on the same `spool_dir`. Idempotent."""
+        True when nothing was left unsent. Unsent runs stay in the spool, sent by the next
+        recorder on the same `spool_dir`. Returns after `timeout`, or later only while runs
+        recorded just before are still being written to disk (normally milliseconds: never
+        returning before they are is what keeps them). Idempotent."""
+        if self._pid != os.getpid():
+            return True  # a forked child's copy: the parent owns the spool and the runs
         deadline = time.monotonic() + max(timeout, 0.0)
         if self._exit_timeout is not None:
             atexit.unregister(self._close_at_exit)
         self._ledger.close()
         self._sender.request_stop(deadline)
-        if not self._sender.join(deadline - time.monotonic()):
-            log.warning("recorder: close(%.1fs) timed out; unsent runs stay in %s",
-                        timeout, self.spool_dir)  # fmt: skip
-        else:
+        if self._sender.join(deadline - time.monotonic()):
             self._metrics.untrack(self._ledger)
+        elif not self._sender.spooled.wait(SPOOL_WRITE_WAIT_S):
+            # only a disk that stopped answering gets here
+            log.error("recorder: runs recorded before close() are not all on disk after %ds "
+                      "(%s); they are lost if the process exits now",
+                      SPOOL_WRITE_WAIT_S, self.spool_dir)  # fmt: skip
         return self._ledger.pending_runs() == 0
 
     async def aflush(self, timeout: float = 60.0) -> bool:
@@ -215,6 +239,12 @@ class RunRecorder:
     async def aclose(self, timeout: float = 10.0) -> bool:
         """`close()` without blocking the event loop."""
         return await asyncio.to_thread(self.close, timeout)
+
+    def _in_forked_child(self) -> None:
+        self._ledger.close()
+        self._sender.spool.close()  # the child's copy of the lock descriptor
+        if self._exit_timeout is not None:
+            atexit.unregister(self._close_at_exit)
 
     def _close_at_exit(self) -> None:
         if self._exit_timeout is not None and not self._ledger.closed:

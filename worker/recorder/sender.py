@@ -11,9 +11,10 @@ never wait for disk or network. The thread runs its own asyncio loop with:
   records (the same bytes every time) until the broker acknowledged all of them, then
   deleting the segment.
 
-Stopping (`request_stop(deadline)`): the deque is written to disk first, deliveries go on
-until nothing is owed or the deadline is near, then they are cancelled, partly delivered
-segments are rewritten with what is left, and the producer is stopped.
+Stopping (`request_stop(deadline)`): the deque is written to disk, however long that takes
+(`spooled` is set then), deliveries go on until nothing is owed or the deadline is near,
+then they are cancelled, partly delivered segments are rewritten with what is left, and
+the producer is stopped.
 """
 
 from __future__ import annotations
@@ -112,7 +113,8 @@ class Sender:
         self._thread = threading.Thread(target=self._run, name="run-recorder-sender", daemon=True)
         self._deadline: float | None = None  # monotonic; set when stopping
         self._deliver_until = 0.0
-        self._started = threading.Event()
+        #: set once everything recorded before the stop request is on disk (or never will be)
+        self.spooled = threading.Event()
         self.last_error: str | None = None
 
     # --- caller side (any thread) ----------------------------------------------------------
@@ -152,6 +154,7 @@ class Sender:
         except BaseException:  # never die silently: what is unsent stays in the spool
             log.exception("recorder sender stopped by an unexpected error")
         finally:
+            self.spooled.set()
             with contextlib.suppress(Exception):
                 self.spool.close()
             self._loop.close()
@@ -402,6 +405,8 @@ class Sender:
 
     async def _shutdown(self) -> None:
         await self._write_incoming()  # whatever was recorded last reaches the disk first
+        if not self._incoming:
+            self.spooled.set()
         in_flight = list(self._active.items())
         for task, _ in in_flight:
             task.cancel()
