@@ -174,3 +174,40 @@ def test_a_live_recorder_rides_out_a_broker_restart(kafka_broker, tmp_path) -> N
     assert set(sent) == ids  # every run arrived (a re-send may repeat one: the worker dedupes)
     assert registry.get_sample_value("agent_hints_recorder_runs_sent_total") == 30
     assert registry.get_sample_value("agent_hints_recorder_runs_spooled_total") >= 10
+
+
+def test_runs_the_broker_refuses_are_kept_apart_and_counted(kafka_broker, tmp_path) -> None:
+    # the topic takes batches of at most 1,500 bytes: small runs fit (alone, if their batch
+    # was refused), the big ones never will
+    topic = kafka_broker.create_topic(
+        TopicNames.unique("small").runs, 1, config={"max.message.bytes": "1500"}
+    )
+    registry = CollectorRegistry()
+    recorder = RunRecorder(kafka_broker.bootstrap, tmp_path, topic=topic, registry=registry)
+    small = {record(recorder, "small", calls=1) for _ in range(8)}
+    big = {record(recorder, "big", calls=12) for _ in range(3)}  # ~2.5 KB each
+    assert recorder.flush(timeout=60), recorder.stats()
+    assert recorder.close()
+    delivered = {str(parse_run(r.value).id) for r in topic_records(kafka_broker.bootstrap, topic)}
+    assert delivered == small
+    rejected = Spool(tmp_path)
+    try:
+        (segments, _) = rejected.scan()
+        assert segments == []  # nothing left to send
+    finally:
+        rejected.close()
+    from worker.recorder.spool import decode
+
+    kept = {
+        str(parse_run(v).id)
+        for path in (tmp_path / "rejected").iterdir()
+        for v in decode(path.read_bytes()).values
+    }
+    assert kept == big
+    assert (
+        registry.get_sample_value(
+            "agent_hints_recorder_runs_failed_total", {"reason": "rejected_by_broker"}
+        )
+        == 3
+    )
+    assert registry.get_sample_value("agent_hints_recorder_runs_sent_total") == 8

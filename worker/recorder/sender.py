@@ -37,6 +37,7 @@ from aiokafka.errors import (
     RecordListTooLargeError,
     RecordTooLargeError,
 )
+from aiokafka.partitioner import murmur2
 
 from worker.recorder.ledger import Ledger
 from worker.recorder.metrics import RecorderMetrics
@@ -356,15 +357,27 @@ class Sender:
                 sent.append((i, future))
         results = await asyncio.gather(*(f for _, f in sent), return_exceptions=True)
         acked: list[int] = []
+        suspects: list[int] = []
         for (i, _), result in zip(sent, results, strict=True):
             if not isinstance(result, BaseException):
                 acked.append(i)
             elif isinstance(result, PERMANENT_ERRORS):
-                rejected.append(i)
+                suspects.append(i)  # maybe only its batch was too large: tried alone below
                 self._note_rejected(result)
             else:
                 self.last_error = f"send failed: {result!r}"
                 failed.append(i)
+        for i in suspects:
+            try:
+                await self._send_alone(producer, segment.keys[i], segment.values[i])
+            except PERMANENT_ERRORS as exc:
+                rejected.append(i)
+                self._note_rejected(exc)
+            except Exception as exc:
+                self.last_error = f"send failed: {exc!r}"
+                failed.append(i)
+            else:
+                acked.append(i)
         if failed:
             log.debug("recorder: %d runs not acknowledged; retrying", len(failed))
         for i in acked:
@@ -375,6 +388,19 @@ class Sender:
         if rejected:
             await self._reject(delivery, rejected)
         return failed
+
+    async def _send_alone(self, producer: AIOKafkaProducer, key: bytes, value: bytes) -> None:
+        """Send one record in a batch of its own, to the partition the default partitioner
+        picks: a batch-level refusal (batch over the topic's max.message.bytes) is then about
+        this record alone."""
+        topic = self.config.topic
+        partitions = sorted(await producer.partitions_for(topic))
+        partition = partitions[(murmur2(key) & 0x7FFFFFFF) % len(partitions)]
+        batch = producer.create_batch()
+        if batch.append(key=key, value=value, timestamp=None) is None:
+            raise MessageSizeTooLargeError(f"a record of {len(value)} bytes fits in no batch")
+        batch.close()
+        await (await producer.send_batch(batch, topic, partition=partition))
 
     def _note_rejected(self, exc: BaseException) -> None:
         self.last_error = f"broker refused a run: {exc!r}"
