@@ -156,7 +156,8 @@ def test_fixed_agent_id_call_names_and_shutdown_records_open_runs(kafka_broker, 
     recorder = RunRecorder(kafka_broker.bootstrap, tmp_path, topic=topic, registry=None)
     provider = TracerProvider()
     provider.add_span_processor(RunRecordingSpanProcessor(
-        recorder, agent_id="fixed", call_name=lambda span: span.attributes["gen_ai.request.model"],
+        recorder, agent_id="fixed",
+        call_name=lambda span: str((span.attributes or {})["gen_ai.request.model"]),
     ))  # fmt: skip
     spans = Spans(provider)
     root = spans.start("invoke_agent a", 0, **{"gen_ai.operation.name": "invoke_agent"})

@@ -179,6 +179,11 @@ class RunRecorder:
                 run.id,
                 record,
             )
+        if not self._sender.alive and not self._ledger.closed:
+            raise RecorderClosedError(
+                f"the recorder's sender thread has stopped (see the log: {self._sender.last_error}"
+                f"); run {run.id} not recorded"
+            )
         key = run.agent_id.encode()
         ledger = self._ledger
         with ledger.lock:
@@ -206,7 +211,7 @@ class RunRecorder:
         broker. True if so; False if some are still unsent after `timeout` seconds."""
         if self._ledger.closed and not self._sender.alive:
             return self._ledger.pending_runs() == 0
-        self._sender.wake()
+        self._sender.kick()
         return self._ledger.wait_settled(timeout)
 
     def close(self, timeout: float = 10.0) -> bool:

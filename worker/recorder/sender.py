@@ -130,9 +130,11 @@ class Sender:
             self._wake_scheduled = True
             self._loop.call_soon_threadsafe(self._on_wake)
 
-    def wake(self) -> None:
+    def kick(self) -> None:
+        """Work now: write what is queued and retry failed sends without waiting for their
+        backoff (for `flush()`)."""
         with contextlib.suppress(RuntimeError):  # loop already closed
-            self._loop.call_soon_threadsafe(self._on_wake)
+            self._loop.call_soon_threadsafe(self._on_kick)
 
     def request_stop(self, deadline: float) -> None:
         with contextlib.suppress(RuntimeError):
@@ -152,7 +154,8 @@ class Sender:
         asyncio.set_event_loop(self._loop)
         try:
             self._loop.run_until_complete(self._main())
-        except BaseException:  # never die silently: what is unsent stays in the spool
+        except BaseException as exc:  # never die silently: what is unsent stays in the spool
+            self.last_error = f"the sender stopped: {exc!r}"
             log.exception("recorder sender stopped by an unexpected error")
         finally:
             self.spooled.set()
@@ -163,6 +166,10 @@ class Sender:
     def _on_wake(self) -> None:
         self._wake_scheduled = False
         self._wakeup.set()
+
+    def _on_kick(self) -> None:
+        self._wakeup.set()
+        self._retry_now.set()
 
     def _on_stop(self, deadline: float) -> None:
         self._deadline = deadline if self._deadline is None else min(deadline, self._deadline)
