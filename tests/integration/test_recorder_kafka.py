@@ -211,3 +211,21 @@ def test_runs_the_broker_refuses_are_kept_apart_and_counted(kafka_broker, tmp_pa
         == 3
     )
     assert registry.get_sample_value("agent_hints_recorder_runs_sent_total") == 8
+
+
+def test_runs_are_sent_while_recording_goes_on(kafka_broker, tmp_path) -> None:
+    """Under a steady stream of runs the spool writer always has work: sending must not
+    wait for a pause in recording."""
+    topic = kafka_broker.create_topic(TopicNames.unique("steady").runs, PARTITIONS)
+    registry = CollectorRegistry()
+    recorder = RunRecorder(kafka_broker.bootstrap, tmp_path, topic=topic, registry=registry)
+    recorded = 0
+    deadline = time.monotonic() + 30
+    while not registry.get_sample_value("agent_hints_recorder_runs_sent_total"):
+        assert time.monotonic() < deadline, "nothing was sent while runs kept coming"
+        record(recorder, f"agent-{recorded % 5}")
+        recorded += 1
+        time.sleep(0.001)
+    assert recorder.flush(timeout=60)
+    assert recorder.close()
+    assert len(topic_records(kafka_broker.bootstrap, topic)) == recorded

@@ -254,6 +254,7 @@ class Sender:
                 self.config.spooled_after_s, self._mark_waited, delivery, None
             )
             self._ready.append(delivery)
+            self._start_deliveries()  # under steady load this loop may not end for a while
 
     def _mark_waited(self, delivery: _Delivery, indices: list[int] | None) -> None:
         """Count runs (all still open, or those at `indices`) as spooled, once each."""
