@@ -120,7 +120,7 @@ class Spool:
     """A spool directory, locked for this process while open. Not thread-safe: one user."""
 
     def __init__(self, directory: str | os.PathLike[str], *, fsync: bool = True) -> None:
-        self.directory = Path(directory)
+        self.directory = Path(directory).absolute()  # immune to a later chdir
         self.fsync = fsync
         self._seq = 0
         try:
