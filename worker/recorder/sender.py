@@ -111,6 +111,11 @@ class Sender:
         self._incoming: deque[tuple[bytes, bytes]] = deque()
         self._wake_scheduled = False
         self._loop = asyncio.new_event_loop()
+        # made here, not in _main: a caller's first wake-up may run before _main starts
+        # (asyncio.Event binds to the loop that first waits on it)
+        self._wakeup = asyncio.Event()
+        self._retry_now = asyncio.Event()
+        self._connected = asyncio.Event()
         self._thread = threading.Thread(target=self._run, name="run-recorder-sender", daemon=True)
         self._deadline: float | None = None  # monotonic; set when stopping
         self._deliver_until = 0.0
@@ -124,7 +129,10 @@ class Sender:
         self._thread.start()
 
     def enqueue(self, key: bytes, value: bytes) -> None:
-        """Hand one record over. Never blocks; call with the ledger's lock held."""
+        """Hand one record over. Never blocks; call with the ledger's lock held.
+
+        Wakes the thread only when it is idle (`_wake_scheduled` False): while it works, it
+        finds new records itself, and the caller makes no syscall."""
         self._incoming.append((key, value))
         if not self._wake_scheduled:
             self._wake_scheduled = True
@@ -164,7 +172,6 @@ class Sender:
             self._loop.close()
 
     def _on_wake(self) -> None:
-        self._wake_scheduled = False
         self._wakeup.set()
 
     def _on_kick(self) -> None:
@@ -183,9 +190,6 @@ class Sender:
         return await self._loop.run_in_executor(self._io_pool, func, *args)
 
     async def _main(self) -> None:
-        self._wakeup = asyncio.Event()
-        self._retry_now = asyncio.Event()
-        self._connected = asyncio.Event()
         self._io_pool = ThreadPoolExecutor(1, thread_name_prefix="run-recorder-spool")
         self._producer: AIOKafkaProducer | None = None
         self._ready: deque[_Delivery] = deque()
@@ -221,6 +225,11 @@ class Sender:
                     return
                 if time.monotonic() >= self._deliver_until:
                     return
+            # idle from here: callers must wake us again. Checked after clearing the flag, so
+            # a record appended meanwhile is either seen now or comes with a wake-up.
+            self._wake_scheduled = False
+            if self._incoming:
+                continue
             timeout = None if self._deadline is None else self._deliver_until - time.monotonic()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), timeout)

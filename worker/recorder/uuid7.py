@@ -2,13 +2,14 @@
 
 Python 3.11 has no `uuid.uuid7`. Run ids are made here: ids made in this process are
 strictly increasing (within one millisecond the 74 random bits of the previous id are
-incremented, RFC 9562 section 6.2 method 2), and 74 random bits per millisecond keep ids of
-different processes apart.
+incremented, RFC 9562 section 6.2 method 2), and 73 random bits per millisecond, from a
+generator seeded by the OS in each process, keep ids of different processes apart.
 """
 
 from __future__ import annotations
 
 import os
+import random
 import threading
 import time
 from uuid import UUID
@@ -22,9 +23,15 @@ _last_ms = -1
 _last_rand = 0
 
 
+#: seeded from the OS once (and again in a forked child, which would otherwise repeat the
+#: parent's ids); not os.urandom per id: that syscall hands the GIL over on the agent's path
+_random = random.Random(os.urandom(32))
+os.register_at_fork(after_in_child=lambda: _random.seed(os.urandom(32)))
+
+
 def _random_bits() -> int:
     # the top bit stays clear, so a millisecond's increments never overflow in practice
-    return int.from_bytes(os.urandom(10), "big") >> (80 - _RAND_BITS + 1)
+    return _random.getrandbits(_RAND_BITS - 1)
 
 
 def uuid7_int(unix_ms: int | None = None) -> int:
