@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 import threading
 import time
 
@@ -47,3 +48,21 @@ def test_unique_across_threads() -> None:
     assert len(set(every)) == len(every) == 40_000
     for bucket in made:  # each thread sees increasing ids
         assert bucket == sorted(bucket)
+
+
+def test_a_forked_child_does_not_repeat_its_parents_ids() -> None:
+    ms = 2_100_000_000_000
+    uuid7(unix_ms=ms)  # both processes continue from this state, in the same millisecond
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.write(write, "\n".join(str(uuid7(unix_ms=ms)) for _ in range(100)).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        child = set(pipe.read().split())
+    os.waitpid(pid, 0)
+    parent = {str(uuid7(unix_ms=ms)) for _ in range(100)}
+    assert len(child) == 100 and not child & parent

@@ -26,7 +26,18 @@ _last_rand = 0
 #: seeded from the OS once (and again in a forked child, which would otherwise repeat the
 #: parent's ids); not os.urandom per id: that syscall hands the GIL over on the agent's path
 _random = random.Random(os.urandom(32))
-os.register_at_fork(after_in_child=lambda: _random.seed(os.urandom(32)))
+
+
+def _after_fork_in_child() -> None:
+    """A child starts its own sequence: the parent's state would repeat the parent's ids
+    (and its lock may have been held by a thread the child does not have)."""
+    global _last_ms, _lock
+    _random.seed(os.urandom(32))
+    _last_ms = -1
+    _lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _random_bits() -> int:
