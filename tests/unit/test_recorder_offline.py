@@ -95,6 +95,41 @@ def test_runs_recorded_without_a_broker_wait_in_the_spool(tmp_path, dead_address
         again.close(timeout=0.5)
 
 
+def test_close_keeps_its_time_limit_while_the_broker_hangs(tmp_path) -> None:
+    """A 'broker' that accepts connections and never answers: the producer's start is in
+    progress when close() comes (aiokafka turns that cancellation into an error)."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        address = f"127.0.0.1:{silent.getsockname()[1]}"
+        for attempt in range(3):
+            spool_dir = tmp_path / str(attempt)
+            recorder = RunRecorder(address, spool_dir, registry=None, close_at_exit=None)
+            run_ids = record_runs(recorder, 2)
+            time.sleep(0.3)  # the connection attempt is under way
+            started = time.monotonic()
+            assert recorder.close(timeout=1.0) is False
+            assert time.monotonic() - started < 1.0 + 2.0
+            from worker.recorder.spool import Spool
+
+            spool = Spool(spool_dir)  # released: the sender thread has finished
+            segments, _ = spool.scan()
+            assert [str(parse_run(v).id) for s in segments for v in spool.load(s).values] == run_ids
+            spool.close()
+
+
+def test_close_right_after_start_keeps_its_time_limit(tmp_path, dead_address) -> None:
+    """close() at every point of the first connection attempt (it used to hang when the
+    cancellation reached aiokafka while the producer was being stopped)."""
+    for attempt in range(40):
+        recorder = RunRecorder(dead_address, tmp_path / str(attempt), registry=None,
+                               close_at_exit=None)  # fmt: skip
+        time.sleep((attempt % 20) / 1000)
+        started = time.monotonic()
+        recorder.close(timeout=0.1)
+        assert time.monotonic() - started < 2.0, f"close() hung (attempt {attempt})"
+
+
 def test_a_full_spool_is_an_error_the_caller_sees(tmp_path, dead_address, caplog) -> None:
     registry = CollectorRegistry()
     recorder = RunRecorder(

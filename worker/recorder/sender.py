@@ -118,6 +118,9 @@ class Sender:
         self._connected = asyncio.Event()
         self._thread = threading.Thread(target=self._run, name="run-recorder-sender", daemon=True)
         self._deadline: float | None = None  # monotonic; set when stopping
+        #: set when deliveries must stop: their tasks end at their next step even if a
+        #: library swallowed the cancellation (aiokafka's start() turns it into an error)
+        self._halt = False
         self._deliver_until = 0.0
         #: set once everything recorded before the stop request is on disk (or never will be)
         self.spooled = threading.Event()
@@ -209,8 +212,9 @@ class Sender:
             try:
                 await self._serve()
             finally:
+                self._halt = True
                 connector.cancel()
-                await asyncio.gather(connector, return_exceptions=True)
+                await self._settle([connector])
                 await self._shutdown()
         finally:
             self._io_pool.shutdown(wait=True)
@@ -295,9 +299,15 @@ class Sender:
             producer = AIOKafkaProducer(**self.config.producer_kwargs)
             try:
                 await producer.start()
+            except asyncio.CancelledError:
+                with contextlib.suppress(Exception):
+                    await producer.stop()
+                raise
             except Exception as exc:
                 with contextlib.suppress(Exception):
                     await producer.stop()
+                if self._deadline is not None:
+                    return  # stopping (a cancellation may have surfaced as this error)
                 failures += 1
                 self.last_error = f"cannot connect to Kafka: {exc}"
                 level = logging.WARNING if failures == 1 or failures % 60 == 0 else logging.DEBUG
@@ -314,6 +324,8 @@ class Sender:
 
     async def _pause(self, seconds: float) -> None:
         """Sleep, cut short by a stop request or a `retry now`."""
+        if self._deadline is not None:
+            return
         self._retry_now.clear()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._retry_now.wait(), seconds)
@@ -335,6 +347,8 @@ class Sender:
         backoff = self.config.retry_backoff_s
         while True:
             await self._connected.wait()
+            if self._halt:
+                return  # the shutdown keeps what is left of the segment
             producer = self._producer
             assert producer is not None
             todo = delivery.open_indices()
@@ -344,6 +358,8 @@ class Sender:
             if not failed:
                 break
             self._mark_waited(delivery, failed)
+            if self._halt:
+                return
             await self._pause(backoff)
             backoff = min(backoff * 2, self.config.max_retry_backoff_s)
         if delivery.timer is not None:
@@ -453,7 +469,7 @@ class Sender:
         in_flight = list(self._active.items())
         for task, _ in in_flight:
             task.cancel()
-        await asyncio.gather(*(task for task, _ in in_flight), return_exceptions=True)
+        await self._settle([task for task, _ in in_flight])
         for _, delivery in in_flight:
             await self._keep_rest(delivery)
         for delivery in [*(d for _, d in in_flight), *self._ready]:
@@ -472,6 +488,13 @@ class Sender:
                 await asyncio.wait_for(self._producer.stop(), left)
             except Exception as exc:  # incl. timeout: the runs are on disk anyway
                 log.debug("recorder: producer stop: %r", exc)
+
+    async def _settle(self, tasks: list[asyncio.Task[None]]) -> None:
+        """Wait for cancelled tasks, but not forever: a task stuck in a library call must
+        not keep the segments from being rewritten and the thread from ending."""
+        if tasks:
+            left = (self._deadline or time.monotonic()) - time.monotonic()
+            await asyncio.wait(tasks, timeout=max(left, 1.0))
 
     async def _keep_rest(self, delivery: _Delivery) -> None:
         """After a cancelled delivery: the segment keeps only its unacknowledged runs."""
