@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test deploy-check deploy-tools test-unit test-integration test-faults test-compat lint format bench bench-gateway demo kafka-up kafka-down kafka-install clean
+.PHONY: install test deploy-check deploy-tools test-unit test-integration test-faults test-compat lint format bench bench-gateway bench-recorder demo kafka-up kafka-down kafka-install redis-install clean
 
 install: $(STAMP)
 
@@ -55,6 +55,10 @@ bench: install
 bench-gateway: install
 	$(PY) -m benchmarks gateway
 
+# what recording costs an agent: runs/s from one thread, overhead per LLM call (no broker needed)
+bench-recorder: install
+	$(PY) -m benchmarks recorder
+
 demo: install
 	./scripts/demo.sh
 
@@ -66,6 +70,10 @@ kafka-up:
 
 kafka-down:
 	./scripts/kafka.sh down
+
+# redis-server for the NeMo Relay adapter tests (Debian's package, unpacked without root)
+redis-install:
+	./scripts/install-redis.sh
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache .ruff_cache .hypothesis

@@ -7,6 +7,7 @@ learner works on exact integer nanoseconds instead (overlap detection compares t
 from __future__ import annotations
 
 import re
+import time
 from datetime import UTC, datetime, timedelta
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -79,13 +80,24 @@ def _parse_general(text: str) -> int:
     return ns
 
 
+#: "YYYY-MM-DDTHH:MM:SS." of seconds formatted lately: records repeat them a lot
+_PREFIXES: dict[int, str] = {}
+_PREFIXES_MAX = 1024
+
+
 def format_timestamp_ns(ns: int) -> str:
-    """Format nanoseconds since the epoch as RFC 3339 in UTC, keeping every digit."""
+    """Nanoseconds since the epoch as RFC 3339 in UTC with `Z` and always nine fraction
+    digits, as SPEC 9 writes run records (`1764242363423395280` ->
+    `"2025-11-27T11:19:23.423395280Z"`). Fast: the recorder calls it twice per LLM call."""
     seconds, fraction = divmod(ns, NS_PER_SECOND)
-    base = datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
-    if fraction == 0:
-        return base + "Z"
-    return f"{base}.{fraction:09d}".rstrip("0") + "Z"
+    prefix = _PREFIXES.get(seconds)
+    if prefix is None:
+        if len(_PREFIXES) >= _PREFIXES_MAX:
+            _PREFIXES.clear()
+        prefix = time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(seconds))
+        _PREFIXES[seconds] = prefix
+    # str() of 1xxxxxxxxx minus its "1": nine zero-padded digits, 2.5x faster than f"{:09d}"
+    return prefix + str(fraction + NS_PER_SECOND)[1:] + "Z"
 
 
 def now_rfc3339() -> str:

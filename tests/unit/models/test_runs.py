@@ -115,7 +115,7 @@ def test_fast_path_agrees_with_general_parser() -> None:
         ),
         (
             {**GOOD, "calls": [{**GOOD["calls"][0], "ended_at": "2026-03-31T10:00:00.4Z"}]},
-            "calls.0: ended_at 2026-03-31T10:00:00.4Z is before started_at",
+            "calls.0: ended_at 2026-03-31T10:00:00.400000000Z is before started_at",
         ),
         ({**GOOD, "calls": [None]}, "calls.0: expected a JSON object"),
         ({**GOOD, "calls": [7]}, "calls.0: expected a JSON object"),
