@@ -62,6 +62,10 @@ class TopicSettings(_Section):
         return self.rekey or f"{self.runs}.rekey"
 
 
+#: the topic names every component uses unless told otherwise
+DEFAULT_TOPICS = TopicSettings()
+
+
 class KafkaSettings(_Section):
     """Client security. Passwords are secrets: from env or `*_file`, never logged."""
 

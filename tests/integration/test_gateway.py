@@ -17,10 +17,9 @@ import aiohttp
 import openai
 import orjson
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from devtools.fake_upstream import FakeUpstream
-from devtools.worker_process import free_port
+from devtools.worker_process import free_port, parse_metrics
 from tests.integration.published_hints import Published, published
 from worker.client import HintsClient
 from worker.gateway import CompletedCall, GatewayConfig, GatewayServer
@@ -118,13 +117,7 @@ async def metrics(server: GatewayServer) -> dict[str, float]:
         aiohttp.ClientSession() as session,
         session.get(base_url(server) + "/metrics") as response,
     ):
-        text = await response.text()
-    samples: dict[str, float] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
-            samples[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
-    return samples
+        return parse_metrics(await response.text())
 
 
 # --- the OpenAI SDK, plain and streamed ---------------------------------------------------------

@@ -19,7 +19,7 @@ from worker.client.call_context import CallCounter
 from worker.client.profiles import PROFILES, Profile, Rendering, render
 from worker.client.resolution import Resolution, Resolver
 from worker.client.view import HintsView
-from worker.settings import KafkaSettings, Settings
+from worker.settings import DEFAULT_TOPICS, KafkaSettings, Settings
 
 
 class HintsClient:
@@ -29,8 +29,8 @@ class HintsClient:
         self,
         bootstrap_servers: str | Sequence[str],
         *,
-        hints_topic: str = "agent-hints",
-        tries_topic: str = "agent-tries",
+        hints_topic: str = DEFAULT_TOPICS.hints,
+        tries_topic: str = DEFAULT_TOPICS.tries,
         kafka: KafkaSettings | None = None,
         profile: Profile = "dynamo",
         overwrite: bool = False,

@@ -23,7 +23,7 @@ from aiokafka.errors import KafkaError
 
 from worker.client.store import HintsStore, Topic
 from worker.kafka.clients import client_kwargs
-from worker.settings import KafkaSettings
+from worker.settings import DEFAULT_TOPICS, KafkaSettings
 
 log = logging.getLogger("worker.client.view")
 
@@ -38,8 +38,8 @@ class HintsView:
         self,
         bootstrap_servers: str | Sequence[str],
         *,
-        hints_topic: str = "agent-hints",
-        tries_topic: str = "agent-tries",
+        hints_topic: str = DEFAULT_TOPICS.hints,
+        tries_topic: str = DEFAULT_TOPICS.tries,
         kafka: KafkaSettings | None = None,
         store: HintsStore | None = None,
         retry_s: float = 2.0,

@@ -41,11 +41,11 @@ from worker.recorder.record import Run
 from worker.recorder.sender import Sender, SenderConfig
 from worker.recorder.spool import Spool, frame_size
 from worker.recorder.timestamps import TimestampInput
-from worker.settings import KafkaSettings
+from worker.settings import DEFAULT_TOPICS, KafkaSettings
 
 log = logging.getLogger(__name__)
 
-DEFAULT_TOPIC = "agent-runs"
+DEFAULT_TOPIC = DEFAULT_TOPICS.runs
 #: under the broker's default message.max.bytes (1 MiB + 12) and the worker's record limit
 DEFAULT_MAX_RECORD_BYTES = 1_000_000
 DEFAULT_MAX_SPOOL_BYTES = 256 * 1024 * 1024
