@@ -52,10 +52,16 @@ Name = Annotated[str, AfterValidator(_printable)]
 
 def _ends_after_start(started_at: int, ended_at: int | None) -> None:
     if ended_at is not None and ended_at < started_at:
-        raise ValueError(
-            f"ended_at {format_timestamp_ns(ended_at)} is before started_at "
-            f"{format_timestamp_ns(started_at)}"
-        )
+        raise ValueError(f"ended_at {_shown(ended_at)} is before started_at {_shown(started_at)}")
+
+
+def _shown(ns: int) -> str:
+    """A timestamp for an error message: integer ns past datetime's years (a JSON integer
+    can be any size) as they are, rather than an OverflowError out of the validator."""
+    try:
+        return format_timestamp_ns(ns)
+    except (OverflowError, ValueError, OSError):
+        return f"{ns} ns"
 
 
 class _Input(BaseModel):

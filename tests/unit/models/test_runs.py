@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import orjson
 import pytest
 
@@ -131,3 +133,12 @@ def test_spec_2_schema_rejections_say_what_is_wrong(record: dict, detail: str) -
 def test_a_call_ending_as_it_starts_is_fine() -> None:
     same = "2026-03-31T10:00:00.5Z"
     assert parse_run(with_call(ended_at=same)).calls[0].ended_at == parse_timestamp_ns(same)
+
+
+@pytest.mark.parametrize("huge", [10**30, -(10**30), 10**22])
+def test_an_end_before_a_start_past_any_calendar_is_a_schema_error(huge: int) -> None:
+    record = {**GOOD, "calls": [{**GOOD["calls"][0], "started_at": huge + 1, "ended_at": huge}]}
+    with pytest.raises(RecordError) as info:
+        parse_run(json.dumps(record))  # orjson stops at 64-bit integers
+    assert info.value.reason == "schema"
+    assert f"calls.0: ended_at {huge} ns is before started_at {huge + 1} ns" in info.value.detail
