@@ -35,12 +35,13 @@ Timestamp = Annotated[
 ]
 #: A JSON integer in 0..2^32-1, as serde's u32 accepts it (no strings, no floats).
 UInt32 = Annotated[int, Field(ge=0, le=UINT32_MAX, strict=True)]
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+#: what SPEC 2 calls a control character: U+0000-U+001F and U+007F
+CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def _printable(text: str) -> str:
     """SPEC 2: an agent id or call name with a control character is a schema error."""
-    found = _CONTROL.search(text)
+    found = CONTROL_CHARACTER.search(text)
     if found:
         raise ValueError(f"contains a control character (U+{ord(found.group()):04X})")
     return text
@@ -120,8 +121,12 @@ def describe_validation_error(error: ValidationError, limit: int = 3) -> str:
     return "; ".join(parts)
 
 
-def parse_run(data: bytes | str) -> RunRecord:
-    """Decode one RunRecord from JSON, or raise RecordError (`invalid_json` or `schema`)."""
+def parse_run_validated(data: bytes | str) -> RunRecord:
+    """Decode one RunRecord from JSON, or raise RecordError (`invalid_json` or `schema`).
+
+    The reference decoder: `fast_runs.parse_run` (what the worker calls) tries msgspec
+    first and comes here for anything it declines, so the errors are these.
+    """
     try:
         return RunRecord.model_validate_json(data)
     except ValidationError as exc:
