@@ -19,14 +19,13 @@ NS_PER_SECOND = 1_000_000_000
 NS_PER_MS = 1_000_000
 
 
-#: epoch ns of the minute of "YYYY-MM-DDTHH:MM:" prefixes already parsed from UTC timestamps
-#: (the key ends at the seconds' colon): runs repeat them a lot
-_MINUTES: dict[str, int] = {}
-_MINUTES_MAX = 4096
-#: "00".."59" as nanoseconds: validates and converts the seconds in one lookup (no leap second)
-_SECONDS = {f"{s:02d}": s * NS_PER_SECOND for s in range(60)}
+#: epoch ns of "YYYY-MM-DDTHH:MM:SS" prefixes of UTC timestamps the general parser accepted
+#: (so a hit vouches for the date, the time and the seconds): a run's timestamps share them
+_SECONDS: dict[str, int] = {}
+_SECONDS_MAX = 8192
 #: ns per unit of the last fraction digit, by fraction length (1..9 digits)
 _FRACTION_SCALE: tuple[int, ...] = (0, *(10 ** (9 - n) for n in range(1, 10)))
+_UTC_ZONES = frozenset(("Z", "z", "+00:00", "-00:00"))
 _UTC_OFFSETS = ("+00:00", "-00:00")
 
 
@@ -45,25 +44,24 @@ def parse_timestamp_ns(text: str | int) -> int:
 def parse_rfc3339_ns(text: str) -> int:
     """`parse_timestamp_ns` for a str, with the common case inline (it runs ~20 times a run).
 
-    The common case: a UTC time ("Z", "z", "+00:00" or "-00:00") in a minute seen before,
+    The common case: a UTC time ("Z", "z", "+00:00" or "-00:00") in a second seen before,
     without datetime. Anything else, every invalid input included, goes to the general
     parser, which decides.
     """
-    base = _MINUTES.get(text[:17])
+    base = _SECONDS.get(text[:19])
     if base is not None:
-        if text[-1] in "Zz":
-            body = text[17:-1]  # "SS" or "SS.fraction"
-        elif text[-6:] in _UTC_OFFSETS:
-            body = text[17:-6]
-        else:
-            return _parse_general(text)
-        second = _SECONDS.get(body[:2])
-        if second is not None:
-            if len(body) == 2:
-                return base + second
-            digits = body[3:]
-            if body[2] == "." and 0 < len(digits) <= 9 and digits.isdigit() and digits.isascii():
-                return base + second + int(digits) * _FRACTION_SCALE[len(digits)]
+        tail = text[19:]  # "" or ".fraction", then the zone
+        if tail in _UTC_ZONES:
+            return base
+        if tail[:1] == ".":
+            if tail[-1] in "Zz":
+                digits = tail[1:-1]
+            elif tail[-6:] in _UTC_OFFSETS:
+                digits = tail[1:-6]
+            else:
+                return _parse_general(text)
+            if 0 < len(digits) <= 9 and digits.isdigit() and digits.isascii():
+                return base + int(digits) * _FRACTION_SCALE[len(digits)]
     return _parse_general(text)
 
 
@@ -81,10 +79,10 @@ def _parse_general(text: str) -> int:
         digits = len(text) - dot - 1 - zone
         if digits > 6:
             ns += int(text[dot + 7 : dot + 1 + min(digits, 9)].ljust(3, "0"))
-    if moment.utcoffset() == _ZERO:  # the regex matched, so text[:17] is "YYYY-MM-DDTHH:MM:"
-        if len(_MINUTES) >= _MINUTES_MAX:
-            _MINUTES.clear()
-        _MINUTES[text[:17]] = ns - ns % (60 * NS_PER_SECOND)
+    if moment.utcoffset() == _ZERO:  # the regex matched: text[:19] is "YYYY-MM-DDTHH:MM:SS"
+        if len(_SECONDS) >= _SECONDS_MAX:
+            _SECONDS.clear()
+        _SECONDS[text[:19]] = ns - ns % NS_PER_SECOND
     return ns
 
 

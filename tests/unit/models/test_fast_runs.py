@@ -556,7 +556,7 @@ def test_a_run_from_the_fast_path_is_frozen() -> None:
 
 @st.composite
 def timestamp_texts(draw: st.DrawFn) -> tuple[str, str]:
-    """(a valid UTC timestamp that primes the minute cache, a variant of it to parse)."""
+    """(a valid UTC timestamp that primes the parser's cache, a variant of it to parse)."""
     primer = draw(rfc3339(draw(instants)))
     text = primer
     for _ in range(draw(st.integers(0, 3))):
@@ -577,7 +577,7 @@ def timestamp_texts(draw: st.DrawFn) -> tuple[str, str]:
 def test_cached_timestamp_path_agrees_with_the_general_parser(texts: tuple[str, str]) -> None:
     primer, text = texts
     with contextlib.suppress(ValueError):
-        _parse_general(primer)  # caches primer's minute when it is UTC
+        _parse_general(primer)  # caches primer's second when it is UTC
     try:
         expected: int | None = _parse_general(text)
     except ValueError:
