@@ -16,7 +16,7 @@ BENCHMARKS = {
     "e2e": "benchmarks.e2e",
     "mixes": "benchmarks.mixes",
 }
-EXTRA = {"recovery": "benchmarks.recovery"}
+EXTRA = {"recovery": "benchmarks.recovery", "decode": "benchmarks.decode"}
 
 
 def main(argv: list[str] | None = None) -> int:
