@@ -587,3 +587,11 @@ def test_cached_timestamp_path_agrees_with_the_general_parser(texts: tuple[str, 
     except ValueError:
         got = None
     assert got == expected, text
+
+
+def test_text_with_a_lone_surrogate_goes_to_the_reference() -> None:
+    text = GOOD.decode().replace('"a"', '"a\ud800"') + "}"
+    assert decode_run_fast(text) is None
+    with pytest.raises(RecordError) as info:
+        parse_run(text)
+    assert info.value.reason == "schema"
