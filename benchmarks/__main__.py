@@ -18,7 +18,7 @@ BENCHMARKS = {
     "limits": "benchmarks.limits",
     "gateway": "benchmarks.gateway",
 }
-EXTRA = {"recovery": "benchmarks.recovery"}
+EXTRA = {"recovery": "benchmarks.recovery", "decode": "benchmarks.decode"}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,6 +1,6 @@
 """SPEC section 4, steps 1-5: what one run says about each of its LLM calls.
 
-Pure functions of a RunRecord and the learner config; nothing here keeps state.
+Pure functions of a run (`Run`) and the learner config; nothing here keeps state.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from bisect import bisect_right
 from typing import NamedTuple
 
 from worker.learner.config import LearnerConfig
-from worker.models import CallRecord, RunRecord
+from worker.models import Call, Run
 from worker.models.timestamps import NS_PER_MS, NS_PER_SECOND
 
 
@@ -29,7 +29,7 @@ def _whole_ms(ns: int) -> int:
     return ns // NS_PER_MS if ns >= 0 else -(-ns // NS_PER_MS)
 
 
-def workflow_seconds(run: RunRecord) -> float:
+def workflow_seconds(run: Run) -> float:
     """SPEC 4.1: the run's duration, from its own end or else its latest call end."""
     end = run.ended_at
     if end is None:
@@ -37,7 +37,7 @@ def workflow_seconds(run: RunRecord) -> float:
     return 0.0 if end is None else (end - run.started_at) / NS_PER_SECOND
 
 
-def _interarrivals_corrected(run: RunRecord, finished: list[CallRecord]) -> list[int | None]:
+def _interarrivals_corrected(run: Run, finished: list[Call]) -> list[int | None]:
     """Gap to the earliest LLM call (finished or not) that starts after this one ends."""
     starts = sorted(c.started_at for c in run.calls if c.kind == "llm")
     gaps: list[int | None] = []
@@ -48,7 +48,7 @@ def _interarrivals_corrected(run: RunRecord, finished: list[CallRecord]) -> list
     return gaps
 
 
-def _interarrivals_nemo_flow(run: RunRecord) -> list[int | None]:
+def _interarrivals_nemo_flow(run: Run) -> list[int | None]:
     """Gap to the next `llm` entry in list order; negative when the two overlapped."""
     gaps: list[int | None] = []
     waiting: int | None = None  # end of the previous LLM entry, when it finished
@@ -85,7 +85,7 @@ def logical_positions(spans: list[tuple[int, int]]) -> tuple[list[int], list[int
     return positions, sizes
 
 
-def observe_run(run: RunRecord, config: LearnerConfig) -> list[CallObservation]:
+def observe_run(run: Run, config: LearnerConfig) -> list[CallObservation]:
     """Every finished LLM call of a run, in list order, with what it teaches (SPEC 4)."""
     finished = [c for c in run.calls if c.kind == "llm" and c.ended_at is not None]
     if not finished:
@@ -121,7 +121,7 @@ def observe_run(run: RunRecord, config: LearnerConfig) -> list[CallObservation]:
 
 
 def _scores(
-    calls: list[CallRecord],
+    calls: list[Call],
     positions: list[int],
     sizes: list[int],
     workflow_s: float,

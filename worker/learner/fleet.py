@@ -15,7 +15,7 @@ from worker.learner.hints import default_hints
 from worker.learner.limits import Limits
 from worker.learner.state import AgentState
 from worker.learner.trie import build_trie
-from worker.models import AgentHints, RunRecord, TrieEnvelope
+from worker.models import AgentHints, Run, TrieEnvelope
 
 
 @dataclass
@@ -26,7 +26,7 @@ class Fleet:
     limits: Limits = field(default_factory=Limits)
     states: dict[str, AgentState] = field(default_factory=dict)
 
-    def learn(self, run: RunRecord) -> bool:
+    def learn(self, run: Run) -> bool:
         """Fold `run` into its agent's state; False for a duplicate; RecordError (`limits`)."""
         state = self.states.get(run.agent_id)
         if state is None:

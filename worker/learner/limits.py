@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from worker.errors import RecordError
 from worker.learner.state import AgentState
-from worker.models import RunRecord
+from worker.models import Run
 
 
 class Limits(BaseModel):
@@ -37,7 +37,7 @@ def check_size(value: bytes | None, limits: Limits) -> bytes:
     return value
 
 
-def check_run(run: RunRecord, limits: Limits) -> None:
+def check_run(run: Run, limits: Limits) -> None:
     """Limits that need only the run itself: calls per run, name length."""
     if len(run.calls) > limits.max_calls_per_run:
         raise RecordError(
@@ -60,7 +60,7 @@ def check_run(run: RunRecord, limits: Limits) -> None:
             )
 
 
-def check_nodes(state: AgentState, run: RunRecord, limits: Limits) -> None:
+def check_nodes(state: AgentState, run: Run, limits: Limits) -> None:
     """Reject a run that would grow the agent's trie past `max_trie_nodes`."""
     after = state.nodes_after(run)
     if after > limits.max_trie_nodes and after > state.node_count:

@@ -18,7 +18,7 @@ import orjson
 from worker.learner.analysis import CallObservation, observe_run
 from worker.learner.config import LearnerConfig
 from worker.learner.stats import FOLD_BATCH, Mean, Statistic
-from worker.models import RunRecord
+from worker.models import Run
 
 _FORMAT_VERSION = 1
 _HEADER = struct.Struct("<BI")  # format version, length of the JSON part; run ids follow
@@ -162,7 +162,7 @@ class AgentState:
         """Distinct trie nodes, the root included."""
         return 1 + len(self.children)
 
-    def nodes_after(self, run: RunRecord) -> int:
+    def nodes_after(self, run: Run) -> int:
         """How many trie nodes the agent would have once `run` is learned."""
         new = {c.name for c in run.calls if c.kind == "llm" and c.ended_at is not None}
         return self.node_count + len(new.difference(self.children))
@@ -170,7 +170,7 @@ class AgentState:
     def has_run(self, run_id: UUID) -> bool:
         return run_id.int in self._seen
 
-    def learn(self, run: RunRecord, config: LearnerConfig) -> bool:
+    def learn(self, run: Run, config: LearnerConfig) -> bool:
         """Fold one run in; False (and no change) when its id was already learned."""
         if run.id.int in self._seen:
             return False

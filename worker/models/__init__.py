@@ -1,5 +1,6 @@
 """Record shapes: RunRecord in (SPEC 2), hints and tries out (SPEC 3), timestamps."""
 
+from worker.models.fast_runs import parse_run
 from worker.models.outputs import (
     AgentHints,
     HintsRecord,
@@ -9,15 +10,18 @@ from worker.models.outputs import (
     TrieNode,
     dumps,
 )
-from worker.models.runs import UINT32_MAX, CallRecord, RunRecord, parse_run
+from worker.models.run_view import Call, Run
+from worker.models.runs import UINT32_MAX, CallRecord, RunRecord
 
 __all__ = [
     "UINT32_MAX",
     "AgentHints",
+    "Call",
     "CallRecord",
     "HintsRecord",
     "Metrics",
     "Prediction",
+    "Run",
     "RunRecord",
     "TrieEnvelope",
     "TrieNode",

@@ -18,6 +18,7 @@ from pydantic import (
     Field,
     PlainSerializer,
     ValidationError,
+    ValidationInfo,
     model_validator,
 )
 
@@ -27,20 +28,29 @@ from worker.models.timestamps import format_timestamp_ns, parse_timestamp_ns
 UINT32_MAX = 2**32 - 1
 
 
+def _timestamp(value: object, info: ValidationInfo) -> int:
+    """SPEC 2: in JSON a timestamp is RFC 3339 text (a number is a schema error); records
+    built in code may give integer nanoseconds."""
+    if info.mode == "json" and not isinstance(value, str):
+        raise ValueError("timestamp must be an RFC 3339 string")
+    return parse_timestamp_ns(value)  # type: ignore[arg-type]
+
+
 #: An RFC 3339 timestamp with a zone, held as nanoseconds since the Unix epoch.
 Timestamp = Annotated[
     int,
-    BeforeValidator(parse_timestamp_ns),
+    BeforeValidator(_timestamp),
     PlainSerializer(format_timestamp_ns, return_type=str),
 ]
 #: A JSON integer in 0..2^32-1, as serde's u32 accepts it (no strings, no floats).
 UInt32 = Annotated[int, Field(ge=0, le=UINT32_MAX, strict=True)]
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+#: what SPEC 2 calls a control character: U+0000-U+001F and U+007F
+CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def _printable(text: str) -> str:
     """SPEC 2: an agent id or call name with a control character is a schema error."""
-    found = _CONTROL.search(text)
+    found = CONTROL_CHARACTER.search(text)
     if found:
         raise ValueError(f"contains a control character (U+{ord(found.group()):04X})")
     return text
@@ -52,10 +62,16 @@ Name = Annotated[str, AfterValidator(_printable)]
 
 def _ends_after_start(started_at: int, ended_at: int | None) -> None:
     if ended_at is not None and ended_at < started_at:
-        raise ValueError(
-            f"ended_at {format_timestamp_ns(ended_at)} is before started_at "
-            f"{format_timestamp_ns(started_at)}"
-        )
+        raise ValueError(f"ended_at {_shown(ended_at)} is before started_at {_shown(started_at)}")
+
+
+def _shown(ns: int) -> str:
+    """A timestamp for an error message: integer ns past datetime's years (a record built in
+    code can hold any) as they are, rather than an OverflowError out of the validator."""
+    try:
+        return format_timestamp_ns(ns)
+    except (OverflowError, ValueError, OSError):
+        return f"{ns} ns"
 
 
 class _Input(BaseModel):
@@ -114,8 +130,12 @@ def describe_validation_error(error: ValidationError, limit: int = 3) -> str:
     return "; ".join(parts)
 
 
-def parse_run(data: bytes | str) -> RunRecord:
-    """Decode one RunRecord from JSON, or raise RecordError (`invalid_json` or `schema`)."""
+def parse_run_validated(data: bytes | str) -> RunRecord:
+    """Decode one RunRecord from JSON, or raise RecordError (`invalid_json` or `schema`).
+
+    The reference decoder: `fast_runs.parse_run` (what the worker calls) tries msgspec
+    first and comes here for anything it declines, so the errors are these.
+    """
     try:
         return RunRecord.model_validate_json(data)
     except ValidationError as exc:

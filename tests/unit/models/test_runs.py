@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import orjson
 import pytest
 
 from worker.errors import RecordError
-from worker.models import parse_run
+from worker.models import CallRecord, parse_run
 from worker.models.timestamps import format_timestamp_ns, parse_timestamp_ns
 
 GOOD = {
@@ -131,3 +133,20 @@ def test_spec_2_schema_rejections_say_what_is_wrong(record: dict, detail: str) -
 def test_a_call_ending_as_it_starts_is_fine() -> None:
     same = "2026-03-31T10:00:00.5Z"
     assert parse_run(with_call(ended_at=same)).calls[0].ended_at == parse_timestamp_ns(same)
+
+
+@pytest.mark.parametrize("number", [10**30, -(10**30), 10**22, 1_700_000_000_000_000_000])
+def test_a_number_for_a_timestamp_is_a_schema_error(number: int) -> None:
+    """SPEC 2: timestamps are RFC 3339 text; a JSON number (any size) is refused."""
+    record = {**GOOD, "calls": [{**GOOD["calls"][0], "started_at": number + 1}]}
+    with pytest.raises(RecordError) as info:
+        parse_run(json.dumps(record))  # orjson stops at 64-bit integers
+    assert info.value.reason == "schema"
+    assert "calls.0.started_at: timestamp must be an RFC 3339 string" in info.value.detail
+
+
+def test_a_record_built_in_code_may_give_integer_nanoseconds() -> None:
+    call = CallRecord(kind="llm", name="a", started_at=10**22 + 1, ended_at=10**22 + 5)
+    assert call.ended_at == 10**22 + 5
+    with pytest.raises(ValueError, match=r"ended_at .* is before started_at"):
+        CallRecord(kind="llm", name="a", started_at=10**22 + 1, ended_at=10**22)
