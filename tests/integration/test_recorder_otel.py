@@ -15,7 +15,7 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 from prometheus_client import CollectorRegistry
 
 from devtools.worker_process import TopicNames, read_all, run_sync
-from worker.models import parse_run
+from worker.models.runs import parse_run_validated as parse_run  # models, for dict()
 from worker.recorder import RunRecorder
 from worker.recorder.otel import RunRecordingSpanProcessor
 
