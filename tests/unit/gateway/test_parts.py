@@ -1,17 +1,15 @@
-"""The gateway's pure parts: settings glue, header forwarding, usage from responses."""
+"""The gateway's pure parts: settings glue and header forwarding."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import orjson
 import pytest
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from worker.client import HintsClient
 from worker.gateway.config import GatewayConfig
 from worker.gateway.headers import response_headers, upstream_headers
-from worker.gateway.observer import ResponseUsage
 from worker.settings import SettingsError, load_settings
 
 
@@ -139,45 +137,3 @@ def test_response_headers_keep_repeats_and_drop_hop_by_hop() -> None:
         ("Content-Encoding", "gzip"),
     ]
 
-
-# --- usage from responses ----------------------------------------------------------------------
-
-USAGE = {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}
-
-
-def sse(*events: dict | str) -> bytes:
-    return b"".join(
-        b"data: " + (e.encode() if isinstance(e, str) else orjson.dumps(e)) + b"\n\n"
-        for e in events
-    )
-
-
-@pytest.mark.parametrize("chunk", [1, 7, 64, 10_000])
-def test_usage_from_an_sse_stream_in_any_chunking(chunk: int) -> None:
-    stream = sse(
-        {"model": "m1", "choices": [{"delta": {"content": "hi"}}]},
-        {"model": "m1", "choices": [], "usage": USAGE},
-        "[DONE]",
-    )
-    tap = ResponseUsage("text/event-stream; charset=utf-8")
-    for i in range(0, len(stream), chunk):
-        tap.feed(stream[i : i + chunk])
-    tap.finish()
-    assert tap.usage == USAGE and tap.model == "m1"
-
-
-def test_usage_from_a_json_response_and_nothing_from_junk() -> None:
-    tap = ResponseUsage("application/json")
-    body = orjson.dumps({"model": "m2", "usage": USAGE, "choices": []})
-    tap.feed(body[:10])
-    tap.feed(body[10:])
-    tap.finish()
-    assert tap.usage == USAGE and tap.model == "m2"
-    junk = ResponseUsage("application/json")
-    junk.feed(b"<html>bad gateway</html>")
-    junk.finish()
-    assert junk.usage is None and junk.model is None
-    stream = ResponseUsage("text/event-stream")
-    stream.feed(b"data: {not json}\n\ndata: [1]\n\n: comment\n\n")
-    stream.finish()
-    assert stream.usage is None
