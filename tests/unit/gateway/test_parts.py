@@ -85,6 +85,10 @@ def test_bad_upstream_urls_are_refused(upstream: str, why: str) -> None:
         ("gateway.max_body_bytes", "0"),
         ("gateway.fallback_hints.osl", "-1"),
         ("gateway.event_loop", "trio"),
+        ("gateway.record", "maybe"),
+        ("gateway.record_max_calls", "0"),
+        ("gateway.record_max_spool_bytes", "0"),
+        ("gateway.record_close_timeout_s", "-1"),
     ],
 )
 def test_bad_gateway_values_name_the_setting(name: str, value: str) -> None:
@@ -137,3 +141,24 @@ def test_response_headers_keep_repeats_and_drop_hop_by_hop() -> None:
         ("Content-Encoding", "gzip"),
     ]
 
+
+def test_record_flags_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    import argparse
+
+    from worker.gateway import command
+
+    parser = argparse.ArgumentParser()
+    command.add_arguments(parser)
+    args = parser.parse_args(
+        ["--upstream", "http://llm:8000", "--record", "--run-idle-s", "30",
+         "--record-spool-dir", "/var/spool/gw"]
+    )  # fmt: skip
+    gateway = command.settings_from_args(args).gateway
+    assert gateway.record is True and gateway.run_idle_s == 30.0
+    assert str(gateway.record_spool_dir) == "/var/spool/gw"
+    monkeypatch.setenv("WORKER_GATEWAY__RECORD", "true")
+    monkeypatch.setenv("WORKER_GATEWAY__RECORD_MAX_CALLS", "50")
+    args = parser.parse_args(["--upstream", "http://llm:8000"])
+    gateway = command.settings_from_args(args).gateway
+    assert gateway.record is True and gateway.record_max_calls == 50
+    assert gateway.run_idle_s == 600.0 and gateway.record_stream_usage is True
