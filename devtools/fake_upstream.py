@@ -21,7 +21,7 @@ kept in `received` (method, path, query, headers, body bytes). Test helpers:
   7, so each call can report different counts;
 - header `x-fake-delay-ms: N` on a completion request answers after N milliseconds.
 
-Run alone: `python -m devtools.fake_upstream --port 8000` (prints FAKE_UPSTREAM_URL=...).
+Run alone: `python -m devtools.fake_upstream --port 8000 [--no-keep]` (prints FAKE_UPSTREAM_URL=...).
 In tests: `await FakeUpstream().start()` on the test's loop, or `with FakeUpstream().
 in_thread() as up:` for synchronous code.
 """
@@ -93,9 +93,12 @@ def hint_headers(headers: Any) -> dict[str, str]:
 class FakeUpstream:
     """The stand-in server; `url` once started."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, keep: bool = True) -> None:
         self.host = host
         self.port = port
+        #: keep `received`, `sent` and `answered` (off for benchmarks: an ever-growing heap
+        #: makes the garbage collector pause the stand-in for tens of milliseconds)
+        self.keep = keep
         self.received: list[Received] = []
         self.sent: list[bytes] = []
         self.answered: list[Answer] = []
@@ -152,6 +155,10 @@ class FakeUpstream:
         if self.gate is not None and self._loop is not None:
             self._loop.call_soon_threadsafe(self.gate.set)
 
+    def _keep(self, log: list[Any], item: Any) -> None:
+        if self.keep:
+            log.append(item)
+
     # --- handlers ---------------------------------------------------------------------------
 
     async def _record(self, request: web.Request) -> Received:
@@ -164,7 +171,7 @@ class FakeUpstream:
             CIMultiDict(request.headers),
             body,
         )
-        self.received.append(got)
+        self._keep(self.received, got)
         return got
 
     @staticmethod
@@ -215,7 +222,8 @@ class FakeUpstream:
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
             response = await self._stream(request, body, kind, model, report, usage)
             if not request.headers.get("x-fake-cut"):
-                self.answered.append(
+                self._keep(
+                    self.answered,
                     Answer(got.path, 200, received_ns, time.time_ns(),
                            usage if include_usage else None, model, True)
                 )  # fmt: skip
@@ -236,18 +244,19 @@ class FakeUpstream:
             "choices": [choice],
             "usage": usage,
         }
-        self.sent.append(orjson.dumps(answer))
-        response = web.Response(body=self.sent[-1], content_type="application/json")
-        self.answered.append(
-            Answer(got.path, 200, received_ns, time.time_ns(), usage, model, False)
+        data = orjson.dumps(answer)
+        self._keep(self.sent, data)
+        response = web.Response(body=data, content_type="application/json")
+        self._keep(
+            self.answered, Answer(got.path, 200, received_ns, time.time_ns(), usage, model, False)
         )
         return response
 
     def _answered_error(
         self, got: Received, received_ns: int, status: int, message: str
     ) -> web.Response:
-        self.answered.append(
-            Answer(got.path, status, received_ns, time.time_ns(), None, None, False)
+        self._keep(
+            self.answered, Answer(got.path, status, received_ns, time.time_ns(), None, None, False)
         )
         return self._error(status, message)
 
@@ -293,7 +302,7 @@ class FakeUpstream:
         if (body.get("stream_options") or {}).get("include_usage"):
             await send(event([], usage=usage))
         await send(b"data: [DONE]\n\n")
-        self.sent.append(bytes(sent))
+        self._keep(self.sent, bytes(sent))
         await response.write_eof()
         return response
 
@@ -328,8 +337,8 @@ class FakeUpstream:
         )
 
 
-async def _serve(host: str, port: int) -> None:
-    upstream = await FakeUpstream(host, port).start()
+async def _serve(host: str, port: int, keep: bool) -> None:
+    upstream = await FakeUpstream(host, port, keep=keep).start()
     print(f"FAKE_UPSTREAM_URL={upstream.url}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -343,8 +352,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 = any free port")
+    parser.add_argument(
+        "--no-keep", action="store_true", help="keep nothing it received or sent (benchmarks)"
+    )
     args = parser.parse_args(argv)
-    asyncio.run(_serve(args.host, args.port))
+    asyncio.run(_serve(args.host, args.port, not args.no_keep))
     return 0
 
 
