@@ -78,6 +78,15 @@ class _Call:
         self.complete = False
 
 
+class _HeadersWithBody(web.StreamResponse):
+    """A relayed response whose headers leave with its first body bytes: one write and one
+    TCP segment to the caller instead of two (aiohttp's StreamResponse sends the headers at
+    `prepare`; its Response holds them like this). Not for event streams, whose headers go
+    at once: a client may wait for them before the first event."""
+
+    _send_headers_immediately = False
+
+
 class HintsProxy:
     """The aiohttp handler that forwards requests (see the module docstring)."""
 
@@ -213,7 +222,8 @@ class HintsProxy:
             )
         relay_start = time.perf_counter()
         async with upstream:
-            response = web.StreamResponse(
+            sse = upstream.headers.get("Content-Type", "").startswith("text/event-stream")
+            response = (web.StreamResponse if sse else _HeadersWithBody)(
                 status=upstream.status,
                 reason=upstream.reason,
                 headers=response_headers(upstream.headers),

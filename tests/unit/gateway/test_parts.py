@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
+from typing import Any
+from unittest import mock
 
 import pytest
+from aiohttp import web
+from aiohttp.http_writer import StreamWriter
+from aiohttp.test_utils import make_mocked_request
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from worker.client import HintsClient
 from worker.gateway.config import GatewayConfig
 from worker.gateway.headers import response_headers, upstream_headers
+from worker.gateway.proxy import _HeadersWithBody
 from worker.settings import SettingsError, load_settings
 
 
@@ -162,3 +169,44 @@ def test_record_flags_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     gateway = command.settings_from_args(args).gateway
     assert gateway.record is True and gateway.record_max_calls == 50
     assert gateway.run_idle_s == 600.0 and gateway.record_stream_usage is True
+
+
+# --- relayed responses -------------------------------------------------------------------------
+
+
+class _Transport(asyncio.Transport):
+    """Keeps every write, as the socket would get it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[bytes] = []
+
+    def write(self, data: Any) -> None:
+        self.writes.append(bytes(data))
+
+    def is_closing(self) -> bool:
+        return False
+
+
+async def _writes_of(response_class: type[web.StreamResponse]) -> list[bytes]:
+    transport = _Transport()
+    protocol = mock.Mock(transport=transport)
+    writer = StreamWriter(protocol, asyncio.get_running_loop())
+    request = make_mocked_request(
+        "POST", "/v1/chat/completions", writer=writer, transport=transport, protocol=protocol
+    )
+    response = response_class(
+        status=200, headers={"Content-Type": "application/json", "Content-Length": "11"}
+    )
+    await response.prepare(request)
+    await response.write(b'{"ok": true')
+    await response.write_eof()
+    return transport.writes
+
+
+async def test_a_relayed_response_sends_its_headers_with_its_first_body_bytes() -> None:
+    one = await _writes_of(_HeadersWithBody)
+    assert len(one) == 1  # one write, one TCP segment to the caller
+    assert one[0].startswith(b"HTTP/1.1 200 OK\r\n") and one[0].endswith(b'\r\n\r\n{"ok": true')
+    two = await _writes_of(web.StreamResponse)  # aiohttp's default: headers at prepare()
+    assert b"".join(two) == one[0] and len(two) == 2
