@@ -21,7 +21,8 @@ kept in `received` (method, path, query, headers, body bytes). Test helpers:
   7, so each call can report different counts;
 - header `x-fake-delay-ms: N` on a completion request answers after N milliseconds.
 
-Run alone: `python -m devtools.fake_upstream --port 8000 [--no-keep]` (prints FAKE_UPSTREAM_URL=...).
+Run alone: `python -m devtools.fake_upstream --port 8000 [--no-keep]` (prints
+FAKE_UPSTREAM_URL=...).
 In tests: `await FakeUpstream().start()` on the test's loop, or `with FakeUpstream().
 in_thread() as up:` for synchronous code.
 """
