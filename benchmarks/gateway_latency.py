@@ -30,6 +30,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -147,16 +148,18 @@ async def gateway_metrics(url: str) -> dict[str, float]:
 def requests(
     url: str, agents: list[AgentNames], hints: bool, count: int = 4000
 ) -> Iterator[Request]:
-    """`count` chat requests; with `hints`, agent headers (8 calls per run, named as the
-    agents' trie nodes, so each resolves from the trie)."""
+    """`count` chat requests; with `hints`, agent headers: runs of 8 calls named as the
+    agent's trie nodes (so each resolves from the trie), the last one ending its run."""
     body = orjson.dumps({"model": "fake-model", "messages": MESSAGES})
     for i in range(count):
         headers = {"Content-Type": "application/json"}
         if hints:
-            agent = agents[i % len(agents)]
+            agent = agents[(i // 8) % len(agents)]
             headers["x-agent-id"] = agent.agent_id
             headers["x-agent-run-id"] = f"run-{i // 8}"
             headers["x-agent-call-name"] = agent.names[i % len(agent.names)]
+            if i % 8 == 7:
+                headers["x-agent-run-end"] = "true"
         yield Request(url, headers, body)
 
 
@@ -336,18 +339,28 @@ async def bench(
          "--no-keep"],
         env, other_cpus,
     )  # fmt: skip
+    work = Path(tempfile.mkdtemp(prefix="bench-gw-"))
+    gateway_env = {
+        "WORKER_TOPICS__HINTS": hints_topic,
+        "WORKER_TOPICS__TRIES": tries_topic,
+        "WORKER_GATEWAY__EVENT_LOOP": args.event_loop,
+    }
+    if args.record:  # every hints request recorded, runs of 8 calls to a topic of their own
+        gateway_env |= {
+            "WORKER_GATEWAY__RECORD": "true",
+            "WORKER_GATEWAY__RECORD_SPOOL_DIR": str(work / "spool"),
+            "WORKER_TOPICS__RUNS": hints_topic.replace("agent-hints", "agent-runs"),
+        }
     gateway = start_process(
         [sys.executable, "-m", "worker", "gateway", "--host", "127.0.0.1",
          "--port", str(gateway_port), "--upstream", f"http://127.0.0.1:{upstream_port}",
          "--bootstrap-servers", bootstrap, "--log-level", "WARNING"],
-        env | {"WORKER_TOPICS__HINTS": hints_topic, "WORKER_TOPICS__TRIES": tries_topic,
-               "WORKER_GATEWAY__EVENT_LOOP": args.event_loop},
+        env | gateway_env,
         gateway_cpus,
     )  # fmt: skip
     direct_url = f"http://127.0.0.1:{upstream_port}/v1/chat/completions"
     gateway_base = f"http://127.0.0.1:{gateway_port}"
     via_url = gateway_base + "/v1/chat/completions"
-    work = Path(tempfile.mkdtemp(prefix="bench-gw-"))
     reqs = {
         "direct": list(requests(direct_url, agents, hints=True)),
         "proxy only": list(requests(via_url, agents, hints=False)),
@@ -369,7 +382,8 @@ async def bench(
         )
         print(
             f"\n2. gateway added latency at {args.rate:.0f} requests/s, open loop ({args.load}; "
-            f"{pinned}; event loop {args.event_loop}; {args.rounds} rounds of "
+            f"{pinned}; event loop {args.event_loop}; {'recording runs; ' if args.record else ''}"
+            f"{args.rounds} rounds of "
             f"{args.seconds:g} s per phase)",
             flush=True,
         )
@@ -399,9 +413,7 @@ async def bench(
             proc.terminate()
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(15)
-        for path in work.iterdir():
-            path.unlink()
-        work.rmdir()
+        shutil.rmtree(work, ignore_errors=True)
     hinted = m.get('agent_hints_gateway_hints_total{source="trie"}', 0)
     print(f"   requests that got trie hints: {hinted:.0f}")
     judged = "realtime" if "realtime" in added else "normal"
@@ -430,6 +442,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--load", choices=["vegeta", "python"], default="vegeta",
         help="load generator: vegeta (Go, default) or the asyncio client in this process",
+    )  # fmt: skip
+    parser.add_argument(
+        "--record", action="store_true",
+        help="the gateway records the runs of the hints phase (8 calls each)",
     )  # fmt: skip
     parser.add_argument(
         "--event-loop", choices=["auto", "asyncio", "uvloop"], default="auto",

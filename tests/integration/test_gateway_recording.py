@@ -318,6 +318,10 @@ async def test_with_the_broker_down_requests_flow_and_runs_wait_in_the_spool(
                     messages=MESSAGES,
                     extra_headers=headers(run, name, **{"x-agent-run-end": str(name == "write")}),
                 )
+        for _ in range(100):  # ended runs reach the recorder within 50 ms, together
+            if obs.recorder.stats().pending_runs == 2:
+                break
+            await asyncio.sleep(0.05)
         stats = obs.recorder.stats()
         assert stats.pending_runs == 2
         assert "cannot connect" in (stats.last_error or "")

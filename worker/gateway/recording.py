@@ -45,6 +45,8 @@ log = logging.getLogger("worker.gateway")
 
 ENDED_BY = ("run_end_header", "idle", "max_calls", "max_runs", "shutdown")
 ERRORS = ("invalid_agent_id", "invalid_call", "not_recorded")
+#: ended runs are handed to the recorder together, at most this long after they end
+SUBMIT_EVERY_S = 0.05
 #: usage field in the response -> CallRecord field
 _USAGE_FIELDS = (
     ("completion_tokens", "output_tokens"),
@@ -143,6 +145,9 @@ class GatewayRecording(CallObserver):
         self._by_call: dict[int, _OpenRun] = {}
         self._sweeper: asyncio.Task[None] | None = None
         self._stopped = False
+        #: ended runs not handed to the recorder yet (see `_end`)
+        self._finished: list[_OpenRun] = []
+        self._submit_handle: asyncio.TimerHandle | None = None
 
     @classmethod
     def from_settings(
@@ -255,6 +260,9 @@ class GatewayRecording(CallObserver):
             if current.in_flight:
                 current.in_flight = 0
                 self._end(current)
+        if self._submit_handle is not None:
+            self._submit_handle.cancel()
+        self._submit_finished()
         sent = await self.recorder.aclose(self.close_timeout_s)
         stats = self.recorder.stats()
         log.info(
@@ -288,15 +296,32 @@ class GatewayRecording(CallObserver):
             self._end(current)
 
     def _end(self, current: _OpenRun) -> None:
-        run = current.run
-        reason = current.retired_by or "shutdown"
-        try:
-            run.end(ended_at=current.last_end_ns)
-        except (RecorderError, ValueError) as exc:
-            self.metrics.errors.labels("not_recorded").inc()
-            log.error("run %s of agent %r not recorded: %s", run.id, run.agent_id, exc)
-            return
-        self.metrics.runs.labels(reason).inc()
+        """Hand the run to the recorder with the others that end within `SUBMIT_EVERY_S`.
+
+        The recorder's sender writes and sends what it finds queued when it wakes: runs
+        that come one at a time cost it a spool file and a produce request each (~2-3 ms of
+        the gateway's CPU per run at 60 runs/s), runs that come together share them."""
+        self._finished.append(current)
+        if self._submit_handle is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # no loop (a test, a shutdown): at once
+                self._submit_finished()
+                return
+            self._submit_handle = loop.call_later(SUBMIT_EVERY_S, self._submit_finished)
+
+    def _submit_finished(self) -> None:
+        self._submit_handle = None
+        finished, self._finished = self._finished, []
+        for current in finished:
+            run = current.run
+            try:
+                run.end(ended_at=current.last_end_ns)
+            except (RecorderError, ValueError) as exc:
+                self.metrics.errors.labels("not_recorded").inc()
+                log.error("run %s of agent %r not recorded: %s", run.id, run.agent_id, exc)
+                continue
+            self.metrics.runs.labels(current.retired_by or "shutdown").inc()
 
     def _add_call(self, run: Run, call: CompletedCall, ended_ns: int) -> None:
         name = call.name if call.name is not None else call.route

@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry
 
 from worker.client import CallCounter
 from worker.gateway.observer import CompletedCall, StartedCall
-from worker.gateway.recording import GatewayRecording
+from worker.gateway.recording import SUBMIT_EVERY_S, GatewayRecording
 from worker.models import RunRecord, parse_run
 from worker.recorder import RunRecorder
 from worker.recorder.spool import decode
@@ -109,12 +109,18 @@ class Harness:
         """Every run recorded so far, in the order they ended: stops the recording (its
         recorder closes at once, every run on disk) and reads the spool's files."""
         asyncio.run(self.recording.stop())
+        return self.spooled()
+
+    def spooled(self) -> list[RunRecord]:
         values = [
             value
             for path in sorted(self.spool_dir.glob("*.seg"))
             for value in decode(path.read_bytes()).values
         ]
         return [parse_run(value) for value in values]
+
+    def recorder_pending(self) -> int:
+        return self.recording.recorder.stats().pending_runs
 
     def sample(self, name: str, **labels: str) -> float:
         value = self.registry.get_sample_value(name, labels)
@@ -298,3 +304,19 @@ def test_a_full_spool_is_counted_and_logged_not_raised(harness: Any, caplog: Any
     assert "spool full" in caplog.text
     kept = h.records()
     assert 1 <= len(kept) < 5
+
+
+async def test_on_the_event_loop_runs_ending_together_reach_the_recorder_together(
+    harness: Any,
+) -> None:
+    h = harness()
+    for i in range(5):
+        h.call(i, i + 1, run=f"r{i}", run_end=True)
+    assert h.recorder_pending() == 0  # held for SUBMIT_EVERY_S, so they share a spool write
+    await asyncio.sleep(SUBMIT_EVERY_S * 2)
+    assert h.recorder_pending() == 5
+    h.call(10, 11, run="last", run_end=True)
+    await h.recording.stop()  # what is held goes to the recorder at stop
+    assert sorted(r.calls[0].started_at for r in h.spooled()) == [
+        T0 + ms * MS for ms in (0, 1, 2, 3, 4, 10)
+    ]
