@@ -51,7 +51,8 @@ format: install
 bench: install
 	$(PY) -m benchmarks
 
-# the router client library's lookups/s and the hints gateway's added latency
+# the router client library's lookups/s and the hints gateway's added latency (load from
+# vegeta, built with the machine's Go on first use: scripts/install-vegeta.sh)
 bench-gateway: install
 	$(PY) -m benchmarks gateway
 

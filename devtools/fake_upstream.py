@@ -14,9 +14,15 @@ kept in `received` (method, path, query, headers, body bytes). Test helpers:
   connection;
 - `gate`: when set to an `asyncio.Event`, a streamed reply waits for it after its first
   content chunk (proves the gateway relays chunk by chunk);
-- `sent`: the body bytes of every completion answer, as sent (streams whole).
+- `sent`: the body bytes of every completion answer, as sent (streams whole);
+- `answered`: what each completion request was answered (`Answer`: status, usage, model,
+  when it arrived and when the answer was complete), for checking recorded runs;
+- usage: `completion_tokens` is the request's `max_tokens` when set (else 3), `prompt_tokens`
+  7, so each call can report different counts;
+- header `x-fake-delay-ms: N` on a completion request answers after N milliseconds.
 
-Run alone: `python -m devtools.fake_upstream --port 8000` (prints FAKE_UPSTREAM_URL=...).
+Run alone: `python -m devtools.fake_upstream --port 8000 [--no-keep]` (prints
+FAKE_UPSTREAM_URL=...).
 In tests: `await FakeUpstream().start()` on the test's loop, or `with FakeUpstream().
 in_thread() as up:` for synchronous code.
 """
@@ -62,6 +68,21 @@ class Received:
         return hint_headers(self.headers)
 
 
+@dataclass
+class Answer:
+    """What one completion request was answered."""
+
+    path: str
+    status: int
+    #: time.time_ns() when the request arrived and when the answer was complete
+    received_ns: int
+    finished_ns: int
+    #: the usage reported (in the body, or a stream's usage chunk), None when not reported
+    usage: dict[str, int] | None
+    model: str | None
+    stream: bool
+
+
 def hint_headers(headers: Any) -> dict[str, str]:
     return {
         name.lower(): value
@@ -73,11 +94,15 @@ def hint_headers(headers: Any) -> dict[str, str]:
 class FakeUpstream:
     """The stand-in server; `url` once started."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, keep: bool = True) -> None:
         self.host = host
         self.port = port
+        #: keep `received`, `sent` and `answered` (off for benchmarks: an ever-growing heap
+        #: makes the garbage collector pause the stand-in for tens of milliseconds)
+        self.keep = keep
         self.received: list[Received] = []
         self.sent: list[bytes] = []
+        self.answered: list[Answer] = []
         self.gate: asyncio.Event | None = None
         self._runner: web.AppRunner | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -131,6 +156,10 @@ class FakeUpstream:
         if self.gate is not None and self._loop is not None:
             self._loop.call_soon_threadsafe(self.gate.set)
 
+    def _keep(self, log: list[Any], item: Any) -> None:
+        if self.keep:
+            log.append(item)
+
     # --- handlers ---------------------------------------------------------------------------
 
     async def _record(self, request: web.Request) -> Received:
@@ -143,7 +172,7 @@ class FakeUpstream:
             CIMultiDict(request.headers),
             body,
         )
-        self.received.append(got)
+        self._keep(self.received, got)
         return got
 
     @staticmethod
@@ -158,16 +187,24 @@ class FakeUpstream:
         return await self._answer(request, "text")
 
     async def _answer(self, request: web.Request, kind: str) -> web.StreamResponse:
+        received_ns = time.time_ns()
         got = await self._record(request)
+        delay_ms = request.headers.get("x-fake-delay-ms")
+        if delay_ms:
+            await asyncio.sleep(int(delay_ms) / 1000)
         if request.headers.get("x-fake-status"):
             code = int(request.headers["x-fake-status"])
-            return self._error(code, f"fake error {code}")
+            return self._answered_error(got, received_ns, code, f"fake error {code}")
         try:
             body = got.json()
         except orjson.JSONDecodeError:
-            return self._error(400, "We could not parse the JSON body of your request.")
+            return self._answered_error(
+                got, received_ns, 400, "We could not parse the JSON body of your request."
+            )
         if not isinstance(body, dict):
-            return self._error(400, "The request body must be a JSON object.")
+            return self._answered_error(
+                got, received_ns, 400, "The request body must be a JSON object."
+            )
         nvext = body.get("nvext")
         if not isinstance(nvext, dict):
             nvext = {}
@@ -175,9 +212,23 @@ class FakeUpstream:
             {"agent_hints": nvext.get("agent_hints"), "hint_headers": got.hint_headers()}
         ).decode()
         model = str(body.get("model", "fake-model"))
-        usage = {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}
+        max_tokens = body.get("max_tokens")
+        completion = max_tokens if isinstance(max_tokens, int) and max_tokens > 0 else 3
+        usage = {
+            "prompt_tokens": 7,
+            "completion_tokens": completion,
+            "total_tokens": 7 + completion,
+        }
         if body.get("stream"):
-            return await self._stream(request, body, kind, model, report, usage)
+            include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+            response = await self._stream(request, body, kind, model, report, usage)
+            if not request.headers.get("x-fake-cut"):
+                self._keep(
+                    self.answered,
+                    Answer(got.path, 200, received_ns, time.time_ns(),
+                           usage if include_usage else None, model, True)
+                )  # fmt: skip
+            return response
         if kind == "chat":
             choice: dict[str, Any] = {
                 "index": 0,
@@ -194,8 +245,21 @@ class FakeUpstream:
             "choices": [choice],
             "usage": usage,
         }
-        self.sent.append(orjson.dumps(answer))
-        return web.Response(body=self.sent[-1], content_type="application/json")
+        data = orjson.dumps(answer)
+        self._keep(self.sent, data)
+        response = web.Response(body=data, content_type="application/json")
+        self._keep(
+            self.answered, Answer(got.path, 200, received_ns, time.time_ns(), usage, model, False)
+        )
+        return response
+
+    def _answered_error(
+        self, got: Received, received_ns: int, status: int, message: str
+    ) -> web.Response:
+        self._keep(
+            self.answered, Answer(got.path, status, received_ns, time.time_ns(), None, None, False)
+        )
+        return self._error(status, message)
 
     async def _stream(
         self,
@@ -239,7 +303,7 @@ class FakeUpstream:
         if (body.get("stream_options") or {}).get("include_usage"):
             await send(event([], usage=usage))
         await send(b"data: [DONE]\n\n")
-        self.sent.append(bytes(sent))
+        self._keep(self.sent, bytes(sent))
         await response.write_eof()
         return response
 
@@ -274,8 +338,8 @@ class FakeUpstream:
         )
 
 
-async def _serve(host: str, port: int) -> None:
-    upstream = await FakeUpstream(host, port).start()
+async def _serve(host: str, port: int, keep: bool) -> None:
+    upstream = await FakeUpstream(host, port, keep=keep).start()
     print(f"FAKE_UPSTREAM_URL={upstream.url}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -289,8 +353,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 = any free port")
+    parser.add_argument(
+        "--no-keep", action="store_true", help="keep nothing it received or sent (benchmarks)"
+    )
     args = parser.parse_args(argv)
-    asyncio.run(_serve(args.host, args.port))
+    asyncio.run(_serve(args.host, args.port, not args.no_keep))
     return 0
 
 

@@ -154,9 +154,10 @@ class GatewaySettings(_Section):
     min_runs: int = Field(default=0, ge=0)
     #: hints for agents without a usable entry; none when unset
     fallback_hints: FallbackHintsSettings | None = None
-    #: a run's call counts are forgotten after this long without a call
+    #: a run is over after this long without a call: its call counts are forgotten and,
+    #: with `record`, its run record is made (one value, so both agree on where runs end)
     run_idle_s: float = Field(default=600.0, gt=0)
-    #: at most this many runs' call counts are held (the least recently used go first)
+    #: at most this many runs are held, counted and recorded (the least recently used go first)
     max_runs: int = Field(default=100_000, ge=1)
     #: request bodies up to this size get hints; larger ones are streamed through unchanged
     max_body_bytes: int = Field(default=16_777_216, ge=1)
@@ -165,6 +166,18 @@ class GatewaySettings(_Section):
     read_timeout_s: float = Field(default=600.0, gt=0)
     #: "auto" = uvloop when installed (it is, with the base install on Linux and macOS)
     event_loop: Literal["auto", "asyncio", "uvloop"] = "auto"
+    #: record each agent run seen (requests with x-agent-id and x-agent-run-id) to topics.runs
+    record: bool = False
+    #: the recorder's spool: runs the broker has not acknowledged wait here (one gateway each)
+    record_spool_dir: Path = Path(".gateway-spool")
+    #: a run reaching this many calls ends; its caller's next call starts a new run
+    record_max_calls: int = Field(default=1000, ge=1)
+    #: ask the upstream for a streamed response's usage when the client did not (stripped)
+    record_stream_usage: bool = True
+    #: unsent runs the spool may hold; beyond, finished runs are not recorded (an error)
+    record_max_spool_bytes: int = Field(default=268_435_456, ge=1)
+    #: at shutdown, seconds to send what is pending; the rest stays in the spool
+    record_close_timeout_s: float = Field(default=10.0, ge=0)
 
 
 class Settings(BaseSettings):

@@ -22,7 +22,8 @@ from devtools.fake_upstream import FakeUpstream
 from devtools.worker_process import free_port, parse_metrics
 from tests.integration.published_hints import Published, published
 from worker.client import HintsClient
-from worker.gateway import CompletedCall, GatewayConfig, GatewayServer
+from worker.gateway import CallObserver, CompletedCall, GatewayConfig, GatewayServer
+from worker.gateway.observer import StartedCall
 from worker.learner import LearnerConfig, lookup_hints
 
 # async fixtures live on the session's loop (pyproject): the tests must run on it too
@@ -44,11 +45,15 @@ async def upstream() -> AsyncIterator[FakeUpstream]:
     await up.stop()
 
 
-class Recorder:
+class Recorder(CallObserver):
     """A CallObserver that keeps what it is told."""
 
     def __init__(self) -> None:
+        self.started: list[StartedCall] = []
         self.calls: list[CompletedCall] = []
+
+    def call_started(self, call: StartedCall) -> None:
+        self.started.append(call)
 
     def call_completed(self, call: CompletedCall) -> None:
         self.calls.append(call)
@@ -531,3 +536,35 @@ async def test_observers_see_each_call_with_usage_and_model(
     assert streamed.name == "model-b" and streamed.usage == usage and streamed.model == "model-b"
     assert plain.started_ns <= plain.ended_ns <= streamed.started_ns <= streamed.ended_ns
     assert plain.complete and streamed.complete
+    assert [(c.call_id, c.started_ns, c.run_id) for c in recorder.started] == [
+        (plain.call_id, plain.started_ns, run),
+        (streamed.call_id, streamed.started_ns, run),
+    ]
+    assert plain.call_id != streamed.call_id
+    assert not plain.run_end and not recorder.started[0].run_end
+
+
+async def test_a_run_end_header_restarts_the_runs_call_indexes(
+    outputs: Published, upstream: FakeUpstream
+) -> None:
+    assert trie_hints(outputs, "write", 1) != trie_hints(outputs, "write", 2)
+    async with running_gateway(outputs, upstream.url) as server:
+        run = str(uuid.uuid4())
+        client = sdk(server)
+        for end in ("", "true"):
+            await client.chat.completions.create(
+                model="m",
+                messages=MESSAGES,
+                extra_headers=agent_headers(run=run, name="write") | {"x-agent-run-end": end},
+            )
+            assert server.client.calls.peek("planner", run, "write") == (1 if not end else 0)
+        assert upstream.received[-1].agent_hints() == dynamo_expected(
+            trie_hints(outputs, "write", 2)
+        )  # the end call was still the run's second call
+        await client.chat.completions.create(
+            model="m", messages=MESSAGES, extra_headers=agent_headers(run=run, name="write")
+        )
+        assert server.client.calls.peek("planner", run, "write") == 1  # a new run
+        assert upstream.received[-1].agent_hints() == dynamo_expected(
+            trie_hints(outputs, "write", 1)
+        )

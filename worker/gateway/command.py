@@ -5,9 +5,10 @@
 
 Settings come from the same places as every command's (`worker/defaults.toml` or
 `--config` < `WORKER_*` environment < flags): the `[gateway]` section, plus
-`bootstrap_servers`, `topics.hints`, `topics.tries`, `[kafka]` and `learner.scale`.
+`bootstrap_servers`, `topics.hints`, `topics.tries`, `[kafka]` and `learner.scale`; with
+`--record` also `topics.runs` (runs are recorded there, see `recording`).
 Exit codes: 0 after SIGTERM / SIGINT, 2 bad settings, 3 cannot start (the port cannot be
-bound).
+bound, the record spool is another gateway's or cannot be made).
 """
 
 from __future__ import annotations
@@ -25,8 +26,12 @@ from worker.commands import options
 from worker.commands.options import add_settings_arguments
 from worker.errors import ExitCode, SettingsError
 from worker.gateway.config import GatewayConfig
+from worker.gateway.metrics import GatewayMetrics
+from worker.gateway.observer import CallObserver
+from worker.gateway.recording import GatewayRecording
 from worker.gateway.server import GatewayServer
 from worker.observability.logs import setup_logging
+from worker.recorder import RecorderError
 from worker.settings import Settings
 
 log = logging.getLogger("worker.gateway")
@@ -40,6 +45,9 @@ FLAGS: dict[str, str] = {
     "overwrite": "gateway.overwrite",
     "max_age_s": "gateway.max_age_s",
     "min_runs": "gateway.min_runs",
+    "record": "gateway.record",
+    "run_idle_s": "gateway.run_idle_s",
+    "record_spool_dir": "gateway.record_spool_dir",
     "log_level": "log_level",
     "log_json": "log_json",
 }
@@ -61,6 +69,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--max-age-s", type=float, help="skip hints older than this; 0 = never")
     parser.add_argument("--min-runs", type=int, help="skip hints learned from fewer runs")
+    parser.add_argument(
+        "--record",
+        action="store_true",
+        default=None,
+        help="record each agent run seen (x-agent-id + x-agent-run-id) to topics.runs",
+    )
+    parser.add_argument(
+        "--run-idle-s",
+        type=float,
+        help="a run is over after this many seconds without a call (default 600)",
+    )
+    parser.add_argument("--record-spool-dir", help="where unsent recorded runs wait")
     parser.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     parser.add_argument("--log-json", action="store_true", default=None, help="JSON log lines")
 
@@ -106,7 +126,19 @@ async def _quiet_gc_once_loaded(client: HintsClient) -> None:
 async def serve(settings: Settings, config: GatewayConfig) -> int:
     """Run until SIGTERM or SIGINT; the exit code."""
     client = HintsClient.from_settings(settings)
-    server = GatewayServer(config, client)
+    metrics = GatewayMetrics()
+    observers: list[CallObserver] = []
+    if settings.gateway.record:
+        try:
+            observers.append(
+                GatewayRecording.from_settings(
+                    settings, registry=metrics.registry, call_counter=client.calls
+                )
+            )
+        except (RecorderError, OSError) as exc:
+            log.error("cannot start: cannot record runs: %s", exc)
+            return ExitCode.START
+    server = GatewayServer(config, client, observers, metrics=metrics)
     try:
         await server.start()
     except OSError as exc:
@@ -119,6 +151,7 @@ async def serve(settings: Settings, config: GatewayConfig) -> int:
             "profile": settings.gateway.profile,
             "bootstrap_servers": settings.bootstrap_servers,
             "topics": [settings.topics.hints, settings.topics.tries],
+            "record": str(settings.gateway.record_spool_dir) if settings.gateway.record else None,
             "event_loop": type(asyncio.get_running_loop()).__module__.split(".")[0],
         },
     )

@@ -1,21 +1,38 @@
 """A hook for whoever wants to see the LLM calls passing through (run recording, SPEC 9).
 
-The gateway calls every registered `CallObserver` once per hint-eligible request (an agent
-header on chat or completions) when its response is complete: the call starts when the
-request arrives and ends when the last response byte went to the caller. `usage` and
-`model` come from the response body, or for a streamed (SSE) response from its events (the
-final usage chunk). Nothing is parsed unless an observer is registered.
+The gateway tells every registered `CallObserver` about each hint-eligible request (an
+agent header on chat or completions) twice: `call_started` when the request arrives (before
+its hints are resolved) and `call_completed` once its response is complete (the last byte
+went to the caller, or the call failed or was cut short). Each started call is completed
+exactly once, with the same `call_id`. `usage` and `model` come from a successful
+response's body, or for a streamed (SSE) response from its events (the final usage chunk).
+Nothing is parsed unless an observer is registered.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
-import orjson
+#: the status of a call whose handler was cancelled before it answered (gateway shutdown);
+#: nginx's "client closed request"
+NO_RESPONSE = 499
 
-#: a JSON response larger than this is not kept for its usage
-MAX_JSON_BYTES = 4 * 1024 * 1024
+
+@dataclass(frozen=True, slots=True)
+class StartedCall:
+    """An LLM call as the gateway sees it arrive."""
+
+    #: unique within the gateway process; the same in the call's CompletedCall
+    call_id: int
+    agent_id: str
+    run_id: str | None
+    #: chat_completions or completions
+    route: str
+    #: time.time_ns() when the request arrived
+    started_ns: int
+    #: the request said its run ends with it (`x-agent-run-end: true`)
+    run_end: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,66 +47,35 @@ class CompletedCall:
     #: time.time_ns() when the request arrived and when the response was complete
     started_ns: int
     ended_ns: int
-    #: HTTP status the caller got (the gateway's 502/504 when the upstream failed)
+    #: HTTP status the caller got (the gateway's 502/504 when the upstream failed;
+    #: NO_RESPONSE when the gateway stopped before answering)
     status: int
-    #: the response's `usage` object (prompt_tokens, completion_tokens, total_tokens)
+    #: a successful response's `usage` object (prompt_tokens, completion_tokens, total_tokens)
     usage: dict[str, Any] | None
-    #: the response's `model`
+    #: a successful response's `model`
     model: str | None
     #: False when the response was cut short (upstream or caller went away)
     complete: bool = True
+    call_id: int = 0
+    run_end: bool = False
 
 
-class CallObserver(Protocol):
-    """Called on the event loop; keep it quick (queue the work, do not block)."""
+class CallObserver:
+    """Base class of observers: override what you need. Called on the event loop: keep it
+    quick (queue the work, do not block)."""
 
-    def call_completed(self, call: CompletedCall) -> None: ...
+    #: ask the upstream for the usage of streamed responses whose client did not ask for it
+    #: (`stream_options.include_usage`), and strip that extra chunk from what the client gets
+    wants_stream_usage: bool = False
 
+    async def start(self) -> None:
+        """Called once before the gateway takes requests."""
 
-class ResponseUsage:
-    """Finds `usage` and `model` in a response while its chunks are relayed."""
+    def call_started(self, call: StartedCall) -> None:
+        """A hint-eligible request arrived."""
 
-    def __init__(self, content_type: str) -> None:
-        self.sse = content_type.startswith("text/event-stream")
-        self._json = bytearray()
-        self._line = bytearray()
-        self._too_large = False
-        self.usage: dict[str, Any] | None = None
-        self.model: str | None = None
+    def call_completed(self, call: CompletedCall) -> None:
+        """Its response is complete (or the call failed)."""
 
-    def feed(self, chunk: bytes) -> None:
-        if self.sse:
-            self._line += chunk
-            *lines, rest = self._line.split(b"\n")
-            self._line = bytearray(rest)
-            for line in lines:
-                self._event_line(bytes(line).strip())
-        elif not self._too_large:
-            self._json += chunk
-            if len(self._json) > MAX_JSON_BYTES:
-                self._too_large = True
-                self._json = bytearray()
-
-    def finish(self) -> None:
-        if self.sse:
-            self._event_line(bytes(self._line).strip())
-        elif self._json:
-            self._take(self._json)
-
-    def _event_line(self, line: bytes) -> None:
-        if line.startswith(b"data:"):
-            data = line[5:].strip()
-            if data and data != b"[DONE]":
-                self._take(data)
-
-    def _take(self, data: bytes | bytearray) -> None:
-        try:
-            value = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            return
-        if not isinstance(value, dict):
-            return
-        if isinstance(value.get("usage"), dict):
-            self.usage = value["usage"]
-        if isinstance(value.get("model"), str):
-            self.model = value["model"]
+    async def stop(self) -> None:
+        """Called once after the gateway stopped taking requests and answered the last."""

@@ -8,10 +8,15 @@ JSON body, or one over `max_body_bytes`, is forwarded exactly as received; a vie
 not loaded yet gives no hints. An upstream that cannot be reached answers 502, one that
 stays silent past `read_timeout_s` 504, both as OpenAI-style error bodies; a response cut
 short by the upstream is cut short for the caller too (the connection is closed).
+
+Observers (`observer.CallObserver`, e.g. run recording) hear of each hint-eligible call when
+it arrives and when it is complete. A request with `x-agent-run-end: true` ends its run in
+the call context once it is answered (a later call with that run id counts from 1 again).
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -26,7 +31,8 @@ from worker.client import HintsClient
 from worker.gateway.config import GatewayConfig
 from worker.gateway.headers import response_headers, upstream_headers
 from worker.gateway.metrics import GatewayMetrics
-from worker.gateway.observer import CallObserver, CompletedCall, ResponseUsage
+from worker.gateway.observer import NO_RESPONSE, CallObserver, CompletedCall, StartedCall
+from worker.gateway.response_usage import ResponseUsage, ask_for_stream_usage
 
 log = logging.getLogger("worker.gateway")
 
@@ -35,20 +41,50 @@ HINT_ROUTES = {"/v1/chat/completions": "chat_completions", "/v1/completions": "c
 AGENT_HEADER = "x-agent-id"
 RUN_HEADER = "x-agent-run-id"
 CALL_NAME_HEADER = "x-agent-call-name"
+RUN_END_HEADER = "x-agent-run-end"
+_TRUE = frozenset({"true", "1", "yes"})
+_call_ids = itertools.count(1)
 
 
 class _Call:
     """What the proxy knows about one hint-eligible request while it is under way."""
 
-    __slots__ = ("agent_id", "name", "route", "run_id", "started_ns", "usage")
+    __slots__ = (
+        "agent_id",
+        "call_id",
+        "complete",
+        "name",
+        "route",
+        "run_end",
+        "run_id",
+        "started_ns",
+        "status",
+        "strip_usage",
+        "usage",
+    )
 
-    def __init__(self, agent_id: str, run_id: str | None, route: str) -> None:
+    def __init__(self, agent_id: str, run_id: str | None, route: str, run_end: bool) -> None:
+        self.call_id = next(_call_ids)
         self.agent_id = agent_id
         self.run_id = run_id
         self.route = route
+        self.run_end = run_end
         self.name: str | None = None
         self.started_ns = time.time_ns()
         self.usage: ResponseUsage | None = None
+        #: the gateway asked for the stream's usage chunk: strip it from the relayed stream
+        self.strip_usage = False
+        self.status = NO_RESPONSE
+        self.complete = False
+
+
+class _HeadersWithBody(web.StreamResponse):
+    """A relayed response whose headers leave with its first body bytes: one write and one
+    TCP segment to the caller instead of two (aiohttp's StreamResponse sends the headers at
+    `prepare`; its Response holds them like this). Not for event streams, whose headers go
+    at once: a client may wait for them before the first event."""
+
+    _send_headers_immediately = False
 
 
 class HintsProxy:
@@ -65,6 +101,8 @@ class HintsProxy:
         self.client = client
         self.metrics = metrics
         self.observers = list(observers)
+        #: an observer wants the usage of streamed responses even when the client did not ask
+        self.ask_stream_usage = any(o.wants_stream_usage for o in self.observers)
         self.session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
@@ -91,24 +129,27 @@ class HintsProxy:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         started = time.perf_counter()
         route = HINT_ROUTES.get(request.path) if request.method == "POST" else None
-        call = None
-        if route is not None:
-            agent_id = request.headers.get(AGENT_HEADER)  # absent or "": no hints
-            if agent_id:
-                call = _Call(agent_id, request.headers.get(RUN_HEADER) or None, route)
-        added: dict[str, str] = {}
-        data: Any = None
-        keep_length = True
-        if call is not None:
-            data, added, keep_length = await self._with_hints(request, call)
-        elif request.body_exists:
-            data = request.content
-        headers = upstream_headers(request.headers, added, keep_length=keep_length)
         url = URL(self.config.upstream + request.raw_path, encoded=True)
-        prepared = time.perf_counter()
-        return await self._forward(
-            request, url, headers, data, route or "other", call, prepared - started
+        agent_id = request.headers.get(AGENT_HEADER) if route is not None else None
+        if route is None or not agent_id:  # absent or "": no hints, nothing observed
+            data = request.content if request.body_exists else None
+            headers = upstream_headers(request.headers, {}, keep_length=True)
+            added_s = time.perf_counter() - started
+            return await self._forward(request, url, headers, data, route or "other", None, added_s)
+        call = _Call(
+            agent_id,
+            request.headers.get(RUN_HEADER) or None,
+            route,
+            request.headers.get(RUN_END_HEADER, "").strip().lower() in _TRUE,
         )
+        self._started(call)
+        try:
+            data, added, keep_length = await self._with_hints(request, call)
+            headers = upstream_headers(request.headers, added, keep_length=keep_length)
+            added_s = time.perf_counter() - started
+            return await self._forward(request, url, headers, data, route, call, added_s)
+        finally:
+            self._completed(call)
 
     async def _with_hints(
         self, request: web.Request, call: _Call
@@ -137,9 +178,11 @@ class HintsProxy:
         if resolution.skipped is not None:
             self.metrics.skipped.labels(resolution.skipped).inc()
         rendering = self.client.render(resolution, body, request.headers)
-        if rendering.body_changed:
-            return orjson.dumps(body), rendering.headers, False
-        return raw, rendering.headers, True
+        if self.ask_stream_usage and ask_for_stream_usage(body):
+            call.strip_usage = True
+        elif not rendering.body_changed:
+            return raw, rendering.headers, True
+        return orjson.dumps(body), rendering.headers, False
 
     def _unchanged(
         self, request: web.Request, call: _Call, name: str | None, reason: str, data: Any
@@ -179,7 +222,8 @@ class HintsProxy:
             )
         relay_start = time.perf_counter()
         async with upstream:
-            response = web.StreamResponse(
+            sse = upstream.headers.get("Content-Type", "").startswith("text/event-stream")
+            response = (web.StreamResponse if sse else _HeadersWithBody)(
                 status=upstream.status,
                 reason=upstream.reason,
                 headers=response_headers(upstream.headers),
@@ -190,11 +234,14 @@ class HintsProxy:
                 complete = False
             else:
                 self.metrics.added.observe(added_s + time.perf_counter() - relay_start)
-                if call is not None and self.observers:
-                    call.usage = ResponseUsage(upstream.headers.get("Content-Type", ""))
+                if call is not None and self.observers and upstream.status < 400:
+                    call.usage = ResponseUsage(
+                        upstream.headers.get("Content-Type", ""), strip=call.strip_usage
+                    )
                 complete = await self._relay(request, upstream, response, call)
         self.metrics.requests.labels(route, str(upstream.status)).inc()
-        self._observe(call, upstream.status, complete)
+        if call is not None:
+            call.status, call.complete = upstream.status, complete
         return response
 
     async def _relay(
@@ -217,15 +264,17 @@ class HintsProxy:
                 if request.transport is not None:
                     request.transport.abort()  # the caller must not take it for complete
                 return False
-            if not chunk:
-                return True
-            try:
-                await response.write(chunk)
-            except ConnectionError:  # the caller went away: stop reading the upstream
-                log.debug("caller disconnected during %s %s", request.method, request.path)
-                return False
+            ended = not chunk
             if usage is not None:
-                usage.feed(chunk)
+                chunk = usage.finish() if ended else usage.feed(chunk)
+            if chunk:
+                try:
+                    await response.write(chunk)
+                except ConnectionError:  # the caller went away: stop reading the upstream
+                    log.debug("caller disconnected during %s %s", request.method, request.path)
+                    return False
+            if ended:
+                return True
 
     def _failed(
         self,
@@ -239,16 +288,35 @@ class HintsProxy:
         self.metrics.upstream_errors.labels(kind).inc()
         self.metrics.requests.labels(route, str(status)).inc()
         log.warning("%s %s: %s", request.method, request.path, message)
-        self._observe(call, status, complete=True)
+        if call is not None:
+            call.status, call.complete = status, True
         error = {"error": {"message": message, "type": f"upstream_{kind}", "code": status}}
         return web.json_response(error, status=status, dumps=lambda v: orjson.dumps(v).decode())
 
-    def _observe(self, call: _Call | None, status: int, complete: bool) -> None:
-        if call is None or not self.observers:
+    def _started(self, call: _Call) -> None:
+        if not self.observers:
+            return
+        started = StartedCall(
+            call_id=call.call_id,
+            agent_id=call.agent_id,
+            run_id=call.run_id,
+            route=call.route,
+            started_ns=call.started_ns,
+            run_end=call.run_end,
+        )
+        for observer in self.observers:
+            try:
+                observer.call_started(started)
+            except Exception:  # an observer's bug never breaks the proxy
+                log.exception("call observer %r failed", observer)
+
+    def _completed(self, call: _Call) -> None:
+        """Tell the observers (once per call, however it ended); end the run when asked."""
+        if call.run_end and call.run_id is not None:
+            self.client.calls.end_run(call.agent_id, call.run_id)
+        if not self.observers:
             return
         usage = call.usage
-        if usage is not None:
-            usage.finish()
         completed = CompletedCall(
             agent_id=call.agent_id,
             run_id=call.run_id,
@@ -256,10 +324,12 @@ class HintsProxy:
             route=call.route,
             started_ns=call.started_ns,
             ended_ns=time.time_ns(),
-            status=status,
+            status=call.status,
             usage=usage.usage if usage is not None else None,
             model=usage.model if usage is not None else None,
-            complete=complete,
+            complete=call.complete,
+            call_id=call.call_id,
+            run_end=call.run_end,
         )
         for observer in self.observers:
             try:

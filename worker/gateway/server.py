@@ -2,7 +2,8 @@
 
 The three local endpoints answer GET on the gateway's own port; every other request is
 the proxy's. `/readyz` is 200 once the hints view is loaded (requests are served before
-that, without hints); `/healthz` is 200 while the server runs.
+that, without hints); `/healthz` is 200 while the server runs. Observers are started before
+the port is bound and stopped after the last request was answered.
 """
 
 from __future__ import annotations
@@ -30,10 +31,13 @@ class GatewayServer:
         config: GatewayConfig,
         client: HintsClient,
         observers: Sequence[CallObserver] = (),
+        metrics: GatewayMetrics | None = None,
     ) -> None:
         self.config = config
         self.client = client
-        self.metrics = GatewayMetrics()
+        #: pass `metrics` to put other metrics (an observer's) on the same /metrics
+        self.metrics = metrics or GatewayMetrics()
+        self.observers = list(observers)
         store = client.view.store
         self.metrics.bind(
             agents=lambda topic: len(store.hints if topic == "hints" else store.tries),
@@ -42,8 +46,9 @@ class GatewayServer:
             invalid=lambda topic: store.invalid["hints" if topic == "hints" else "tries"],
             runs=lambda: len(client.calls),
         )
-        self.proxy = HintsProxy(config, client, self.metrics, observers)
+        self.proxy = HintsProxy(config, client, self.metrics, self.observers)
         self._runner: web.AppRunner | None = None
+        self._started_observers: list[CallObserver] = []
         #: the port actually bound (config.port 0 picks a free one)
         self.port: int | None = None
 
@@ -56,7 +61,11 @@ class GatewayServer:
         return app
 
     async def start(self) -> None:
-        """Bind the port (OSError when it cannot), then start following the topics."""
+        """Start the observers, bind the port (OSError when it cannot), then start following
+        the topics."""
+        for observer in self.observers:
+            await observer.start()
+            self._started_observers.append(observer)
         await self.proxy.start()
         self._runner = web.AppRunner(self.make_app(), access_log=None, handle_signals=False)
         await self._runner.setup()
@@ -81,6 +90,12 @@ class GatewayServer:
             self._runner = None
         await self.proxy.stop()
         await self.client.stop()
+        while self._started_observers:
+            observer = self._started_observers.pop()
+            try:
+                await observer.stop()
+            except Exception:
+                log.exception("call observer %r failed to stop", observer)
 
     async def _healthz(self, _request: web.Request) -> web.Response:
         return web.json_response({"status": "ok", "view": self.client.view.status})

@@ -1,17 +1,22 @@
-"""The gateway's pure parts: settings glue, header forwarding, usage from responses."""
+"""The gateway's pure parts: settings glue and header forwarding."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
+from typing import Any
+from unittest import mock
 
-import orjson
 import pytest
+from aiohttp import web
+from aiohttp.http_writer import StreamWriter
+from aiohttp.test_utils import make_mocked_request
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from worker.client import HintsClient
 from worker.gateway.config import GatewayConfig
 from worker.gateway.headers import response_headers, upstream_headers
-from worker.gateway.observer import ResponseUsage
+from worker.gateway.proxy import _HeadersWithBody
 from worker.settings import SettingsError, load_settings
 
 
@@ -87,6 +92,10 @@ def test_bad_upstream_urls_are_refused(upstream: str, why: str) -> None:
         ("gateway.max_body_bytes", "0"),
         ("gateway.fallback_hints.osl", "-1"),
         ("gateway.event_loop", "trio"),
+        ("gateway.record", "maybe"),
+        ("gateway.record_max_calls", "0"),
+        ("gateway.record_max_spool_bytes", "0"),
+        ("gateway.record_close_timeout_s", "-1"),
     ],
 )
 def test_bad_gateway_values_name_the_setting(name: str, value: str) -> None:
@@ -140,44 +149,64 @@ def test_response_headers_keep_repeats_and_drop_hop_by_hop() -> None:
     ]
 
 
-# --- usage from responses ----------------------------------------------------------------------
+def test_record_flags_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    import argparse
 
-USAGE = {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}
+    from worker.gateway import command
+
+    parser = argparse.ArgumentParser()
+    command.add_arguments(parser)
+    args = parser.parse_args(
+        ["--upstream", "http://llm:8000", "--record", "--run-idle-s", "30",
+         "--record-spool-dir", "/var/spool/gw"]
+    )  # fmt: skip
+    gateway = command.settings_from_args(args).gateway
+    assert gateway.record is True and gateway.run_idle_s == 30.0
+    assert str(gateway.record_spool_dir) == "/var/spool/gw"
+    monkeypatch.setenv("WORKER_GATEWAY__RECORD", "true")
+    monkeypatch.setenv("WORKER_GATEWAY__RECORD_MAX_CALLS", "50")
+    args = parser.parse_args(["--upstream", "http://llm:8000"])
+    gateway = command.settings_from_args(args).gateway
+    assert gateway.record is True and gateway.record_max_calls == 50
+    assert gateway.run_idle_s == 600.0 and gateway.record_stream_usage is True
 
 
-def sse(*events: dict | str) -> bytes:
-    return b"".join(
-        b"data: " + (e.encode() if isinstance(e, str) else orjson.dumps(e)) + b"\n\n"
-        for e in events
+# --- relayed responses -------------------------------------------------------------------------
+
+
+class _Transport(asyncio.Transport):
+    """Keeps every write, as the socket would get it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[bytes] = []
+
+    def write(self, data: Any) -> None:
+        self.writes.append(bytes(data))
+
+    def is_closing(self) -> bool:
+        return False
+
+
+async def _writes_of(response_class: type[web.StreamResponse]) -> list[bytes]:
+    transport = _Transport()
+    protocol = mock.Mock(transport=transport)
+    writer = StreamWriter(protocol, asyncio.get_running_loop())
+    request = make_mocked_request(
+        "POST", "/v1/chat/completions", writer=writer, transport=transport, protocol=protocol
     )
-
-
-@pytest.mark.parametrize("chunk", [1, 7, 64, 10_000])
-def test_usage_from_an_sse_stream_in_any_chunking(chunk: int) -> None:
-    stream = sse(
-        {"model": "m1", "choices": [{"delta": {"content": "hi"}}]},
-        {"model": "m1", "choices": [], "usage": USAGE},
-        "[DONE]",
+    response = response_class(
+        status=200, headers={"Content-Type": "application/json", "Content-Length": "11"}
     )
-    tap = ResponseUsage("text/event-stream; charset=utf-8")
-    for i in range(0, len(stream), chunk):
-        tap.feed(stream[i : i + chunk])
-    tap.finish()
-    assert tap.usage == USAGE and tap.model == "m1"
+    await response.prepare(request)
+    await response.write(b'{"ok": true')
+    await response.write_eof()
+    return transport.writes
 
 
-def test_usage_from_a_json_response_and_nothing_from_junk() -> None:
-    tap = ResponseUsage("application/json")
-    body = orjson.dumps({"model": "m2", "usage": USAGE, "choices": []})
-    tap.feed(body[:10])
-    tap.feed(body[10:])
-    tap.finish()
-    assert tap.usage == USAGE and tap.model == "m2"
-    junk = ResponseUsage("application/json")
-    junk.feed(b"<html>bad gateway</html>")
-    junk.finish()
-    assert junk.usage is None and junk.model is None
-    stream = ResponseUsage("text/event-stream")
-    stream.feed(b"data: {not json}\n\ndata: [1]\n\n: comment\n\n")
-    stream.finish()
-    assert stream.usage is None
+async def test_a_relayed_response_sends_its_headers_with_its_first_body_bytes() -> None:
+    one = await _writes_of(_HeadersWithBody)
+    assert len(one) == 1  # one write, one TCP segment to the caller
+    assert one[0].startswith(b"HTTP/1.1 200 OK\r\n") and one[0].endswith(b'\r\n\r\n{"ok": true')
+    two = await _writes_of(web.StreamResponse)  # aiohttp's default: headers at prepare()
+    assert b"".join(two) == one[0] and len(two) == 2
