@@ -40,7 +40,8 @@ from worker.client import HintsClient
 from worker.gateway import GatewayConfig, GatewayServer
 from worker.gateway.metrics import GatewayMetrics
 from worker.gateway.recording import GatewayRecording
-from worker.models import CallRecord, RunRecord, parse_run
+from worker.models import CallRecord, RunRecord
+from worker.models.runs import parse_run_validated as parse_run  # the models: dumped below
 from worker.recorder import RunRecorder
 
 pytestmark = pytest.mark.integration
