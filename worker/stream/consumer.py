@@ -15,7 +15,10 @@ When the stream buffer fills up, faust pauses fetching from the partitions that 
 once every partition is paused, its fetch loop sleeps a whole second before it looks again,
 whatever happens meanwhile. Delivering inline fills the buffer fast, so a bare agent
 alternated ~0.2 s of work with ~0.9 s of idling (4 such stalls per 20,000 records).
-`EagerConsumer` wakes the fetch loop as soon as a partition is resumed instead.
+`EagerConsumer` wakes the fetch loop as soon as a partition is resumed instead. Likewise,
+with only some partitions paused, faust fetches the others with a one-second timeout, which
+at a backlog's end (the paused partitions hold the rest) was a second of idling; such a
+fetch now waits at most `PAUSED_FETCH_TIMEOUT_S`.
 
 faust also fixes the fetch at `fetch_min_bytes=1` (the broker answers as soon as one record
 is there) and `fetch_max_wait_ms=1500`. Every answer is a round trip through faust's
@@ -72,6 +75,10 @@ async def _resume(coro: Coroutine[Any, Any, Any], waiting_on: Any) -> Any:
             return stop.value
 
 
+#: the longest a fetch waits while some partitions are paused for a full stream buffer
+PAUSED_FETCH_TIMEOUT_S = 0.05
+
+
 class BatchingConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     """faust's consumer thread with the app's fetch batching settings."""
 
@@ -105,6 +112,10 @@ class EagerConsumer(faust_aiokafka.Consumer):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._resumed.wait(), timeout)
             return {}, self._get_active_partitions()
+        if self._buffered_partitions:
+            # some partitions are paused: a fetch of the others alone must not wait out the
+            # whole timeout for data that may not come while those are resumed meanwhile
+            timeout = min(timeout, PAUSED_FETCH_TIMEOUT_S)
         return await super()._wait_next_records(timeout)
 
     async def wait_first(self, *coros: Any, timeout: Any = None) -> WaitResults:

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from worker.stream.consumer import EagerConsumer
+from worker.stream.consumer import PAUSED_FETCH_TIMEOUT_S, EagerConsumer
 
 
 def consumer() -> EagerConsumer:
@@ -118,3 +118,26 @@ async def test_with_every_partition_paused_the_fetch_loop_wakes_when_one_resumes
     c.on_buffer_drop("tp-0")  # the buffer drained: faust re-activates the partition
     records, partitions = await asyncio.wait_for(waiting, 5.0)  # ... but not the 30 s
     assert records == {} and partitions == {"tp-0"}
+
+
+async def test_with_some_partitions_paused_a_fetch_of_the_others_does_not_wait_a_second() -> None:
+    """faust fetches the active partitions with a 1 s timeout; when the paused ones are the
+    only ones with data left, that whole second was idle (the stall at a backlog's end)."""
+    c = consumer()
+    c._get_active_partitions = lambda: {"tp-1"}  # type: ignore[method-assign]
+    c._buffered_partitions = {"tp-0"}
+    c.flow_active = True
+    c.app = SimpleNamespace(client_only=False)
+    c.not_waiting_next_records = asyncio.Event()
+    asked: list[float] = []
+
+    async def getmany(active_partitions: set[str], timeout: float) -> dict[str, list[int]]:
+        asked.append(timeout)
+        return {}
+
+    c._getmany = getmany  # type: ignore[method-assign]
+    await c._wait_next_records(timeout=1.0)
+    assert asked == [PAUSED_FETCH_TIMEOUT_S] and PAUSED_FETCH_TIMEOUT_S <= 0.1
+    c._buffered_partitions = set()
+    await c._wait_next_records(timeout=1.0)
+    assert asked[-1] == 1.0  # nothing paused: faust's own timeout
