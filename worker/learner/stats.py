@@ -7,6 +7,12 @@ style of DDSketch). Reading a percentile finds the samples at the exact ranks SP
 section 5 interpolates between, each within 0.5 or 1% of its true value, so the result
 stays within SPEC's bound (2% relative or 1.0 absolute). Bucket counts add up, so merged
 statistics equal the statistic of all samples whatever the split.
+
+Sums are exact (SPEC 5: "exact mean"): an integer count of 2**-1074, the smallest positive
+double, holds any sum of finite floats and ints without rounding, so a mean is the one
+correctly rounded quotient of the true sum, whatever the order of additions, the batching
+or how the samples were split between states. The serialized form is canonical (exact
+samples sorted, sums in lowest terms): equal statistics give equal bytes.
 """
 
 from __future__ import annotations
@@ -71,6 +77,60 @@ def _value_of(key: int) -> float:
     return value
 
 
+#: exact sums count units of 2**-1074: every finite double is a whole number of them
+UNIT_SHIFT = 1074
+_I64 = 1 << 63
+
+
+def exact_units(value: Number) -> int:
+    """`value` as an exact integer number of 2**-1074 units (any int or finite float)."""
+    if type(value) is int:
+        return value << UNIT_SHIFT
+    numerator, denominator = value.as_integer_ratio()  # denominator: a power of two
+    return numerator << (UNIT_SHIFT + 1 - denominator.bit_length())
+
+
+def sum_units(values: list[Number]) -> int:
+    """The exact sum of `values` in units (ints are summed as ints first: exact and fast)."""
+    total = sum(values)
+    if type(total) is int:
+        return total << UNIT_SHIFT
+    return sum(map(exact_units, values))
+
+
+def units_mean(units: int, count: int) -> float:
+    """The correctly rounded mean (int / int true division rounds correctly in Python)."""
+    return units / (count << UNIT_SHIFT) if count else 0.0
+
+
+def dump_units(units: int) -> int | str:
+    """A canonical JSON form of an exact sum: an int when whole and in int64 range, else
+    the string "N*2^E" with N odd (orjson encodes integers up to 64 bits only)."""
+    if units == 0:
+        return 0
+    shift = (units & -units).bit_length() - 1  # trailing zero bits
+    numerator, exponent = units >> shift, shift - UNIT_SHIFT
+    if exponent >= 0 and -_I64 <= numerator << exponent < _I64:
+        return numerator << exponent
+    return f"{numerator}*2^{exponent}"
+
+
+def load_units(data: Any) -> int:
+    """Inverse of dump_units; also reads the plain numbers older state formats stored."""
+    if isinstance(data, str):
+        numerator, _, exponent = data.partition("*2^")
+        shift = int(exponent) + UNIT_SHIFT
+        if not exponent or shift < 0:
+            raise ValueError(f"not an exact sum: {data!r}")
+        return int(numerator) << shift
+    if isinstance(data, bool) or not isinstance(data, int | float):
+        raise ValueError(f"not an exact sum: {data!r}")
+    try:
+        return exact_units(data)
+    except (OverflowError, ValueError):  # inf, nan
+        raise ValueError(f"not an exact sum: {data!r}") from None
+
+
 def interpolate(sorted_values: list[Number], percentile: float) -> float:
     """SPEC section 5's linear-interpolation percentile of sorted samples."""
     low, high, frac = _rank_split(len(sorted_values), percentile)
@@ -101,7 +161,7 @@ class Statistic:
     cumulative sum and a binary search.
     """
 
-    __slots__ = ("_metrics", "counts", "folded_count", "folded_total", "keys", "pending")
+    __slots__ = ("_metrics", "counts", "folded_count", "folded_units", "keys", "pending")
 
     def __init__(self) -> None:
         self._metrics: dict[str, Any] | None = None  # cached until the count changes
@@ -109,7 +169,7 @@ class Statistic:
         self.keys: list[int] | None = None  # the sketch's bucket keys, sorted (None: exact)
         self.counts: list[int] = []  # samples in each bucket, aligned with keys
         self.folded_count = 0
-        self.folded_total: Number = 0
+        self.folded_units = 0  # exact sum of the folded samples, in 2**-1074 units
 
     def add(self, value: Number) -> None:
         self.pending.append(value)
@@ -119,13 +179,14 @@ class Statistic:
         return self.folded_count + len(self.pending)
 
     @property
-    def total(self) -> Number:
-        return self.folded_total + sum(self.pending)
+    def units(self) -> int:
+        """The exact sum of every sample, in 2**-1074 units."""
+        return self.folded_units + sum_units(self.pending)
 
     @property
     def mean(self) -> float:
-        count = self.count
-        return self.total / count if count else 0.0
+        """The exact mean, correctly rounded (never depends on the order of the samples)."""
+        return units_mean(self.units, self.count)
 
     @property
     def exact(self) -> bool:
@@ -142,7 +203,7 @@ class Statistic:
             keyed = [_key_of(v) if k is None else k for k, v in zip(keyed, pending, strict=True)]
         self._add_buckets(Counter(cast(list[int], keyed)).items())
         self.folded_count += len(pending)
-        self.folded_total += sum(pending)
+        self.folded_units += sum_units(pending)
         self.pending = []
 
     def _add_buckets(self, buckets: Iterable[tuple[int, int]]) -> None:
@@ -162,7 +223,7 @@ class Statistic:
         self.pending.extend(other.pending)
         if other.keys is not None:
             self.folded_count += other.folded_count
-            self.folded_total += other.folded_total
+            self.folded_units += other.folded_units
             self._add_buckets(zip(other.keys, other.counts, strict=True))
         self.compact()
 
@@ -219,13 +280,15 @@ class Statistic:
         }
         return self._metrics
 
-    # -- compact form: [samples] while exact, else [count, total, sorted keys, their counts]
+    # -- canonical compact form: [sorted samples] while exact, else
+    # -- [count, exact sum, sorted keys, their counts]
 
     def dump(self) -> list[Any]:
         self.compact()
         if self.exact:
+            self.pending.sort()  # canonical: the same samples give the same bytes
             return [self.pending]
-        return [self.folded_count, self.folded_total, self.keys, self.counts]
+        return [self.folded_count, dump_units(self.folded_units), self.keys, self.counts]
 
     @classmethod
     def load(cls, data: list[Any]) -> Statistic:
@@ -233,9 +296,10 @@ class Statistic:
         if len(data) == 1:
             stat.pending = list(data[0])
         else:
-            stat.folded_count, stat.folded_total, keys, counts = data
+            stat.folded_count, total, keys, counts = data
             if len(keys) != len(counts):
                 raise ValueError("sketch keys and counts differ in length")
+            stat.folded_units = load_units(total)
             stat.keys = list(keys)
             stat.counts = list(counts)
         return stat
@@ -247,7 +311,7 @@ class Statistic:
         other.compact()
         return (
             self.count == other.count
-            and math.isclose(self.total, other.total, rel_tol=1e-12, abs_tol=1e-9)
+            and self.units == other.units
             and sorted(self.pending) == sorted(other.pending)
             and self.keys == other.keys
             and self.counts == other.counts
@@ -258,42 +322,44 @@ class Statistic:
 
 
 class Mean:
-    """Count and sum only: for the sensitivity score, whose percentiles nobody reads."""
+    """Count and exact sum only: for the sensitivity score, whose percentiles nobody reads."""
 
-    __slots__ = ("count", "total")
+    __slots__ = ("count", "units")
 
-    def __init__(self, count: int = 0, total: Number = 0) -> None:
+    def __init__(self, count: int = 0, units: int = 0) -> None:
         self.count = count
-        self.total = total
+        self.units = units  # exact sum, in 2**-1074 units
 
     def add(self, value: Number) -> None:
         self.count += 1
-        self.total += value
+        self.units += exact_units(value)
 
     @property
     def mean(self) -> float:
-        return self.total / self.count if self.count else 0.0
+        """The exact mean, correctly rounded."""
+        return units_mean(self.units, self.count)
 
     def compact(self) -> None:
         """Nothing to fold; here so every statistic of a group answers the same calls."""
 
     def merge(self, other: Mean) -> None:
         self.count += other.count
-        self.total += other.total
+        self.units += other.units
 
     def dump(self) -> list[Any]:
-        return [self.count, self.total]
+        return [self.count, dump_units(self.units)]
 
     @classmethod
     def load(cls, data: list[Any]) -> Mean:
-        return cls(*data)
+        count, total = data
+        if not isinstance(count, int) or count < 0:
+            raise ValueError(f"not a sample count: {count!r}")
+        return cls(count, load_units(total))
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Mean):
             return NotImplemented
-        return self.count == other.count and math.isclose(
-            self.total, other.total, rel_tol=1e-12, abs_tol=1e-9
-        )
+        return self.count == other.count and self.units == other.units
 
     def __repr__(self) -> str:
         return f"Mean(count={self.count}, mean={self.mean:.6g})"
