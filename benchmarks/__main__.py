@@ -12,7 +12,7 @@ import sys
 
 #: name -> module; the default set runs in this order
 BENCHMARKS = {"learner": "benchmarks.learner", "e2e": "benchmarks.e2e"}
-EXTRA = {"recovery": "benchmarks.recovery"}
+EXTRA = {"recovery": "benchmarks.recovery", "state": "benchmarks.state"}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,7 +19,7 @@ import orjson
 
 from worker.learner.analysis import CallObservation, observe_run
 from worker.learner.config import LearnerConfig
-from worker.learner.stats import FOLD_BATCH, Mean, Statistic, exact_units
+from worker.learner.stats import FOLD_BATCH, Mean, Statistic, fast_units
 from worker.models import RunRecord
 
 #: 1: statistics and the agent's run ids in one value; 2: statistics only (exact sums)
@@ -28,7 +28,7 @@ _HEADER = struct.Struct("<BI")  # format version, length of the JSON part (v1: r
 #: observations a node queues before folding them into its statistics (bounds memory)
 FOLD_OBSERVATIONS = 512
 _call_index = itemgetter(1)
-#: what a node queues: the observation's six fields, then its score as exact units
+#: what a node queues: the observation's six fields, then its score in 2**-128 units (or None)
 Queued = tuple[Any, ...]
 
 
@@ -54,8 +54,8 @@ class StatGroup:
         self.interarrival_ms.pending += [obs[3] for obs in observations if obs[3] is not None]
         self.output_tokens.pending += [obs[4] for obs in observations]
         scores = self.score
-        scores.units += sum([obs[6] for obs in observations])  # exact: any order, any split
-        scores.count += len(observations)
+        # exact: any order, any split
+        scores.add_fast([obs[6] for obs in observations], [obs[5] for obs in observations])
         if len(remaining) >= FOLD_BATCH:  # remaining_calls gets every sample: the longest
             for name in self.__slots__:
                 getattr(self, name).compact()
@@ -69,9 +69,12 @@ class StatGroup:
 
     @classmethod
     def load(cls, data: list[Any]) -> StatGroup:
-        group = cls()
-        for name, part in zip(cls.__slots__, data, strict=True):
-            setattr(group, name, Mean.load(part) if name == "score" else Statistic.load(part))
+        group = cls.__new__(cls)
+        interarrival, output, remaining, score = data  # in __slots__ order
+        group.interarrival_ms = Statistic.load(interarrival)
+        group.output_tokens = Statistic.load(output)
+        group.remaining_calls = Statistic.load(remaining)
+        group.score = Mean.load(score)
         return group
 
     def __eq__(self, other: object) -> bool:
@@ -137,7 +140,8 @@ class NodeStats:
 
     @classmethod
     def load(cls, data: list[Any]) -> NodeStats:
-        node = cls()
+        node = cls.__new__(cls)
+        node._queued = []
         node._any_index = StatGroup.load(data[0])
         node._by_index = {i: StatGroup.load(g) for i, g in data[1]}
         return node
@@ -183,7 +187,7 @@ class AgentState:
         root_add = self.root.add
         children = self.children
         for observation in observations:
-            obs = (*observation, exact_units(observation[5]))  # converted once, used 4 times
+            obs = (*observation, fast_units(observation[5]))  # converted once, used 4 times
             root_add(obs)
             node = children.get(obs[0])
             if node is None:

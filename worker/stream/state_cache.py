@@ -108,9 +108,11 @@ class Entry:
     agent_id: str
     partition: int
     cache: StateCache
-    #: the decoded state (None while cold) and its serialized form (None once changed)
+    #: the decoded state (None while cold); its serialized form: the body of its last
+    #: snapshot (None when unknown) and the deltas written since, as the table has them
     decoded: AgentState | None = None
     blob: bytes | None = None
+    blob_deltas: list[bytes] | None = None
     #: the table's chain: the snapshot's owner token, sequence number and parts, the last
     #: sequence number written, the deltas since the snapshot and their bytes
     owner: int = 0
@@ -143,6 +145,10 @@ class Entry:
             state = self.cache.decode(self)
         return state
 
+    @property
+    def serialized_size(self) -> int:
+        return len(self.blob or b"") + sum(map(len, self.blob_deltas or ()))
+
 
 class StateCache:
     """Agent states by agent id, backed by the state table (see the module docstring).
@@ -163,6 +169,9 @@ class StateCache:
         self.max_decoded = max_decoded
         self._entries: OrderedDict[str, Entry] = OrderedDict()
         self._decoded: OrderedDict[str, Entry] = OrderedDict()
+        #: decoded agents not used again since they were decoded, with the commit count then
+        self._probation: dict[str, int] = {}
+        self._flushes = 0
         self._dirty: dict[str, Entry] = {}
         self._to_publish: dict[str, Entry] = {}
         self._unlogged: dict[str, Entry] = {}  # entries with `unlogged` ids
@@ -203,12 +212,14 @@ class StateCache:
                 self.decode(entry)
             else:
                 self._decoded.move_to_end(agent_id)
+                self._probation.pop(agent_id, None)  # used again: it stays decoded
             return entry
         entry = self._load(agent_id, partition, part)
         if entry.unlogged:
             self._unlogged[agent_id] = entry
         self._entries[agent_id] = entry
         self._decoded[agent_id] = entry
+        self._probation[agent_id] = self._flushes
         self._resize(entry, decoded_estimate(entry.snapshot_bytes + entry.delta_bytes))
         self._fit(keep=agent_id)
         return entry
@@ -239,6 +250,7 @@ class StateCache:
             body = b"".join(decode_part(p) for p in pieces if p is not None)
         state = AgentState.from_bytes(body)
         unlogged = part.add_stored(head.run_ids)
+        deltas: list[bytes] = []
         entry.owner, entry.upto, entry.parts = head.owner, head.upto, head.parts
         entry.seq, entry.snapshot_bytes = head.upto, len(body)
         while True:
@@ -250,22 +262,27 @@ class StateCache:
                 break  # written on another (older) snapshot: not part of this chain
             state.fold(delta.observations, delta.runs)
             unlogged += part.add_stored(delta.run_ids)
+            deltas.append(value)
             entry.seq += 1
             entry.deltas += 1
             entry.delta_bytes += len(value)
         entry.decoded = state
         entry.unlogged = unlogged or None
-        if not entry.deltas:
-            entry.blob = body
+        entry.blob, entry.blob_deltas = body, deltas or None
         return entry
 
     def decode(self, entry: Entry) -> AgentState:
         """Make a cold entry decoded again (and count it among the decoded ones)."""
         assert entry.blob is not None
-        state = entry.decoded = AgentState.from_bytes(entry.blob)
+        state = AgentState.from_bytes(entry.blob)
+        for value in entry.blob_deltas or ():
+            delta = decode_delta(value)
+            state.fold(delta.observations, delta.runs)
+        entry.decoded = state
         if self._entries.get(entry.agent_id) is entry:
             self._decoded[entry.agent_id] = entry
-            self._resize(entry, decoded_estimate(len(entry.blob)))
+            self._probation[entry.agent_id] = self._flushes
+            self._resize(entry, decoded_estimate(entry.serialized_size))
             self._fit(keep=entry.agent_id)
         return state
 
@@ -283,7 +300,6 @@ class StateCache:
         """Record that a run (`run_id`, its `observations`) changed the agent: write it at the
         next commit, publish it."""
         entry.store_dirty = True
-        entry.blob = None
         if entry.pending is None:
             entry.pending, entry.pending_ids = [], bytearray()
         entry.pending += observations
@@ -336,6 +352,8 @@ class StateCache:
         for entry in self._unlogged.values():
             entry.unlogged = None  # the run ids were just written, after every agent record
         self._unlogged.clear()
+        self._flushes += 1
+        self._cool_unused()
         self._fit()
         return written
 
@@ -363,6 +381,8 @@ class StateCache:
             return False
         key = delta_key(entry.agent_id, entry.seq + 1)
         entry.receipt = self._writer(entry.partition, "delta")(key, value)
+        if entry.blob is not None:  # the serialized form stays whole: body + deltas
+            entry.blob_deltas = [*(entry.blob_deltas or ()), value]
         entry.seq += 1
         entry.deltas += 1
         entry.delta_bytes += len(value)
@@ -385,7 +405,7 @@ class StateCache:
         ]
         entry.owner, entry.upto, entry.seq, entry.parts = part.owner, upto, upto, len(parts)
         entry.snapshot_bytes, entry.deltas, entry.delta_bytes = len(body), 0, 0
-        entry.blob = body
+        entry.blob, entry.blob_deltas = body, None
         return replaced
 
     def _clean(self, entry: Entry) -> None:
@@ -415,6 +435,7 @@ class StateCache:
         for agent_id in gone:
             entry = self._entries.pop(agent_id)
             self._decoded.pop(agent_id, None)
+            self._probation.pop(agent_id, None)
             self._to_publish.pop(agent_id, None)
             self._unlogged.pop(agent_id, None)
             if self._dirty.pop(agent_id, None) is not None:
@@ -455,6 +476,7 @@ class StateCache:
             if victim is None:
                 break
             del decoded[victim.agent_id]
+            self._probation.pop(victim.agent_id, None)
             self._encode(victim)
         while self.state_bytes > self.max_bytes:
             victim = next(
@@ -465,9 +487,30 @@ class StateCache:
             del entries[victim.agent_id]
             self.state_bytes -= victim.size
 
+    def _cool_unused(self) -> None:
+        """Serialize the agents decoded for one use and not used again for a whole commit
+        interval (a fleet of agents with a few runs each would otherwise keep thousands
+        decoded, for nothing: memory, and time the garbage collector spends walking them)."""
+        due = self._flushes - 2
+        cooled = []
+        for agent_id, since in self._probation.items():
+            if since > due:
+                break  # in decoding order: the rest are younger
+            entry = self._entries.get(agent_id)
+            if entry is None or entry.decoded is None:
+                cooled.append(agent_id)
+            elif not self._pinned(agent_id, entry):
+                del self._decoded[agent_id]
+                self._encode(entry)
+                cooled.append(agent_id)
+        for agent_id in cooled:
+            del self._probation[agent_id]
+
     def _encode(self, entry: Entry) -> None:
+        """Keep the entry serialized only: its snapshot body and deltas when known (nothing
+        to encode), else its state encoded now."""
         if entry.blob is None:
             assert entry.decoded is not None
-            entry.blob = entry.decoded.to_bytes()
+            entry.blob, entry.blob_deltas = entry.decoded.to_bytes(), None
         entry.decoded = None
-        self._resize(entry, len(entry.blob))
+        self._resize(entry, entry.serialized_size)

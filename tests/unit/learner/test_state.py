@@ -15,7 +15,7 @@ from tests.unit.runs import llm, run, tool
 from worker.demo_workload import generate_runs
 from worker.learner import AgentState, LearnerConfig, build_trie
 from worker.learner.state import StateFormatError, legacy_run_ids
-from worker.learner.stats import load_units, units_mean
+from worker.learner.stats import exact_mean, load_exact
 from worker.models import RunRecord, parse_run
 
 CONFIGS = [LearnerConfig(), LearnerConfig(semantics="nemo-flow")]
@@ -122,7 +122,7 @@ def test_format_1_values_are_read_with_their_run_ids() -> None:
     def float_sums(node):  # format 1 stored each score sum as a plain float
         for group in [node[0]] + [g for _, g in node[1]]:
             count, total = group[3]
-            group[3] = [count, units_mean(load_units(total), 1)]
+            group[3] = [count, exact_mean(*load_exact(total), 1)]
         return node
 
     body = orjson.dumps([3, float_sums(root), {n: float_sums(c) for n, c in children.items()}])
