@@ -228,8 +228,9 @@ async def phases(args: argparse.Namespace, bootstrap: str, workdir: Path) -> lis
     if not args.skip_worker:
         print(f"real worker RSS, {args.worker_agents:,} agents ...", flush=True)
         lines += await worker_rss_phase(args, bootstrap, workdir)
-    print(f"busy agent, {args.busy_runs:,} runs, then paced ...", flush=True)
-    lines += await busy_phase(args, bootstrap, workdir)
+    if not args.skip_busy:
+        print(f"busy agent, {args.busy_runs:,} runs, then paced ...", flush=True)
+        lines += await busy_phase(args, bootstrap, workdir)
     return lines
 
 
@@ -242,6 +243,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--quick", action="store_true", help="small smoke variant")
     parser.add_argument("--skip-worker", action="store_true", help="no real-worker RSS phase")
+    parser.add_argument("--skip-cache", action="store_true", help="no in-process cache phase")
+    parser.add_argument("--skip-busy", action="store_true", help="no busy-agent phase")
     parser.add_argument("--measure-cache", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.quick:
@@ -254,8 +257,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.measure_cache:
         print(orjson.dumps(measure_cache(args.measure_cache)).decode())
         return 0
-    print(f"state cache, {args.agents:,} agents ...", flush=True)
-    print("\n".join(cache_phase(args.agents)), flush=True)
+    if not args.skip_cache:
+        print(f"state cache, {args.agents:,} agents ...", flush=True)
+        print("\n".join(cache_phase(args.agents)), flush=True)
+    if args.skip_worker and args.skip_busy:
+        return 0
     return run_bench("bench-state", args, phases)
 
 

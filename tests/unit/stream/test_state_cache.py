@@ -19,7 +19,7 @@ from worker.demo_workload import generate_runs
 from worker.learner import AgentState, LearnerConfig, state_hints, trie_dict
 from worker.learner.limits import Limits
 from worker.models import parse_run
-from worker.stream import state_cache, state_records
+from worker.stream import agent_store, state_records
 from worker.stream.processor import Outcome, Processor
 from worker.stream.rekey import partition_for
 from worker.stream.state_cache import StateCache
@@ -127,8 +127,8 @@ def crash_and_restart(seed: int, generations: list[Generation], small: bool) -> 
     stored state must equal its distinct runs learned once, bit for bit."""
     patch = pytest.MonkeyPatch()
     if small:  # snapshots, parts, chunk sealing and forgetting, eviction: all of them, often
-        patch.setattr(state_cache, "MIN_DELTA_BYTES", 600)
-        patch.setattr(state_cache, "MAX_DELTAS", 3)
+        patch.setattr(agent_store, "MIN_DELTA_BYTES", 600)
+        patch.setattr(agent_store, "MAX_DELTAS", 3)
         patch.setattr(state_records, "INLINE_BYTES", 1500)
         patch.setattr(state_records, "PART_BYTES", 700)
     inputs = make_input(seed, runs=160, agents=5)
