@@ -135,28 +135,35 @@ def start_worker(bootstrap: str, topics: Any, workdir: Path) -> WorkerProcess:
 
 
 async def worker_rss_phase(args: argparse.Namespace, bootstrap: str, workdir: Path) -> list[str]:
+    """Two equal waves of new agents (3 runs each) to one worker: the RSS after each. The
+    second wave's growth per agent is what one more cached agent costs (the first also pays
+    for buffers that do not grow with the fleet: RocksDB's, the consumer's, allocator pools)."""
     topics = await new_topics(bootstrap, f"bst-{nonce()}", args.partitions)
-    runs = []
-    for i, run in enumerate(generate_runs(args.worker_agents * 3, 1, seed=8)):
-        run["agent_id"] = f"rss-agent-{i % args.worker_agents:06d}"
-        runs.append((run["agent_id"], orjson.dumps(run)))
+    half = args.worker_agents // 2
     worker = start_worker(bootstrap, topics, workdir / "rss")
+    rss = [0.0]
     try:
         await asyncio.sleep(2)
-        before = await asyncio.to_thread(worker_metric, worker, RSS)
-        await produce_all(bootstrap, topics.runs, runs)
-        runs.clear()
-        await wait_learned(worker, args.worker_agents * 3, 1800)
-        await asyncio.sleep(3)  # commits and publishing done
+        rss[0] = await asyncio.to_thread(worker_metric, worker, RSS)
+        for wave in range(2):
+            runs = []
+            for i, run in enumerate(generate_runs(half * 3, 1, seed=8 + wave)):
+                run["agent_id"] = f"rss-agent-{wave}-{i % half:06d}"
+                runs.append((run["agent_id"], orjson.dumps(run)))
+            await produce_all(bootstrap, topics.runs, runs)
+            await wait_learned(worker, (wave + 1) * half * 3, 1800)
+            await asyncio.sleep(3)  # commits and publishing done
+            rss.append(await asyncio.to_thread(worker_metric, worker, RSS))
         metrics = parse_metrics(await asyncio.to_thread(worker.get, "/metrics") or "")
     finally:
         await asyncio.to_thread(worker.close)
     cached = metrics.get("agent_hints_agents_cached", 0) or 1
+    mib = [value / 2**20 for value in rss]
     return [
-        f"real worker, {args.worker_agents:,} agents x 3 runs, {args.partitions} partitions:",
-        f"  RSS growth per cached agent: {(metrics.get(RSS, 0) - before) / cached:,.0f} B "
-        f"(RSS {metrics.get(RSS, 0) / 2**20:,.0f} MiB; state estimate "
-        f"{metrics.get('agent_hints_state_bytes', 0) / cached:,.0f} B per agent)",
+        f"real worker, 2 x {half:,} agents x 3 runs, {args.partitions} partitions:",
+        f"  RSS {mib[0]:,.0f} MiB ready, {mib[1]:,.0f} MiB with {half:,} agents, {mib[2]:,.0f} MiB "
+        f"with {2 * half:,}: {(rss[2] - rss[1]) / half:,.0f} B per agent more "
+        f"(state estimate {metrics.get('agent_hints_state_bytes', 0) / cached:,.0f} B per agent)",
     ]
 
 

@@ -14,7 +14,7 @@ at the start of each offset commit (`flush_to_table`, see `checkpoint`) with onl
 
 from __future__ import annotations
 
-import functools
+import itertools
 import logging
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
@@ -37,6 +37,10 @@ ENTRY_BYTES = 600
 #: 13-21x for a few runs, 4-5x for thousands)
 DECODED_BASE_BYTES = 30_000
 DECODED_PER_BYTE = 6
+
+
+#: a queued table write: key, value (None deletes it), the agent it belongs to
+_Write = tuple[bytes, bytes | None, "Entry | None"]
 
 
 def decoded_estimate(serialized: int) -> int:
@@ -218,7 +222,10 @@ class StateCache:
         """Write every change into the table (and its changelog). Synchronous.
 
         Per partition, in this order: the deltas, the new snapshots, the run ids, then the
-        deletions of what the snapshots replaced. Returns the number of records written."""
+        deletions of what the snapshots replaced. The partitions' records are sent
+        interleaved, one of each in turn: the Kafka client sends one batch per partition at
+        a time, so a commit's records of one partition after the other would wait for one
+        round trip per batch. Returns the number of records written."""
         owned = self.owned() if self.owned is not None else None
         by_partition: dict[int, list[Entry]] = {}
         for entry in self._dirty.values():
@@ -228,21 +235,27 @@ class StateCache:
                 continue
             by_partition.setdefault(entry.partition, []).append(entry)
         self._dirty.clear()
-        written = 0
+        queues: list[tuple[int, list[_Write]]] = []
         for partition, part in self._logs.items():
             entries = by_partition.pop(partition, [])
             if not entries and not part.unwritten:
                 continue
             if owned is not None and partition not in owned:
                 continue
-            writer = functools.partial(self._writer, partition)
-            snapshots = [e for e in entries if not agent_store.write_delta(e, part, writer)]
-            deletions = [d for e in snapshots for d in agent_store.write_snapshot(e, part, writer)]
-            written += len(entries) + part.flush(self._writer(partition, "run_ids"))
-            delete = self._writer(partition, "tombstone")
+            queue: list[_Write] = []
+            snapshots = [
+                e for e in entries if not agent_store.write_delta(e, part, self._into(queue, e))
+            ]
+            deletions = [
+                key
+                for e in snapshots
+                for key in agent_store.write_snapshot(e, part, self._into(queue, e))
+            ]
+            part.flush(self._into(queue, None)("run_ids"))
+            delete = self._into(queue, None)("tombstone")
             for key in deletions:
                 delete(key, None)
-            written += len(deletions)
+            queues.append((partition, queue))
             for entry in entries:
                 self._clean(entry)
                 if entry.decoded is not None:
@@ -250,6 +263,7 @@ class StateCache:
         for entries in by_partition.values():  # never read there: nothing to write
             for entry in entries:
                 self._clean(entry)
+        written = self._send(queues)
         for entry in self._unlogged.values():
             entry.unlogged = None  # the run ids were just written, after every agent record
         self._unlogged.clear()
@@ -258,14 +272,32 @@ class StateCache:
         self._fit()
         return written
 
-    def _writer(self, partition: int, kind: str) -> Callable[[bytes, bytes | None], Any]:
-        put, counts = self.table.put, self.written_bytes
+    def _into(self, queue: list[_Write], entry: Entry | None) -> agent_store.Writer:
+        """A writer (by record kind) that queues the records of one partition, in order."""
+        counts = self.written_bytes
 
-        def write(key: bytes, value: bytes | None) -> Any:
-            counts[kind] = counts.get(kind, 0) + len(key) + (len(value) if value else 0)
-            return put(partition, key, value)
+        def writer(kind: str) -> Callable[[bytes, bytes | None], None]:
+            def write(key: bytes, value: bytes | None) -> None:
+                counts[kind] = counts.get(kind, 0) + len(key) + (len(value) if value else 0)
+                queue.append((key, value, entry))
 
-        return write
+            return write
+
+        return writer
+
+    def _send(self, queues: list[tuple[int, list[_Write]]]) -> int:
+        """Send the queued records, one of each partition in turn (each partition's in
+        order); an agent's `receipt` is that of its last record."""
+        put, sent = self.table.put, 0
+        for records in itertools.zip_longest(*(queue for _, queue in queues)):
+            for (partition, _), record in zip(queues, records, strict=True):
+                if record is not None:
+                    key, value, entry = record
+                    receipt = put(partition, key, value)
+                    if entry is not None:
+                        entry.receipt = receipt
+                    sent += 1
+        return sent
 
     def _clean(self, entry: Entry) -> None:
         entry.store_dirty = False
@@ -328,23 +360,30 @@ class StateCache:
     def _fit(self, keep: str | None = None) -> None:
         """Keep at most `max_decoded` agents decoded and the estimate within `max_bytes`:
         first serialize decoded agents, then drop serialized ones, least recently used first.
-        Pinned agents stay, and so does `keep` (in use)."""
+        Pinned agents stay, and so does `keep` (in use); they are moved to the recent end as
+        they are passed, so that the next call does not walk over them again."""
         decoded, entries, pinned = self._decoded, self._entries, self._pinned
-        while len(decoded) > self.max_decoded or self.state_bytes > self.max_bytes:
-            victim = next((e for a, e in decoded.items() if a != keep and not pinned(a, e)), None)
-            if victim is None:
-                break
-            del decoded[victim.agent_id]
-            self._probation.pop(victim.agent_id, None)
-            self._encode(victim)
-        while self.state_bytes > self.max_bytes:
-            victim = next(
-                (e for a, e in entries.items() if e.decoded is None and not pinned(a, e)), None
-            )
-            if victim is None:
-                return
-            del entries[victim.agent_id]
-            self.state_bytes -= victim.size
+        passed = 0
+        while (
+            len(decoded) > self.max_decoded or self.state_bytes > self.max_bytes
+        ) and passed < len(decoded):
+            agent_id, entry = next(iter(decoded.items()))
+            if agent_id == keep or pinned(agent_id, entry):
+                decoded.move_to_end(agent_id)
+                passed += 1
+                continue
+            del decoded[agent_id]
+            self._probation.pop(agent_id, None)
+            self._encode(entry)
+        passed = 0
+        while self.state_bytes > self.max_bytes and passed < len(entries):
+            agent_id, entry = next(iter(entries.items()))
+            if entry.decoded is not None or pinned(agent_id, entry):
+                entries.move_to_end(agent_id)
+                passed += 1
+                continue
+            del entries[agent_id]
+            self.state_bytes -= entry.size
 
     def _cool_unused(self) -> None:
         """Serialize the agents decoded for one use and not used again for a whole commit
