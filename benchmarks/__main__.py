@@ -18,7 +18,11 @@ BENCHMARKS = {
     "limits": "benchmarks.limits",
     "gateway": "benchmarks.gateway",
 }
-EXTRA = {"recovery": "benchmarks.recovery", "decode": "benchmarks.decode"}
+EXTRA = {
+    "recovery": "benchmarks.recovery",
+    "decode": "benchmarks.decode",
+    "state": "benchmarks.state",
+}
 
 
 def main(argv: list[str] | None = None) -> int:

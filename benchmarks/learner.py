@@ -82,12 +82,9 @@ def bench_learner(runs: int, agents: int, semantics: str) -> None:
         "state from_bytes", len(blobs), "agents", lambda: list(map(AgentState.from_bytes, blobs))
     )
     sizes = [len(b) for b in blobs]
-    id_bytes = [16 * min(s.runs, config.dedupe_window) for s in states.values()]
-    stats_only = [size - ids for size, ids in zip(sizes, id_bytes, strict=True)]
     print(
         f"  state per agent: mean {statistics.fmean(sizes):,.0f} B, max {max(sizes):,} B "
-        f"(statistics alone: mean {statistics.fmean(stats_only):,.0f} B, max {max(stats_only):,} B;"
-        f" run ids 16 B each, {runs // agents} runs per agent)"
+        f"({runs // agents} runs per agent; run ids are kept per partition, 16 B each)"
     )
 
 

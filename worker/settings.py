@@ -215,8 +215,10 @@ class Settings(BaseSettings):
     #: restart, instead of after session_timeout_s; unique per worker; "" = dynamic
     group_instance_id: str = ""
     table_standby_replicas: int = Field(default=0, ge=0)
-    #: agent states kept decoded in memory; older ones are re-read from the table store
-    state_cache_agents: int = Field(default=100_000, ge=1)
+    #: memory for agent states (bytes, estimated): the least recently used ones beyond it are
+    #: dropped and read again from the table store when needed. 1 GiB holds about 400,000
+    #: agents of a few runs each and leaves room in the chart's 4 GiB for the rest
+    state_cache_bytes: int = Field(default=1_073_741_824, ge=1_048_576)
     topics: TopicSettings = TopicSettings()
     limits: Limits = Limits()
     learner: LearnerConfig = LearnerConfig()

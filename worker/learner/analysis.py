@@ -30,11 +30,12 @@ def _whole_ms(ns: int) -> int:
 
 
 def workflow_seconds(run: Run) -> float:
-    """SPEC 4.1: the run's duration, from its own end or else its latest call end."""
+    """SPEC 4.1: the run's duration in whole milliseconds (truncated toward zero, as the
+    crate takes it in both semantics), from its own end or else its latest call end."""
     end = run.ended_at
     if end is None:
         end = max((c.ended_at for c in run.calls if c.ended_at is not None), default=None)
-    return 0.0 if end is None else (end - run.started_at) / NS_PER_SECOND
+    return 0.0 if end is None else _whole_ms(end - run.started_at) / 1000
 
 
 def _interarrivals_corrected(run: Run, finished: list[Call]) -> list[int | None]:

@@ -28,6 +28,7 @@ class LearnerConfig(BaseModel):
     semantics: Semantics = "corrected"
     weights: Weights = Weights()
     scale: int = Field(default=5, ge=2, le=100)
-    #: how many recent run ids each agent remembers to skip duplicates (SPEC section 1);
-    #: stored with the agent's state, so it sets the size of a busy agent's state value
-    dedupe_window: int = Field(default=10_000, ge=0)
+    #: how many recent run ids are remembered to skip duplicates (SPEC section 1: at least
+    #: 100,000): per partition in the worker (16 bytes each, stored once in sealed chunks),
+    #: over the whole input in `replay`. 0 remembers none.
+    dedupe_window: int = Field(default=100_000, ge=0)

@@ -6,8 +6,10 @@ reject and deduplicate exactly the same records.
 
 from __future__ import annotations
 
+from worker.learner.analysis import CallObservation
 from worker.learner.config import LearnerConfig
 from worker.learner.limits import Limits, check_nodes, check_run, check_size
+from worker.learner.run_ids import RunIds
 from worker.learner.state import AgentState
 from worker.models import Run, parse_run
 
@@ -19,10 +21,16 @@ def decode(value: bytes | None, limits: Limits) -> Run:
     return run
 
 
-def learn(state: AgentState, run: Run, config: LearnerConfig, limits: Limits) -> bool:
-    """Fold `run` into `state`: False for a run id already learned (nothing changes);
-    RecordError (`limits`) when it would grow the trie past the node limit."""
-    if state.has_run(run.id):
-        return False
+def learn(
+    state: AgentState, seen: RunIds, run: Run, config: LearnerConfig, limits: Limits
+) -> list[CallObservation] | None:
+    """Fold `run` into `state` and remember its id in `seen`; returns its observations, or
+    None for a run id already learned (nothing changes); RecordError (`limits`) when it would
+    grow the trie past the node limit."""
+    run_id = run.id.int
+    if run_id in seen:
+        return None
     check_nodes(state, run, limits)
-    return state.learn(run, config)
+    observations = state.learn(run, config)
+    seen.add(run_id)
+    return observations

@@ -1,31 +1,39 @@
-"""One agent's learning state: per-node statistics plus the run ids already learned.
+"""One agent's learning state: per-node statistics (SPEC 4.6), nothing else.
 
-This is what the worker keeps per agent (as `to_bytes()` in RocksDB and the changelog),
-so it is compact, mergeable, and holds the dedupe window in the same value as the
-statistics: one atomic write says both "learned" and "what was learned".
+Learning returns the run's observations, so that the worker can store what changed (a
+delta) instead of the whole state; `fold` applies observations, `merge` adds a state learned
+from other runs. Sums are exact and the serialized form is canonical, so a state gives the
+same bytes however its runs were batched, ordered or split. Which run ids were learned is
+kept apart (`worker.learner.run_ids`), per partition in the worker.
 """
 
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterable
 from itertools import groupby
 from operator import itemgetter
 from typing import Any
-from uuid import UUID
 
 import orjson
 
 from worker.learner.analysis import CallObservation, observe_run
 from worker.learner.config import LearnerConfig
-from worker.learner.stats import FOLD_BATCH, Mean, Statistic
+from worker.learner.stats import FOLD_BATCH, Mean, Statistic, fast_units
 from worker.models import Run
 
-_FORMAT_VERSION = 1
-_HEADER = struct.Struct("<BI")  # format version, length of the JSON part; run ids follow
-_ID_BYTES = 16
+#: 1: statistics and the agent's run ids in one value; 2: statistics only (exact sums)
+_FORMAT_VERSION = 2
+_HEADER = struct.Struct("<BI")  # format version, length of the JSON part (v1: run ids follow)
 #: observations a node queues before folding them into its statistics (bounds memory)
 FOLD_OBSERVATIONS = 512
 _call_index = itemgetter(1)
+#: what a node queues: the observation's six fields, then its score in 2**-128 units (or None)
+Queued = tuple[Any, ...]
+
+
+class StateFormatError(ValueError):
+    """Bytes that are not an agent state this version can read."""
 
 
 class StatGroup:
@@ -39,18 +47,15 @@ class StatGroup:
         self.output_tokens = Statistic()
         self.score = Mean()  # only its mean is ever read (SPEC section 5)
 
-    def extend(self, observations: list[CallObservation]) -> None:
+    def extend(self, observations: list[Queued]) -> None:
         """Fold observations in, in order (column-wise: one comprehension per statistic)."""
         remaining = self.remaining_calls.pending
         remaining += [obs[2] for obs in observations]
         self.interarrival_ms.pending += [obs[3] for obs in observations if obs[3] is not None]
         self.output_tokens.pending += [obs[4] for obs in observations]
         scores = self.score
-        total = scores.total
-        for obs in observations:  # one by one, so the float sum never depends on batching
-            total += obs[5]
-        scores.total = total
-        scores.count += len(observations)
+        # exact: any order, any split
+        scores.add_fast([obs[6] for obs in observations], [obs[5] for obs in observations])
         if len(remaining) >= FOLD_BATCH:  # remaining_calls gets every sample: the longest
             for name in self.__slots__:
                 getattr(self, name).compact()
@@ -64,9 +69,12 @@ class StatGroup:
 
     @classmethod
     def load(cls, data: list[Any]) -> StatGroup:
-        group = cls()
-        for name, part in zip(cls.__slots__, data, strict=True):
-            setattr(group, name, Mean.load(part) if name == "score" else Statistic.load(part))
+        group = cls.__new__(cls)
+        interarrival, output, remaining, score = data  # in __slots__ order
+        group.interarrival_ms = Statistic.load(interarrival)
+        group.output_tokens = Statistic.load(output)
+        group.remaining_calls = Statistic.load(remaining)
+        group.score = Mean.load(score)
         return group
 
     def __eq__(self, other: object) -> bool:
@@ -88,9 +96,9 @@ class NodeStats:
     def __init__(self) -> None:
         self._any_index = StatGroup()
         self._by_index: dict[int, StatGroup] = {}
-        self._queued: list[CallObservation] = []
+        self._queued: list[Queued] = []
 
-    def add(self, obs: CallObservation) -> None:
+    def add(self, obs: Queued) -> None:
         queued = self._queued
         queued.append(obs)
         if len(queued) >= FOLD_OBSERVATIONS:
@@ -127,11 +135,13 @@ class NodeStats:
             by_index.setdefault(index, StatGroup()).merge(group)
 
     def dump(self) -> list[Any]:
-        return [self.any_index.dump(), [[i, g.dump()] for i, g in self.by_index.items()]]
+        by_index = sorted(self.by_index.items())  # canonical: by call index
+        return [self.any_index.dump(), [[i, g.dump()] for i, g in by_index]]
 
     @classmethod
     def load(cls, data: list[Any]) -> NodeStats:
-        node = cls()
+        node = cls.__new__(cls)
+        node._queued = []
         node._any_index = StatGroup.load(data[0])
         node._by_index = {i: StatGroup.load(g) for i, g in data[1]}
         return node
@@ -147,15 +157,13 @@ class NodeStats:
 class AgentState:
     """Everything learned for one agent; `learn` folds in one run (SPEC section 4)."""
 
-    __slots__ = ("_recent", "_seen", "children", "root", "runs")
+    __slots__ = ("children", "root", "runs")
 
     def __init__(self) -> None:
         self.runs = 0
         self.root = NodeStats()
         #: the root's children by call name (a name with "/" is still one node)
         self.children: dict[str, NodeStats] = {}
-        self._seen: set[int] = set()  # run ids (as 128-bit ints) in the dedupe window
-        self._recent = bytearray()  # the same ids, 16 bytes each, oldest first
 
     @property
     def node_count(self) -> int:
@@ -167,85 +175,73 @@ class AgentState:
         new = {c.name for c in run.calls if c.kind == "llm" and c.ended_at is not None}
         return self.node_count + len(new.difference(self.children))
 
-    def has_run(self, run_id: UUID) -> bool:
-        return run_id.int in self._seen
+    def learn(self, run: Run, config: LearnerConfig) -> list[CallObservation]:
+        """Fold one run in (unconditionally: duplicates are the caller's to skip); returns
+        the run's observations, which `fold` applies to another state with the same effect."""
+        observations = observe_run(run, config)
+        self.fold(observations, runs=1)
+        return observations
 
-    def learn(self, run: Run, config: LearnerConfig) -> bool:
-        """Fold one run in; False (and no change) when its id was already learned."""
-        if run.id.int in self._seen:
-            return False
+    def fold(self, observations: Iterable[CallObservation], runs: int) -> None:
+        """Apply the observations of `runs` runs (as `learn` returned them)."""
         root_add = self.root.add
         children = self.children
-        for obs in observe_run(run, config):
+        for observation in observations:
+            obs = (*observation, fast_units(observation[5]))  # converted once, used 4 times
             root_add(obs)
             node = children.get(obs[0])
             if node is None:
                 node = children[obs[0]] = NodeStats()
             node.add(obs)
-        self.runs += 1
-        self._remember(run.id.int, config.dedupe_window)
-        return True
+        self.runs += runs
 
-    def _remember(self, run_id: int, window: int) -> None:
-        self._seen.add(run_id)
-        self._recent += run_id.to_bytes(_ID_BYTES, "big")
-        excess = len(self._seen) - window
-        if excess > 0:  # forget the oldest ids
-            cut = excess * _ID_BYTES
-            for i in range(0, cut, _ID_BYTES):
-                self._seen.discard(int.from_bytes(self._recent[i : i + _ID_BYTES], "big"))
-            del self._recent[:cut]
-
-    def merge(self, other: AgentState, config: LearnerConfig | None = None) -> AgentState:
-        """Fold a state learned from other runs into this one, and return this one.
-
-        Raises ValueError when both remember a run id: that run would count twice.
-        """
-        shared = self._seen & other._seen
-        if shared:
-            raise ValueError(f"states share {len(shared)} run id(s); merging would double-count")
+    def merge(self, other: AgentState) -> AgentState:
+        """Fold a state learned from other runs into this one, and return this one."""
         self.runs += other.runs
         self.root.merge(other.root)
         for name, node in other.children.items():
             self.children.setdefault(name, NodeStats()).merge(node)
-        window = (config or LearnerConfig()).dedupe_window
-        for i in range(0, len(other._recent), _ID_BYTES):
-            self._remember(int.from_bytes(other._recent[i : i + _ID_BYTES], "big"), window)
         return self
 
     def to_bytes(self) -> bytes:
-        """Compact form: a small header, the statistics as JSON, then 16 bytes per run id."""
+        """Compact canonical form: a small header, then the statistics as JSON."""
         body = orjson.dumps(
-            [self.runs, self.root.dump(), {n: s.dump() for n, s in self.children.items()}]
+            [self.runs, self.root.dump(), {n: s.dump() for n, s in sorted(self.children.items())}]
         )
-        return b"".join((_HEADER.pack(_FORMAT_VERSION, len(body)), body, self._recent))
+        return _HEADER.pack(_FORMAT_VERSION, len(body)) + body
 
     @classmethod
     def from_bytes(cls, blob: bytes) -> AgentState:
-        version, length = _HEADER.unpack_from(blob)
-        if version != _FORMAT_VERSION:
-            raise ValueError(f"unknown agent state format version {version}")
-        start = _HEADER.size
-        runs, root, children = orjson.loads(blob[start : start + length])
-        state = cls()
-        state.runs = runs
-        state.root = NodeStats.load(root)
-        state.children = {name: NodeStats.load(data) for name, data in children.items()}
-        state._recent = bytearray(blob[start + length :])
-        ids = state._recent
-        state._seen = {
-            int.from_bytes(ids[i : i + _ID_BYTES], "big") for i in range(0, len(ids), _ID_BYTES)
-        }
+        """Read `to_bytes` output (also format 1, whose run ids are ignored: `legacy_run_ids`)."""
+        try:
+            version, length = _HEADER.unpack_from(blob)
+            if version not in (1, _FORMAT_VERSION):
+                raise StateFormatError(f"unknown agent state format version {version}")
+            start = _HEADER.size
+            runs, root, children = orjson.loads(blob[start : start + length])
+            state = cls()
+            state.runs = runs
+            state.root = NodeStats.load(root)
+            state.children = {name: NodeStats.load(data) for name, data in children.items()}
+        except StateFormatError:
+            raise
+        except (ValueError, TypeError, KeyError, struct.error) as exc:
+            raise StateFormatError(f"unreadable agent state: {exc}") from None
         return state
 
     def __eq__(self, other: object) -> bool:
         return (
             isinstance(other, AgentState)
             and self.runs == other.runs
-            and self._seen == other._seen
             and self.root == other.root
             and self.children == other.children
         )
 
     def __repr__(self) -> str:
         return f"AgentState(runs={self.runs}, nodes={self.node_count})"
+
+
+def legacy_run_ids(blob: bytes) -> bytes:
+    """The run ids a format-1 state value carried after its statistics (b"" for format 2)."""
+    version, length = _HEADER.unpack_from(blob)
+    return blob[_HEADER.size + length :] if version == 1 else b""

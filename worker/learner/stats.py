@@ -7,6 +7,12 @@ style of DDSketch). Reading a percentile finds the samples at the exact ranks SP
 section 5 interpolates between, each within 0.5 or 1% of its true value, so the result
 stays within SPEC's bound (2% relative or 1.0 absolute). Bucket counts add up, so merged
 statistics equal the statistic of all samples whatever the split.
+
+Sums are exact (SPEC 5: "exact mean"): an integer count of 2**-1074, the smallest positive
+double, holds any sum of finite floats and ints without rounding, so a mean is the one
+correctly rounded quotient of the true sum, whatever the order of additions, the batching
+or how the samples were split between states. The serialized form is canonical (exact
+samples sorted, sums in lowest terms): equal statistics give equal bytes.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ _INV_LOG_GAMMA = 1 / math.log(_GAMMA)
 _LOG_BASE = round(LINEAR_LIMIT + 0.5)  # first key of the logarithmic buckets (50)
 _MID = 2 * _GAMMA / (1 + _GAMMA)  # bucket [lo, lo*gamma) is represented by lo*_MID
 PERCENTILES = (50, 90, 95)
+_NO_COUNTS: list[int] = []  # never modified (see Statistic.counts)
 
 Number = int | float
 
@@ -71,6 +78,90 @@ def _value_of(key: int) -> float:
     return value
 
 
+#: An exact sum is (units, shift): the value units / 2**shift. Ints sum with shift 0; a float
+#: is a whole number of 2**-1074 (the smallest positive double), and of 2**-128 unless it is
+#: tiny or very finely divided: sums of such (all scores, in practice) stay small ints.
+FAST_SHIFT = 128
+FULL_SHIFT = 1074
+_I64 = 1 << 63
+
+
+def exact(value: Number) -> tuple[int, int]:
+    """`value` as an exact sum (any int or finite float)."""
+    if type(value) is int:
+        return value, 0
+    numerator, denominator = value.as_integer_ratio()  # denominator: a power of two
+    bits = denominator.bit_length() - 1
+    shift = FAST_SHIFT if bits <= FAST_SHIFT else FULL_SHIFT
+    return numerator << (shift - bits), shift
+
+
+def fast_units(value: float) -> int | None:
+    """`value` in units of 2**-128, or None when it is not a whole number of them."""
+    numerator, denominator = value.as_integer_ratio()
+    bits = denominator.bit_length() - 1
+    return numerator << (FAST_SHIFT - bits) if bits <= FAST_SHIFT else None
+
+
+def add_exact(units: int, shift: int, more: int, more_shift: int) -> tuple[int, int]:
+    """The exact sum of two exact sums."""
+    if shift == more_shift:
+        return units + more, shift
+    if shift < more_shift:
+        return (units << (more_shift - shift)) + more, more_shift
+    return units + (more << (shift - more_shift)), shift
+
+
+def sum_exact(values: list[Number]) -> tuple[int, int]:
+    """The exact sum of `values` (ints are summed as ints: exact and fast)."""
+    total = sum(values)
+    if type(total) is int:
+        return total, 0
+    units, shift = 0, 0
+    for value in values:
+        units, shift = add_exact(units, shift, *exact(value))
+    return units, shift
+
+
+def exact_mean(units: int, shift: int, count: int) -> float:
+    """The correctly rounded mean (int / int true division rounds correctly in Python)."""
+    return units / (count << shift) if count else 0.0
+
+
+def dump_exact(units: int, shift: int) -> int | str:
+    """A canonical JSON form of an exact sum: an int when whole and in int64 range, else
+    the string "N*2^E" with N odd (orjson encodes integers up to 64 bits only)."""
+    if units == 0:
+        return 0
+    zeros = (units & -units).bit_length() - 1
+    numerator, exponent = units >> zeros, zeros - shift
+    if exponent >= 0 and -_I64 <= numerator << exponent < _I64:
+        return numerator << exponent
+    return f"{numerator}*2^{exponent}"
+
+
+def load_exact(data: Any) -> tuple[int, int]:
+    """Inverse of dump_exact; also reads the plain numbers older state formats stored."""
+    if isinstance(data, str):
+        numerator, _, power = data.partition("*2^")
+        try:
+            value, exponent = int(numerator), int(power)
+        except ValueError:
+            raise ValueError(f"not an exact sum: {data!r}") from None
+        if exponent >= 0:
+            return value << exponent, 0
+        for shift in (FAST_SHIFT, FULL_SHIFT):
+            if exponent >= -shift:
+                return value << (shift + exponent), shift
+        raise ValueError(f"not an exact sum: {data!r}")
+    if isinstance(data, bool) or not isinstance(data, int | float):
+        raise ValueError(f"not an exact sum: {data!r}")
+    try:
+        return exact(data)
+    except (OverflowError, ValueError):  # inf, nan
+        raise ValueError(f"not an exact sum: {data!r}") from None
+
+
 def interpolate(sorted_values: list[Number], percentile: float) -> float:
     """SPEC section 5's linear-interpolation percentile of sorted samples."""
     low, high, frac = _rank_split(len(sorted_values), percentile)
@@ -101,15 +192,26 @@ class Statistic:
     cumulative sum and a binary search.
     """
 
-    __slots__ = ("_metrics", "counts", "folded_count", "folded_total", "keys", "pending")
+    __slots__ = (
+        "_metrics",
+        "counts",
+        "folded_count",
+        "folded_shift",
+        "folded_sum",
+        "keys",
+        "pending",
+    )
 
     def __init__(self) -> None:
         self._metrics: dict[str, Any] | None = None  # cached until the count changes
         self.pending: list[Number] = []
         self.keys: list[int] | None = None  # the sketch's bucket keys, sorted (None: exact)
-        self.counts: list[int] = []  # samples in each bucket, aligned with keys
+        #: samples in each bucket, aligned with keys (a shared empty list while exact: one
+        #: object fewer per statistic for the garbage collector to walk)
+        self.counts: list[int] = _NO_COUNTS
         self.folded_count = 0
-        self.folded_total: Number = 0
+        self.folded_sum = 0  # exact sum of the folded samples: folded_sum / 2**folded_shift
+        self.folded_shift = 0
 
     def add(self, value: Number) -> None:
         self.pending.append(value)
@@ -119,13 +221,17 @@ class Statistic:
         return self.folded_count + len(self.pending)
 
     @property
-    def total(self) -> Number:
-        return self.folded_total + sum(self.pending)
+    def exact_sum(self) -> tuple[int, int]:
+        """The exact sum of every sample (units, shift)."""
+        pending = sum(self.pending)
+        if type(pending) is int and not self.folded_shift:
+            return self.folded_sum + pending, 0
+        return add_exact(self.folded_sum, self.folded_shift, *sum_exact(self.pending))
 
     @property
     def mean(self) -> float:
-        count = self.count
-        return self.total / count if count else 0.0
+        """The exact mean, correctly rounded (never depends on the order of the samples)."""
+        return exact_mean(*self.exact_sum, self.count)
 
     @property
     def exact(self) -> bool:
@@ -142,12 +248,15 @@ class Statistic:
             keyed = [_key_of(v) if k is None else k for k, v in zip(keyed, pending, strict=True)]
         self._add_buckets(Counter(cast(list[int], keyed)).items())
         self.folded_count += len(pending)
-        self.folded_total += sum(pending)
+        self.folded_sum, self.folded_shift = add_exact(
+            self.folded_sum, self.folded_shift, *sum_exact(pending)
+        )
         self.pending = []
 
     def _add_buckets(self, buckets: Iterable[tuple[int, int]]) -> None:
-        keys = self.keys if self.keys is not None else []
-        counts = self.counts
+        if self.keys is None:  # the sketch starts: lists of its own
+            self.keys, self.counts = [], []
+        keys, counts = self.keys, self.counts
         for key, n in buckets:
             i = bisect_left(keys, key)
             if i < len(keys) and keys[i] == key:
@@ -162,7 +271,9 @@ class Statistic:
         self.pending.extend(other.pending)
         if other.keys is not None:
             self.folded_count += other.folded_count
-            self.folded_total += other.folded_total
+            self.folded_sum, self.folded_shift = add_exact(
+                self.folded_sum, self.folded_shift, other.folded_sum, other.folded_shift
+            )
             self._add_buckets(zip(other.keys, other.counts, strict=True))
         self.compact()
 
@@ -219,25 +330,32 @@ class Statistic:
         }
         return self._metrics
 
-    # -- compact form: [samples] while exact, else [count, total, sorted keys, their counts]
+    # -- canonical compact form: [sorted samples] while exact, else
+    # -- [count, exact sum, sorted keys, their counts]
 
     def dump(self) -> list[Any]:
         self.compact()
         if self.exact:
+            self.pending.sort()  # canonical: the same samples give the same bytes
             return [self.pending]
-        return [self.folded_count, self.folded_total, self.keys, self.counts]
+        total = dump_exact(self.folded_sum, self.folded_shift)
+        return [self.folded_count, total, self.keys, self.counts]
 
     @classmethod
     def load(cls, data: list[Any]) -> Statistic:
-        stat = cls()
+        stat = cls.__new__(cls)
+        stat._metrics = None
         if len(data) == 1:
-            stat.pending = list(data[0])
+            stat.pending = data[0]
+            stat.keys, stat.counts, stat.folded_count = None, _NO_COUNTS, 0
+            stat.folded_sum = stat.folded_shift = 0
         else:
-            stat.folded_count, stat.folded_total, keys, counts = data
+            stat.pending = []
+            stat.folded_count, total, keys, counts = data
             if len(keys) != len(counts):
                 raise ValueError("sketch keys and counts differ in length")
-            stat.keys = list(keys)
-            stat.counts = list(counts)
+            stat.folded_sum, stat.folded_shift = load_exact(total)
+            stat.keys, stat.counts = keys, counts
         return stat
 
     def __eq__(self, other: object) -> bool:
@@ -247,7 +365,8 @@ class Statistic:
         other.compact()
         return (
             self.count == other.count
-            and math.isclose(self.total, other.total, rel_tol=1e-12, abs_tol=1e-9)
+            and add_exact(*self.exact_sum, 0, FULL_SHIFT)
+            == add_exact(*other.exact_sum, 0, FULL_SHIFT)
             and sorted(self.pending) == sorted(other.pending)
             and self.keys == other.keys
             and self.counts == other.counts
@@ -258,41 +377,56 @@ class Statistic:
 
 
 class Mean:
-    """Count and sum only: for the sensitivity score, whose percentiles nobody reads."""
+    """Count and exact sum only: for the sensitivity score, whose percentiles nobody reads."""
 
-    __slots__ = ("count", "total")
+    __slots__ = ("count", "shift", "units")
 
-    def __init__(self, count: int = 0, total: Number = 0) -> None:
+    def __init__(self, count: int = 0, units: int = 0, shift: int = FAST_SHIFT) -> None:
         self.count = count
-        self.total = total
+        self.units = units  # the exact sum is units / 2**shift
+        self.shift = shift
 
     def add(self, value: Number) -> None:
         self.count += 1
-        self.total += value
+        self.units, self.shift = add_exact(self.units, self.shift, *exact(value))
+
+    def add_fast(self, units: list[int | None], values: list[float]) -> None:
+        """Add `values`, given as `fast_units` of each (None: not a whole number of them)."""
+        self.count += len(values)
+        if None in units:
+            for value in values:
+                self.units, self.shift = add_exact(self.units, self.shift, *exact(value))
+        else:
+            total: int = sum(units)  # type: ignore[arg-type]
+            self.units, self.shift = add_exact(self.units, self.shift, total, FAST_SHIFT)
 
     @property
     def mean(self) -> float:
-        return self.total / self.count if self.count else 0.0
+        """The exact mean, correctly rounded."""
+        return exact_mean(self.units, self.shift, self.count)
 
     def compact(self) -> None:
         """Nothing to fold; here so every statistic of a group answers the same calls."""
 
     def merge(self, other: Mean) -> None:
         self.count += other.count
-        self.total += other.total
+        self.units, self.shift = add_exact(self.units, self.shift, other.units, other.shift)
 
     def dump(self) -> list[Any]:
-        return [self.count, self.total]
+        return [self.count, dump_exact(self.units, self.shift)]
 
     @classmethod
     def load(cls, data: list[Any]) -> Mean:
-        return cls(*data)
+        count, total = data
+        if not isinstance(count, int) or count < 0:
+            raise ValueError(f"not a sample count: {count!r}")
+        return cls(count, *load_exact(total))
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Mean):
             return NotImplemented
-        return self.count == other.count and math.isclose(
-            self.total, other.total, rel_tol=1e-12, abs_tol=1e-9
+        return self.count == other.count and dump_exact(self.units, self.shift) == dump_exact(
+            other.units, other.shift
         )
 
     def __repr__(self) -> str:

@@ -89,12 +89,32 @@ class WorkerMetrics:
         self.agents = Gauge(
             "agent_hints_agents_cached", "Agents whose state this worker holds", registry=r
         )
+        self.agents_decoded = Gauge(
+            "agent_hints_agents_decoded",
+            "Agents held decoded (being learned or published); the others are held serialized",
+            registry=r,
+        )
         self.state_bytes = Gauge(
-            "agent_hints_state_bytes", "Bytes of agent state last written to the table", registry=r
+            "agent_hints_state_bytes",
+            "Estimated memory of the agent states held (bounded by state_cache_bytes)",
+            registry=r,
+        )
+        self.state_cache_limit = Gauge(
+            "agent_hints_state_cache_limit_bytes",
+            "The configured bound on agent_hints_state_bytes (state_cache_bytes)",
+            registry=r,
         )
         self.state_writes = Counter(
-            "agent_hints_state_writes", "Agent state values written to the table", registry=r
+            "agent_hints_state_writes", "Records written to the state table", registry=r
         )
+        self.state_written_bytes = Counter(
+            "agent_hints_state_written_bytes",
+            "Bytes (key + value) written to the state table and its changelog, by record: "
+            "delta, snapshot, run_ids, tombstone",
+            ["record"],
+            registry=r,
+        )
+        self._state_written_seen: dict[str, int] = {}
         self.consumer_lag = Gauge(
             "agent_hints_consumer_lag_records",
             "Records not yet processed (high watermark - next offset)",
@@ -123,6 +143,15 @@ class WorkerMetrics:
         )
         for where in ("process", "publish", "state_write"):  # series exist before the first
             self.errors.labels(where)
+
+    def observe_state_writes(self, totals: dict[str, int]) -> None:
+        """Advance `state_written_bytes` to the state cache's running totals."""
+        seen = self._state_written_seen
+        for record, total in totals.items():
+            increase = total - seen.get(record, 0)
+            if increase > 0:
+                self.state_written_bytes.labels(record).inc(increase)
+                seen[record] = total
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -1,10 +1,10 @@
 """Checkpoints: agent states written, and acknowledged by the changelog, before offsets commit.
 
-One table value per agent holds its statistics and its learned run ids, so after a crash a
-replayed run is either in the stored state (a duplicate) or not learned at all, provided an
-offset is never committed ahead of the state that includes its run. Three pieces keep that:
-`CommitHook` writes the dirty states at the start of every commit, `StateTable` remembers
-their changelog sends, and `guard_commits` makes the offset commit wait for those sends.
+A run's statistics and its id are stored in one record (see `state_cache`), so after a crash
+a replayed run is either in the stored state (a duplicate) or not learned at all, provided an
+offset is never committed ahead of the records that hold its run. Three pieces keep that:
+`CommitHook` writes what changed at the start of every commit, `StateTable` remembers the
+changelog sends, and `guard_commits` makes the offset commit wait for those sends.
 """
 
 from __future__ import annotations
@@ -17,25 +17,51 @@ from typing import Any
 import faust
 
 from worker.observability.metrics import WorkerMetrics
-from worker.stream.faust_internals import Commit, wrap_offset_commit
+from worker.stream.faust_internals import Commit, wrap_offset_commit, write_local
 from worker.stream.state_cache import StateCache
 
 log = logging.getLogger(__name__)
 
 
-class StateTable(faust.Table[bytes, bytes]):
-    """faust's table, remembering the changelog sends it has not seen acknowledged yet.
+class Receipt:
+    """A record sent to the changelog: `applied` once the broker acknowledged it and it was
+    written to the local store; `failed` if the send failed."""
 
-    faust queues a table write's changelog record in its producer buffer, and the flush that
-    precedes an offset commit gives up on that buffer after 100 ms without progress
+    __slots__ = ("applied", "sent")
+
+    def __init__(self, sent: asyncio.Future[Any]) -> None:
+        self.sent = sent
+        self.applied = False
+
+    @property
+    def failed(self) -> bool:
+        sent = self.sent
+        return sent.done() and (sent.cancelled() or sent.exception() is not None)
+
+
+class StateTable(faust.Table[bytes, bytes]):
+    """faust's table, written changelog first: `put` sends a record to the changelog and
+    writes it to the local RocksDB only once the broker acknowledged it.
+
+    faust's own `table[key] = value` writes RocksDB first. After a crash the local store
+    could then hold records the changelog never got, and faust's recovery, which re-applies
+    the changelog records after the last acknowledged offset, could even put older values
+    back over newer ones: a worker restarting on its disk would see a state nobody else
+    sees. Written this way, every store (this worker's after a restart, another worker's, a
+    rebuilt one) holds a prefix of the changelog.
+
+    It also remembers the changelog sends not seen acknowledged yet: faust's flush before an
+    offset commit gives up on its producer buffer after 100 ms without progress
     (`ProducerBuffer.flush_atmost`) and does not see a record that left the buffer but has
-    not reached the Kafka client yet. Under load the offsets could then be committed while
-    the state that contains their runs is still unsent; a crash at that moment loses the
-    runs. `wait_changelog` waits for the delivery of every record sent so far.
+    not reached the Kafka client yet; `wait_changelog` waits for every record sent so far.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._unacked: list[asyncio.Future[Any]] = []
+        self._to_apply: dict[int, tuple[int, bytes, bytes | None, Receipt]] = {}
+        #: the first failed changelog send: memory is then ahead of the changelog for good,
+        #: so no offset may be committed again (the worker must restart and replay)
+        self.failure: BaseException | None = None
         super().__init__(*args, **kwargs)
 
     def send_changelog(self, *args: Any, **kwargs: Any) -> Any:
@@ -43,18 +69,46 @@ class StateTable(faust.Table[bytes, bytes]):
         self._unacked.append(fut)
         return fut
 
+    def put(self, partition: int, key: bytes, value: bytes | None) -> Receipt:
+        """Send `key` = `value` (None: delete it) to the changelog partition `partition`; the
+        local store gets it once the broker has it."""
+        sent = self.send_changelog(partition, key, value, value_serializer="raw")
+        receipt = Receipt(sent)
+        self._to_apply[id(sent)] = (partition, key, value, receipt)
+        return receipt
+
+    def _on_changelog_sent(self, fut: Any) -> None:
+        """faust calls this once the broker acknowledged a changelog record, before it marks
+        the record's offset as stored locally (`set_persisted_offset`)."""
+        pending = self._to_apply.pop(id(fut), None)
+        if pending is not None:
+            partition, key, value, receipt = pending
+            write_local(self, partition, key, value)
+            receipt.applied = True
+        super()._on_changelog_sent(fut)
+
+    def forget_failed(self) -> None:
+        """Drop the bookkeeping of sends that failed (faust calls nothing for them)."""
+        for ident, (_, _, _, receipt) in list(self._to_apply.items()):
+            if receipt.failed:
+                del self._to_apply[ident]
+
     async def wait_changelog(self) -> int:
         """Wait until the broker acknowledged every changelog record sent so far.
 
-        Raises the send error if one failed: the caller must then not commit offsets."""
+        Raises the send error if one failed, then and at every later call: the caller must
+        not commit offsets (the states in memory hold runs the changelog does not)."""
         waited = 0
-        while self._unacked:
+        while self._unacked and self.failure is None:
             pending, self._unacked = self._unacked, []
             waited += len(pending)
             results = await asyncio.gather(*pending, return_exceptions=True)
             errors = [r for r in results if isinstance(r, BaseException)]
             if errors:
-                raise errors[0]
+                self.forget_failed()
+                self.failure = errors[0]
+        if self.failure is not None:
+            raise self.failure
         return waited
 
 

@@ -81,8 +81,20 @@ def make_app(settings: Settings, partitions: int) -> WorkerApp:
     return app
 
 
+#: RocksDB memory per partition's database: faust's defaults (64 MiB write buffers x 3 and a
+#: 2 GiB block cache, each per partition) could take several GB; with these at most
+#: 2 x 8 MiB of write buffers and an 8 MiB block cache (reads of agents not held in memory
+#: are few and the OS page cache serves them too)
+ROCKSDB_OPTIONS = {
+    "write_buffer_size": 8 * 1024 * 1024,
+    "max_write_buffer_number": 2,
+    "block_cache_size": 8 * 1024 * 1024,
+}
+
+
 def make_table(app: faust.App, partitions: int) -> StateTable:
-    """The agent-state table: agent id -> AgentState bytes, RocksDB with a changelog."""
+    """The agent-state table (RocksDB with a changelog): agent snapshots and deltas, and each
+    partition's learned run ids (`worker.stream.state_records`)."""
     table = app.tables.add(
         StateTable(
             app,
@@ -92,7 +104,11 @@ def make_table(app: faust.App, partitions: int) -> StateTable:
             partitions=partitions,
             key_type=bytes,
             value_type=bytes,
-            help="agent id -> AgentState bytes (statistics and learned run ids)",
+            options=dict(ROCKSDB_OPTIONS),
+            # compaction only cleans closed segments: 64 MiB ones (not 1 GiB) let the broker
+            # drop replaced deltas and snapshots soon, which keeps a rebuild from it short
+            extra_topic_configs={"segment.bytes": str(64 * 1024 * 1024)},
+            help="agent snapshots and deltas, learned run ids per partition",
         )
     )
     return cast(StateTable, table)

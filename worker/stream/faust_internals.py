@@ -1,6 +1,6 @@
 """Every private faust / aiokafka attribute the worker touches, behind one small adapter.
 
-faust-streaming 0.15 and aiokafka 0.14 offer no public way to do these four things. Each
+faust-streaming 0.15 and aiokafka 0.14 offer no public way to do these five things. Each
 function names what it relies on; `tests/unit/stream/test_faust_internals.py` fails loudly
 when an upgrade moves or renames one, instead of the worker silently losing a guarantee.
 (`worker.stream.consumer` also overrides faust's protected consumer hooks; the same test
@@ -44,6 +44,18 @@ def current_event(event: Any) -> Iterator[None]:
         yield
     finally:
         _current_event.reset(token)
+
+
+def write_local(table: Any, partition: int, key: bytes, value: bytes | None) -> None:
+    """Write (or, with None, delete) a key in a table's local RocksDB only, no changelog.
+
+    faust's RocksDB `Store._db_for_partition(partition)` is the database of one partition
+    (`put`, `delete`); the table's `data` is its store."""
+    db = table.data._db_for_partition(partition)
+    if value is None:
+        db.delete(key)
+    else:
+        db.put(key, value)
 
 
 def set_fetch_batching(consumer: Any, min_bytes: int, max_wait_ms: int) -> None:

@@ -46,6 +46,8 @@ class Processor:
         self.partitions = partitions
 
     def process(self, value: bytes | None, partition: int, event: Any) -> Result:
+        """The outcome of one record of `partition`. Called inside faust's context for the
+        record's `event`, which makes table reads use that partition's store."""
         try:
             run = intake.decode(value, self.limits)
         except RecordError as exc:
@@ -53,16 +55,18 @@ class Processor:
         home = partition_for(run.agent_id, self.partitions)
         if home != partition:
             return Result(Outcome.REKEY, agent_id=run.agent_id, partition=home)
-        entry = self.cache.get(run.agent_id, partition)
+        cache = self.cache
+        entry = cache.get(run.agent_id, partition)
         try:
-            learned = intake.learn(entry.state, run, self.config, self.limits)
+            observations = intake.learn(
+                entry.state, cache.run_ids(partition), run, self.config, self.limits
+            )
         except RecordError as exc:
             return Result(
                 Outcome.REJECTED, agent_id=run.agent_id, reason=exc.reason, detail=exc.detail
             )
-        if not learned:
-            self.cache.rewrite(entry, event)  # see StateCache.rewrite
+        if observations is None:  # stored already (see StateCache): nothing to do
             return Result(Outcome.DUPLICATE, agent_id=run.agent_id)
         end_ns = run.ended_at if run.ended_at is not None else run.started_at
-        self.cache.changed(run.agent_id, entry, event, time.monotonic(), end_ns)
+        cache.changed(run.agent_id, entry, time.monotonic(), end_ns, run.id.int, observations)
         return Result(Outcome.LEARNED, agent_id=run.agent_id)

@@ -47,7 +47,10 @@ class StreamService:
         self.learner_config = settings.learner
         self.app = make_app(settings, partitions)
         self.table = make_table(self.app, partitions)
-        self.cache = StateCache(self.table, settings.state_cache_agents)
+        self.cache = StateCache(
+            self.table, settings.state_cache_bytes, window=settings.learner.dedupe_window
+        )
+        self.metrics.state_cache_limit.set(settings.state_cache_bytes)
         self.offsets = Offsets(self.client_kwargs)
         processor = Processor(self.cache, self.learner_config, settings.limits, partitions)
         self.records = RecordLoop(
@@ -99,6 +102,8 @@ class StreamService:
     def _update_gauges(self) -> None:
         self.metrics.agents.set(len(self.cache))
         self.metrics.state_bytes.set(self.cache.state_bytes)
+        self.metrics.agents_decoded.set(self.cache.decoded_count)
+        self.metrics.observe_state_writes(self.cache.written_bytes)
         self.metrics.ready.set(1 if self.ready()[0] else 0)
         try:
             for topic, partition, lag in self.offsets.lags(self.app.consumer, self.source_topics):

@@ -1,16 +1,20 @@
-"""Agent states: decoded in memory, written to the faust table at each offset commit.
+"""Agent states in memory (bounded in bytes) and in the state table (written as deltas).
 
-One table value per agent holds its statistics AND its window of learned run ids
-(`AgentState.to_bytes`), so a state write is atomic: a run replayed after a crash is either
-in the stored state (and then recognised as a duplicate) or not learned at all.
+Memory: an agent is kept decoded (an `AgentState`) while it is being learned or published,
+and while it is used again within a commit interval (at most `max_decoded` such); the others
+are kept serialized (the body of its last snapshot and the deltas written since, as the table
+has them: about 2 KB for an agent with a few runs, a tenth of the decoded size), and the least
+recently used of those are dropped (they stay in the table) while the estimated total exceeds
+`max_bytes`. Agents with unwritten or unpublished changes are never dropped.
 
-Writes are coalesced: learning only marks an agent dirty; `flush_to_table` writes each dirty
-agent once, and runs right before offsets are committed (see `checkpoint`), so an offset
-is never committed ahead of the state that includes its run.
+The table holds each agent as a snapshot and deltas, and each partition's run ids, written
+at the start of each offset commit (`flush_to_table`, see `checkpoint`) with only what changed:
+`worker.stream.agent_store` has the layout and why it keeps every run exactly once.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
@@ -18,96 +22,289 @@ from dataclasses import dataclass
 from typing import Any
 
 from worker.learner import AgentState
-from worker.stream.faust_internals import current_event
+from worker.learner.analysis import CallObservation
+from worker.learner.run_ids import RunIds, id_bytes
+from worker.stream import agent_store
+from worker.stream.run_id_log import PartitionLog
 
 log = logging.getLogger(__name__)
 
+#: agents kept decoded at most (those with unwritten or unpublished changes come on top)
+MAX_DECODED = 2048
+#: estimated memory of an agent besides its state (entry, key, dict slot, publisher digests)
+ENTRY_BYTES = 600
+#: estimated memory of a decoded state, from the size of its serialized form (measured:
+#: 13-21x for a few runs, 4-5x for thousands)
+DECODED_BASE_BYTES = 30_000
+DECODED_PER_BYTE = 6
 
-@dataclass(slots=True)
+
+#: a queued table write: key, value (None deletes it), the agent it belongs to
+_Write = tuple[bytes, bytes | None, "Entry | None"]
+
+
+def decoded_estimate(serialized: int) -> int:
+    return DECODED_BASE_BYTES + DECODED_PER_BYTE * serialized
+
+
+@dataclass(slots=True, eq=False)
 class Entry:
-    """One agent's decoded state and what still has to happen to it."""
+    """One agent: its state (decoded, or serialized while cold), where it stands in the table,
+    and what still has to happen to it."""
 
-    state: AgentState
+    agent_id: str
     partition: int
-    #: the last event that changed the state: its partition routes the table write
-    event: Any = None
+    cache: StateCache
+    #: the decoded state (None while cold); its serialized form: the body of its last
+    #: snapshot (None when unknown) and the deltas written since, as the table has them
+    decoded: AgentState | None = None
+    blob: bytes | None = None
+    blob_deltas: list[bytes] | None = None
+    #: the table's chain: the snapshot's owner token, sequence number and parts, the last
+    #: sequence number written, the deltas since the snapshot and their bytes
+    owner: int = 0
+    upto: int = 0
+    parts: int = 0
+    snapshot_bytes: int = 0
+    seq: int = 0
+    deltas: int = 0
+    delta_bytes: int = 0
+    #: runs learned since the last write: their observations and ids
+    pending: list[CallObservation] | None = None
+    pending_ids: bytearray | None = None
+    pending_runs: int = 0
+    #: ids of runs in the state that the partition's stored run ids may lack (a snapshot
+    #: carries them until the next write of the run ids)
+    unlogged: bytearray | None = None
     store_dirty: bool = False
+    #: the send of the last record written: the agent stays in memory until it is stored
+    receipt: Any = None
     #: monotonic time the oldest unpublished change was consumed, and the newest run's end
     consumed_at: float | None = None
     run_end_ns: int | None = None
     size: int = 0
 
+    @property
+    def state(self) -> AgentState:
+        """The decoded state (decoded now if the entry was cold)."""
+        state = self.decoded
+        if state is None:
+            state = self.cache.decode(self)
+        return state
+
+    @property
+    def serialized_size(self) -> int:
+        return len(self.blob or b"") + sum(map(len, self.blob_deltas or ()))
+
 
 class StateCache:
-    """Decoded agent states by agent id, backed by a faust table of raw bytes."""
+    """Agent states by agent id, backed by the state table (see the module docstring).
 
-    def __init__(self, table: Any, max_agents: int) -> None:
+    `table` is a `checkpoint.StateTable` (or anything with `get(key)` and
+    `put(partition, key, value)`)."""
+
+    def __init__(
+        self,
+        table: Any,
+        max_bytes: int,
+        window: int = 100_000,
+        max_decoded: int = MAX_DECODED,
+    ) -> None:
         self.table = table
-        self.max_agents = max_agents
+        self.max_bytes = max_bytes
+        self.window = window
+        self.max_decoded = max_decoded
         self._entries: OrderedDict[str, Entry] = OrderedDict()
+        self._decoded: OrderedDict[str, Entry] = OrderedDict()
+        #: decoded agents not used again since they were decoded, with the commit count then
+        self._probation: dict[str, int] = {}
+        self._flushes = 0
+        self._dirty: dict[str, Entry] = {}
         self._to_publish: dict[str, Entry] = {}
+        self._unlogged: dict[str, Entry] = {}  # entries with `unlogged` ids
+        self._logs: dict[int, PartitionLog] = {}
         self.state_bytes = 0
+        #: bytes (key + value) written to the table, by record kind (metrics, benchmarks)
+        self.written_bytes: dict[str, int] = {}
         #: the partitions this worker owns now; states of others are never written
         self.owned: Callable[[], set[int]] | None = None
 
     def __len__(self) -> int:
         return len(self._entries)
 
+    @property
+    def decoded_count(self) -> int:
+        return len(self._decoded)
+
+    # --- reading --------------------------------------------------------------------------------
+
+    def run_ids(self, partition: int) -> RunIds:
+        """The learned run ids of a partition (read from the table on first use)."""
+        return self._log(partition).ids
+
+    def _log(self, partition: int) -> PartitionLog:
+        part = self._logs.get(partition)
+        if part is None:
+            part = self._logs[partition] = PartitionLog.load(partition, self.window, self._get)
+        return part
+
     def get(self, agent_id: str, partition: int) -> Entry:
-        """The agent's entry, read from the table (inside the event context) when not cached."""
+        """The agent's entry, decoded; read from the table when not cached (inside the
+        current record's context, so that the partition's store is the one read)."""
+        part = self._log(partition)
         entry = self._entries.get(agent_id)
         if entry is not None:
             self._entries.move_to_end(agent_id)
+            if entry.decoded is None:
+                self.decode(entry)
+            else:
+                self._decoded.move_to_end(agent_id)
+                self._probation.pop(agent_id, None)  # used again: it stays decoded
             return entry
-        blob = self.table.get(agent_id.encode())
-        state = AgentState.from_bytes(blob) if blob else AgentState()
-        entry = Entry(state=state, partition=partition, size=len(blob) if blob else 0)
+        entry = self._load(agent_id, partition, part)
+        if entry.unlogged:
+            self._unlogged[agent_id] = entry
         self._entries[agent_id] = entry
-        self._evict()
+        self._decoded[agent_id] = entry
+        self._probation[agent_id] = self._flushes
+        self._resize(entry, decoded_estimate(entry.snapshot_bytes + entry.delta_bytes))
+        self._fit(keep=agent_id)
         return entry
 
+    def _get(self, key: bytes) -> bytes | None:
+        value: bytes | None = self.table.get(key)
+        return value
+
+    def _load(self, agent_id: str, partition: int, part: PartitionLog) -> Entry:
+        entry = Entry(agent_id, partition, self)
+        agent_store.read_agent(entry, part, self._get)
+        return entry
+
+    def decode(self, entry: Entry) -> AgentState:
+        """Make a cold entry decoded again (and count it among the decoded ones)."""
+        state = entry.decoded = agent_store.decode(entry)
+        if self._entries.get(entry.agent_id) is entry:
+            self._decoded[entry.agent_id] = entry
+            self._probation[entry.agent_id] = self._flushes
+            self._resize(entry, decoded_estimate(entry.serialized_size))
+            self._fit(keep=entry.agent_id)
+        return state
+
+    # --- learning -------------------------------------------------------------------------------
+
     def changed(
-        self, agent_id: str, entry: Entry, event: Any, consumed_at: float, end_ns: int
+        self,
+        agent_id: str,
+        entry: Entry,
+        consumed_at: float,
+        end_ns: int,
+        run_id: int,
+        observations: list[CallObservation],
     ) -> None:
-        """Record that `event`'s run changed the agent: write it at the next commit, publish it."""
-        entry.event = event
+        """Record that a run (`run_id`, its `observations`) changed the agent: write it at the
+        next commit, publish it."""
         entry.store_dirty = True
+        if entry.pending is None:
+            entry.pending, entry.pending_ids = [], bytearray()
+        entry.pending += observations
+        entry.pending_runs += 1
+        if self.window:
+            entry.pending_ids += id_bytes(run_id)  # type: ignore[operator]
+        self._dirty[agent_id] = entry
         if entry.consumed_at is None:
             entry.consumed_at = consumed_at
         entry.run_end_ns = end_ns if entry.run_end_ns is None else max(entry.run_end_ns, end_ns)
         self._to_publish[agent_id] = entry
 
-    def rewrite(self, entry: Entry, event: Any) -> None:
-        """Write the agent's state again at the next commit, unchanged.
-
-        For a replayed run found already learned: after a crash the local store can hold a
-        state whose changelog record never reached the broker (faust writes RocksDB first).
-        Writing it again puts those runs in the changelog before this run's offset commits,
-        so another worker or a rebuilt disk has them too."""
-        entry.event = event
-        entry.store_dirty = True
+    # --- writing --------------------------------------------------------------------------------
 
     def flush_to_table(self) -> int:
-        """Write every dirty agent's state into the table (and its changelog). Synchronous."""
-        written = 0
+        """Write every change into the table (and its changelog). Synchronous.
+
+        Per partition, in this order: the deltas, the new snapshots, the run ids, then the
+        deletions of what the snapshots replaced. The partitions' records are sent
+        interleaved, one of each in turn: the Kafka client sends one batch per partition at
+        a time, so a commit's records of one partition after the other would wait for one
+        round trip per batch. Returns the number of records written."""
         owned = self.owned() if self.owned is not None else None
-        for agent_id, entry in self._entries.items():
-            if not entry.store_dirty:
-                continue
+        by_partition: dict[int, list[Entry]] = {}
+        for entry in self._dirty.values():
             if owned is not None and entry.partition not in owned:
-                log.warning("not writing state of %s: partition no longer owned", agent_id)
-                entry.store_dirty = False
-                entry.event = None
+                log.warning("not writing state of %s: partition no longer owned", entry.agent_id)
+                self._clean(entry)
                 continue
-            blob = entry.state.to_bytes()
-            with current_event(entry.event):
-                self.table[agent_id.encode()] = blob
-            self.state_bytes += len(blob) - entry.size
-            entry.size = len(blob)
-            entry.store_dirty = False
-            entry.event = None
-            written += 1
+            by_partition.setdefault(entry.partition, []).append(entry)
+        self._dirty.clear()
+        queues: list[tuple[int, list[_Write]]] = []
+        for partition, part in self._logs.items():
+            entries = by_partition.pop(partition, [])
+            if not entries and not part.unwritten:
+                continue
+            if owned is not None and partition not in owned:
+                continue
+            queue: list[_Write] = []
+            snapshots = [
+                e for e in entries if not agent_store.write_delta(e, part, self._into(queue, e))
+            ]
+            deletions = [
+                key
+                for e in snapshots
+                for key in agent_store.write_snapshot(e, part, self._into(queue, e))
+            ]
+            part.flush(self._into(queue, None)("run_ids"))
+            delete = self._into(queue, None)("tombstone")
+            for key in deletions:
+                delete(key, None)
+            queues.append((partition, queue))
+            for entry in entries:
+                self._clean(entry)
+                if entry.decoded is not None:
+                    self._resize(entry, decoded_estimate(entry.snapshot_bytes + entry.delta_bytes))
+        for entries in by_partition.values():  # never read there: nothing to write
+            for entry in entries:
+                self._clean(entry)
+        written = self._send(queues)
+        for entry in self._unlogged.values():
+            entry.unlogged = None  # the run ids were just written, after every agent record
+        self._unlogged.clear()
+        self._flushes += 1
+        self._cool_unused()
+        self._fit()
         return written
+
+    def _into(self, queue: list[_Write], entry: Entry | None) -> agent_store.Writer:
+        """A writer (by record kind) that queues the records of one partition, in order."""
+        counts = self.written_bytes
+
+        def writer(kind: str) -> Callable[[bytes, bytes | None], None]:
+            def write(key: bytes, value: bytes | None) -> None:
+                counts[kind] = counts.get(kind, 0) + len(key) + (len(value) if value else 0)
+                queue.append((key, value, entry))
+
+            return write
+
+        return writer
+
+    def _send(self, queues: list[tuple[int, list[_Write]]]) -> int:
+        """Send the queued records, one of each partition in turn (each partition's in
+        order); an agent's `receipt` is that of its last record."""
+        put, sent = self.table.put, 0
+        for records in itertools.zip_longest(*(queue for _, queue in queues)):
+            for (partition, _), record in zip(queues, records, strict=True):
+                if record is not None:
+                    key, value, entry = record
+                    receipt = put(partition, key, value)
+                    if entry is not None:
+                        entry.receipt = receipt
+                    sent += 1
+        return sent
+
+    def _clean(self, entry: Entry) -> None:
+        entry.store_dirty = False
+        entry.pending = entry.pending_ids = None
+        entry.pending_runs = 0
+
+    # --- publishing -----------------------------------------------------------------------------
 
     def take_to_publish(self) -> list[tuple[str, Entry]]:
         """Agents changed since the last call (the coalesced publish batch)."""
@@ -115,32 +312,99 @@ class StateCache:
         self._to_publish.clear()
         return batch
 
-    def publish_all_again(self) -> None:
-        """Queue every held agent for publishing (after a failed publish)."""
-        self._to_publish.update(self._entries)
+    # --- memory ---------------------------------------------------------------------------------
 
     def keep_partitions(self, partitions: Iterable[int]) -> int:
-        """Forget agents of partitions this worker no longer owns; returns how many."""
+        """Forget agents (and run ids) of partitions this worker no longer owns; returns how
+        many agents."""
         keep = set(partitions)
         gone = [a for a, e in self._entries.items() if e.partition not in keep]
         for agent_id in gone:
             entry = self._entries.pop(agent_id)
+            self._decoded.pop(agent_id, None)
+            self._probation.pop(agent_id, None)
             self._to_publish.pop(agent_id, None)
-            self.state_bytes -= entry.size
-            if entry.store_dirty:
+            self._unlogged.pop(agent_id, None)
+            if self._dirty.pop(agent_id, None) is not None:
                 log.warning("dropping unwritten state of revoked agent %s", agent_id)
+            self.state_bytes -= entry.size
+        for partition in [p for p in self._logs if p not in keep]:
+            del self._logs[partition]
         return len(gone)
 
-    def _evict(self) -> None:
-        """Drop least recently used clean entries beyond `max_agents` (they stay in the table)."""
-        excess = len(self._entries) - self.max_agents
-        if excess <= 0:
-            return
-        for agent_id in list(self._entries)[: excess * 2]:
-            entry = self._entries[agent_id]
-            if not entry.store_dirty and agent_id not in self._to_publish:
-                del self._entries[agent_id]
-                self.state_bytes -= entry.size
-                excess -= 1
-                if excess <= 0:
-                    return
+    def _resize(self, entry: Entry, state_bytes: int) -> None:
+        size = ENTRY_BYTES + state_bytes
+        self.state_bytes += size - entry.size
+        entry.size = size
+
+    def _pinned(self, agent_id: str, entry: Entry) -> bool:
+        """Not to be serialized or dropped: changes not written or not published yet,
+        written but not in the local store yet (a read from there would miss them), or
+        holding run ids that only its records have (a read would not know them as such)."""
+        receipt = entry.receipt
+        return (
+            agent_id in self._dirty
+            or agent_id in self._to_publish
+            or agent_id in self._unlogged
+            or (receipt is not None and not receipt.applied)
+        )
+
+    def fit(self) -> None:
+        """Serialize and drop agents now until within the bounds (also done on every read)."""
+        self._fit()
+
+    def _fit(self, keep: str | None = None) -> None:
+        """Keep at most `max_decoded` agents decoded and the estimate within `max_bytes`:
+        first serialize decoded agents, then drop serialized ones, least recently used first.
+        Pinned agents stay, and so does `keep` (in use); they are moved to the recent end as
+        they are passed, so that the next call does not walk over them again."""
+        decoded, entries, pinned = self._decoded, self._entries, self._pinned
+        passed = 0
+        while (
+            len(decoded) > self.max_decoded or self.state_bytes > self.max_bytes
+        ) and passed < len(decoded):
+            agent_id, entry = next(iter(decoded.items()))
+            if agent_id == keep or pinned(agent_id, entry):
+                decoded.move_to_end(agent_id)
+                passed += 1
+                continue
+            del decoded[agent_id]
+            self._probation.pop(agent_id, None)
+            self._encode(entry)
+        passed = 0
+        while self.state_bytes > self.max_bytes and passed < len(entries):
+            agent_id, entry = next(iter(entries.items()))
+            if entry.decoded is not None or pinned(agent_id, entry):
+                entries.move_to_end(agent_id)
+                passed += 1
+                continue
+            del entries[agent_id]
+            self.state_bytes -= entry.size
+
+    def _cool_unused(self) -> None:
+        """Serialize the agents decoded for one use and not used again for a whole commit
+        interval (a fleet of agents with a few runs each would otherwise keep thousands
+        decoded, for nothing: memory, and time the garbage collector spends walking them)."""
+        due = self._flushes - 2
+        cooled = []
+        for agent_id, since in self._probation.items():
+            if since > due:
+                break  # in decoding order: the rest are younger
+            entry = self._entries.get(agent_id)
+            if entry is None or entry.decoded is None:
+                cooled.append(agent_id)
+            elif not self._pinned(agent_id, entry):
+                del self._decoded[agent_id]
+                self._encode(entry)
+                cooled.append(agent_id)
+        for agent_id in cooled:
+            del self._probation[agent_id]
+
+    def _encode(self, entry: Entry) -> None:
+        """Keep the entry serialized only: its snapshot body and deltas when known (nothing
+        to encode), else its state encoded now."""
+        if entry.blob is None:
+            assert entry.decoded is not None
+            entry.blob, entry.blob_deltas = entry.decoded.to_bytes(), None
+        entry.decoded = None
+        self._resize(entry, entry.serialized_size)

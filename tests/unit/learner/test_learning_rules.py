@@ -7,6 +7,7 @@ import pytest
 from tests.unit.runs import llm, run, tool
 from worker.learner import (
     AgentState,
+    Fleet,
     LearnerConfig,
     build_trie,
     default_hints,
@@ -166,22 +167,13 @@ def test_parallel_weight_lowers_parallel_calls() -> None:
 
 def test_duplicate_run_id_is_not_counted_again() -> None:
     first = run(llm("a", 0, 100, 10))
-    state = AgentState()
-    assert state.learn(first, CORRECTED) is True
+    fleet = Fleet(CORRECTED)
+    assert fleet.learn(first) is True
+    state = fleet.states["agent"]
     before = build_trie("agent", state, CORRECTED).model_dump(exclude={"generated_at"})
-    assert state.learn(first, CORRECTED) is False
+    assert fleet.learn(first) is False
     assert state.runs == 1
     assert build_trie("agent", state, CORRECTED).model_dump(exclude={"generated_at"}) == before
-
-
-def test_dedupe_window_forgets_oldest_ids() -> None:
-    config = LearnerConfig(dedupe_window=2)
-    runs = [run(llm("a", 0, 100)) for _ in range(3)]
-    state = AgentState()
-    for r in runs:
-        state.learn(r, config)
-    assert not state.has_run(runs[0].id)
-    assert state.has_run(runs[1].id) and state.has_run(runs[2].id)
 
 
 def test_lookup_falls_back_along_the_path() -> None:

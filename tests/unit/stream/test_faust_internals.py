@@ -89,3 +89,43 @@ def test_the_fetch_loop_pause_the_eager_consumer_shortens() -> None:
     wait = inspect.getsource(faust_consumer.Consumer._wait_next_records)
     assert "self._get_active_partitions()" in wait and "await self.sleep(1)" in wait
     assert "active_partitions.add(tp)" in inspect.getsource(faust_consumer.Consumer.on_buffer_drop)
+
+
+def test_state_records_are_stored_locally_once_acknowledged() -> None:
+    """StateTable.put applies a record to RocksDB in faust's changelog callback, which faust
+    calls on acknowledgement and before it records the offset as stored."""
+    from faust import topics as faust_topics
+    from faust.stores import rocksdb as faust_rocksdb
+
+    assert hasattr(faust_rocksdb.Store, "_db_for_partition")
+    sent = inspect.getsource(faust_tables.Collection.send_changelog)
+    assert "callback=self._on_changelog_sent" in sent
+    on_sent = inspect.getsource(faust_tables.Collection._on_changelog_sent)
+    assert "set_persisted_offset" in on_sent
+    published = inspect.getsource(faust_topics.Topic._on_published)
+    assert published.index("set_result(res)") < published.index("message.message.callback(")
+
+    class Db:
+        def __init__(self) -> None:
+            self.data: dict[bytes, bytes] = {}
+
+        def put(self, key: bytes, value: bytes) -> None:
+            self.data[key] = value
+
+        def delete(self, key: bytes) -> None:
+            self.data.pop(key, None)
+
+    class Store:
+        def __init__(self) -> None:
+            self.dbs = {3: Db()}
+
+        def _db_for_partition(self, partition: int) -> Db:
+            return self.dbs[partition]
+
+    class Table:
+        data = Store()
+
+    faust_internals.write_local(Table, 3, b"k", b"v")
+    assert Table.data.dbs[3].data == {b"k": b"v"}
+    faust_internals.write_local(Table, 3, b"k", None)
+    assert Table.data.dbs[3].data == {}

@@ -6,8 +6,9 @@ from typing import Any
 
 import orjson
 
+from tests.unit.stream.changelog_sim import Changelog, LocalStore, SimTable
 from worker.demo_workload import generate_runs
-from worker.learner import AgentState, LearnerConfig
+from worker.learner import LearnerConfig
 from worker.learner.limits import Limits
 from worker.models import parse_run
 from worker.stream.processor import Outcome, Processor
@@ -21,13 +22,8 @@ def run_dict(seed: int = 1) -> dict[str, Any]:
     return next(iter(generate_runs(1, 1, seed=seed, start_ns=START)))
 
 
-class FakeTable(dict):
-    def get(self, key, default=None):  # type: ignore[override]
-        return super().get(key, default)
-
-
 def make_processor(partitions: int = 4, **limits: Any) -> Processor:
-    cache = StateCache(FakeTable(), max_agents=100)
+    cache = StateCache(SimTable(LocalStore(), Changelog(), None), max_bytes=1 << 24)
     return Processor(cache, LearnerConfig(), Limits(**limits), partitions)
 
 
@@ -58,10 +54,18 @@ def test_processor_learns_dedupes_rekeys_and_rejects() -> None:
 
 def test_state_cache_reads_stored_state() -> None:
     run = parse_run(orjson.dumps(run_dict()))
-    state = AgentState()
-    state.learn(run, LearnerConfig())
-    table = FakeTable({run.agent_id.encode(): state.to_bytes()})
-    cache = StateCache(table, max_agents=10)
-    entry = cache.get(run.agent_id, 0)
-    assert entry.state.has_run(run.id) and entry.state.runs == 1
-    assert cache.keep_partitions({1}) == 1 and len(cache) == 0
+    table = SimTable(LocalStore(), Changelog(), None)
+    cache = StateCache(table, max_bytes=1 << 24)
+    assert (
+        Processor(cache, LearnerConfig(), Limits(), 1)
+        .process(orjson.dumps(run_dict()), 0, event=None)
+        .outcome
+        is Outcome.LEARNED
+    )
+    cache.flush_to_table()
+    table.acknowledge()
+    fresh = StateCache(SimTable(table.store, table.changelog, None), max_bytes=1 << 24)
+    entry = fresh.get(run.agent_id, 0)
+    assert entry.state.runs == 1 and run.id.int in fresh.run_ids(0)
+    assert entry.state.to_bytes() == cache.get(run.agent_id, 0).state.to_bytes()
+    assert fresh.keep_partitions({1}) == 1 and len(fresh) == 0

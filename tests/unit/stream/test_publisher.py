@@ -45,14 +45,14 @@ def learn(cache: StateCache, agents: int) -> None:
     for raw in generate_runs(agents * 3, agents, seed=2, llm_calls=(2, 3)):
         run = parse_run(orjson.dumps(raw))
         entry = cache.get(run.agent_id, 0)
-        entry.state.learn(run, config)
-        cache.changed(run.agent_id, entry, object(), 0.0, run.started_at)
+        observations = entry.state.learn(run, config)
+        cache.changed(run.agent_id, entry, 0.0, run.started_at, run.id.int, observations)
 
 
 async def test_a_failing_agent_is_retried_alone_with_backoff(monkeypatch: Any) -> None:
     clock = [1000.0]
     monkeypatch.setattr(publisher_module.time, "monotonic", lambda: clock[0])
-    cache = StateCache(Table(), max_agents=100)
+    cache = StateCache(Table(), max_bytes=1 << 30)
     learn(cache, 4)
     producer = Producer(refused={"agent-0002"})
     metrics = WorkerMetrics()

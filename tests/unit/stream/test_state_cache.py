@@ -1,0 +1,405 @@
+"""The state cache and the table layout: exactly once through crashes at any write, deltas
+proportional to what changed, memory bounded in bytes (no Kafka: `changelog_sim`)."""
+
+from __future__ import annotations
+
+import gc
+import random
+import tracemalloc
+import uuid
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from tests.unit.stream.changelog_sim import Changelog, Crash, LocalStore, SimTable
+from worker.demo_workload import generate_runs
+from worker.learner import AgentState, LearnerConfig, state_hints, trie_dict
+from worker.learner.limits import Limits
+from worker.models import parse_run
+from worker.stream import agent_store, state_records
+from worker.stream.processor import Outcome, Processor
+from worker.stream.rekey import partition_for
+from worker.stream.state_cache import StateCache
+from worker.stream.state_records import agent_key, encode_snapshot
+
+CONFIG = LearnerConfig()
+PARTITIONS = 2
+START = 1_700_000_000_000_000_000
+
+
+def make_cache(table: Any, **options: Any) -> StateCache:
+    options.setdefault("max_bytes", 1 << 30)
+    return StateCache(table, **options)
+
+
+def make_input(seed: int, runs: int, agents: int) -> dict[int, list[bytes]]:
+    """Per partition, the records in offset order: runs of the agents homed there, about one
+    in eight sent a second time a few records later (a producer retry)."""
+    rng = random.Random(seed)
+    records: dict[int, list[bytes]] = {p: [] for p in range(PARTITIONS)}
+    for run in generate_runs(runs, agents, seed=seed, llm_calls=(1, 5), start_ns=START):
+        value = orjson.dumps(run)
+        home = records[partition_for(run["agent_id"], PARTITIONS)]
+        home.append(value)
+        if rng.random() < 0.125:
+            home.insert(len(home) - rng.randint(0, min(5, len(home) - 1)), value)
+    return records
+
+
+def expected_states(inputs: dict[int, list[bytes]]) -> dict[str, bytes]:
+    """Each distinct run learned once, per agent, as canonical bytes."""
+    states: dict[str, AgentState] = {}
+    seen: set[str] = set()
+    for values in inputs.values():
+        for value in values:
+            run = parse_run(value)
+            if str(run.id) not in seen:
+                seen.add(str(run.id))
+                states.setdefault(run.agent_id, AgentState()).learn(run, CONFIG)
+    return {agent: state.to_bytes() for agent, state in states.items()}
+
+
+class SimWorker:
+    """A worker over a local store: processes from the committed offsets and commits every
+    `commit_every` records, as faust does: the states are written, and the offsets taken,
+    at the start of a commit; they are committed once the broker acknowledged those writes,
+    which here happens at the next commit (records keep being processed meanwhile).
+    `Crash` ends it at the table write `crash_after` allows."""
+
+    def __init__(
+        self, store: LocalStore, changelog: Changelog, crash_after: int | None, **cache: Any
+    ) -> None:
+        self.table = SimTable(store, changelog, crash_after)
+        self.cache = make_cache(self.table, **cache)
+        self.processor = Processor(self.cache, CONFIG, Limits(), PARTITIONS)
+        self.outcomes: list[Outcome] = []
+        self._in_flight: tuple[int, dict[int, int]] | None = None  # (records sent, offsets)
+
+    def run(
+        self, inputs: dict[int, list[bytes]], committed: dict[int, int], commit_every: int
+    ) -> dict[int, int]:
+        """Process to the end of the input; returns the committed offsets (raises Crash)."""
+        position = dict(committed)
+        done = 0
+        while any(position[p] < len(inputs[p]) for p in inputs):
+            for p, values in inputs.items():
+                if position[p] < len(values):
+                    result = self.processor.process(values[position[p]], p, event=object())
+                    self.outcomes.append(result.outcome)
+                    position[p] += 1
+            done += 1
+            if done % commit_every == 0:
+                self.commit(position, committed)
+        self.commit(position, committed)
+        self.commit(position, committed)  # the last one's acknowledgement
+        return committed
+
+    def commit(self, position: dict[int, int], committed: dict[int, int]) -> None:
+        if self._in_flight is not None:  # the previous commit completes
+            sent, offsets = self._in_flight
+            self.table.acknowledge(sent)
+            committed.update(offsets)
+        offsets = dict(position)  # taken right after the states are written, as faust does
+        self.cache.flush_to_table()
+        self._in_flight = (len(self.table.changelog.records), offsets)
+        self.cache.take_to_publish()  # the publisher's turn: those agents may now be evicted
+
+
+def final_states(changelog: Changelog, agents: list[str]) -> dict[str, bytes]:
+    """What a worker with a lost disk reads back: every agent's state, as canonical bytes."""
+    cache = make_cache(SimTable(LocalStore.rebuilt(changelog), changelog, None))
+    return {
+        agent: cache.get(agent, partition_for(agent, PARTITIONS)).state.to_bytes()
+        for agent in agents
+    }
+
+
+Generation = tuple[str, bool, int | None, int, int, int]
+
+
+def crash_and_restart(seed: int, generations: list[Generation], small: bool) -> None:
+    """Workers killed at table writes (also mid-commit: part of what they sent reaches the
+    changelog and part of that their disk), restarted with their disk, without it, or
+    another worker with a stale disk taking over; then one runs to the end. Every agent's
+    stored state must equal its distinct runs learned once, bit for bit."""
+    patch = pytest.MonkeyPatch()
+    if small:  # snapshots, parts, chunk sealing and forgetting, eviction: all of them, often
+        patch.setattr(agent_store, "MIN_DELTA_BYTES", 600)
+        patch.setattr(agent_store, "MAX_DELTAS", 3)
+        patch.setattr(state_records, "INLINE_BYTES", 1500)
+        patch.setattr(state_records, "PART_BYTES", 700)
+    inputs = make_input(seed, runs=160, agents=5)
+    options = {"window": 300, "max_bytes": 40_000, "max_decoded": 2} if small else {}
+    changelog = Changelog()
+    disks: dict[str, LocalStore] = {}
+    committed = {p: 0 for p in range(PARTITIONS)}
+    try:
+        for name, lost, crash_after, reached, applied, commit_every in [
+            *generations,
+            ("A", False, None, 0, 0, 3),
+        ]:
+            disk = disks.get(name)
+            if disk is None or lost:
+                disk = disks[name] = LocalStore.rebuilt(changelog)
+            else:
+                disk.recover(changelog)
+            worker = SimWorker(disk, changelog, crash_after, **options)
+            try:
+                worker.run(inputs, committed, commit_every)
+            except Crash:
+                worker.table.crashed(reached, applied)
+        want = expected_states(inputs)
+        got = final_states(changelog, sorted(want))
+        assert {a: AgentState.from_bytes(b).runs for a, b in got.items()} == {
+            a: AgentState.from_bytes(b).runs for a, b in want.items()
+        }
+        assert got == want
+    finally:
+        patch.undo()
+
+
+generation = st.tuples(
+    st.sampled_from(["A", "B"]),  # which worker (each keeps its own disk)
+    st.booleans(),  # its disk lost before it starts
+    st.integers(0, 400),  # table writes before it is killed
+    st.integers(0, 30),  # of its unacknowledged records, how many reached the broker
+    st.integers(0, 30),  # ... and of those, how many reached its local store
+    st.integers(1, 9),  # records between commits
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# found by searching, each fails when one rule of the design is broken: a snapshot that does
+# not carry the ids of stored deltas it folds (82, 339); an agent holding such ids dropped
+# from memory before the next write (82); the local store written before the changelog (12)
+@example(
+    seed=82,
+    generations=[
+        ("B", False, 91, 25, 5, 6),
+        ("B", True, 17, 13, 15, 8),
+        ("A", True, 286, 26, 4, 2),
+        ("A", False, 321, 10, 25, 8),
+    ],
+    small=True,
+)
+@example(
+    seed=339,
+    generations=[
+        ("A", False, 256, 20, 23, 2),
+        ("B", False, 26, 16, 27, 8),
+        ("A", False, 196, 0, 4, 2),
+        ("B", True, 252, 25, 11, 9),
+        ("A", True, 214, 3, 20, 5),
+        ("A", False, 361, 5, 18, 6),
+    ],
+    small=True,
+)
+@example(
+    seed=12,
+    generations=[
+        ("B", True, 5, 11, 15, 5),
+        ("B", False, 307, 7, 17, 1),
+        ("A", False, 188, 5, 10, 4),
+        ("A", False, 102, 2, 16, 6),
+        ("B", False, 44, 0, 29, 1),
+        ("A", True, 216, 30, 14, 2),
+    ],
+    small=True,
+)
+@given(
+    seed=st.integers(0, 2**16),
+    generations=st.lists(generation, min_size=1, max_size=6),
+    small=st.booleans(),
+)
+def test_every_run_counts_once_through_crashes_at_any_write(
+    seed: int, generations: list[Generation], small: bool
+) -> None:
+    crash_and_restart(seed, generations, small)
+
+
+def test_a_commit_cut_short_is_read_back_whole_or_not_at_all() -> None:
+    """A worker dies while its commit's records are in flight: the broker got some, its disk
+    none. Restarted on the same disk, it reads those back (faust's recovery) and skips their
+    runs as duplicates, and learns the runs whose records were lost."""
+    inputs = make_input(seed=3, runs=60, agents=3)
+    changelog = Changelog()
+    disk = LocalStore()
+    start = {p: 0 for p in inputs}
+    SimWorker(disk, changelog, None).run({p: v[:10] for p, v in inputs.items()}, start, 100)
+    committed = {p: min(10, len(v)) for p, v in inputs.items()}
+    crashing = SimWorker(disk, changelog, crash_after=None)
+    for p, values in inputs.items():
+        for value in values[committed[p] :]:
+            crashing.processor.process(value, p, event=None)
+    written = crashing.cache.flush_to_table()  # the commit whose records are in flight
+    assert written > 3
+    crashing.table.crashed(reached=written // 2, applied=0)
+    disk.recover(changelog)
+    again = SimWorker(disk, changelog, crash_after=None)
+    again.run(inputs, committed, commit_every=5)
+    assert Outcome.DUPLICATE in again.outcomes and Outcome.LEARNED in again.outcomes
+    want = expected_states(inputs)
+    assert final_states(changelog, sorted(want)) == want
+
+
+def test_a_busy_agent_writes_what_changed_not_its_whole_state() -> None:
+    """Issue 10 problem 8: a busy agent's whole value was rewritten at every commit (17x the
+    input bytes at 10 runs/s). Now a commit writes the runs it learned (and now and then a
+    snapshot): at most twice the input bytes at 10 runs per commit, and near that at 1."""
+    runs = [orjson.dumps(r) for r in generate_runs(3_400, 1, seed=9, start_ns=START)]
+    table = SimTable(LocalStore(), Changelog(), None)
+    cache = make_cache(table)
+    processor = Processor(cache, CONFIG, Limits(), 1)
+    for value in runs[:3_000]:
+        processor.process(value, 0, event=object())
+    cache.flush_to_table()
+    for per_commit, batch in ((10, runs[3_000:3_300]), (1, runs[3_300:3_400])):
+        before = len(table.changelog.records)
+        for i, value in enumerate(batch):
+            assert processor.process(value, 0, event=object()).outcome is Outcome.LEARNED
+            if i % per_commit == per_commit - 1:
+                cache.flush_to_table()
+        written = sum(len(k) + len(v or b"") for k, v in table.changelog.records[before:])
+        ratio = written / sum(map(len, batch))
+        assert ratio <= 2.0 if per_commit == 10 else ratio <= 3.0, (per_commit, ratio)
+
+
+def test_a_duplicate_12000_runs_later_is_still_skipped() -> None:
+    """Issue 10 problem 8: ids were kept per agent, 10,000 of them, so a duplicate arriving
+    more than 10,000 runs of that agent later counted again. SPEC 1: 100,000 per partition."""
+    cache = make_cache(SimTable(LocalStore(), Changelog(), None))
+    processor = Processor(cache, CONFIG, Limits(), 1)
+    template = next(iter(generate_runs(1, 1, seed=1, llm_calls=(1, 1), start_ns=START)))
+    values = [orjson.dumps({**template, "id": str(uuid.uuid4())}) for _ in range(12_001)]
+    for i, value in enumerate(values):
+        assert processor.process(value, 0, event=object()).outcome is Outcome.LEARNED
+        if i % 1000 == 0:
+            cache.flush_to_table()
+    assert processor.process(values[0], 0, event=object()).outcome is Outcome.DUPLICATE
+    cache.flush_to_table()
+    restored = make_cache(SimTable(LocalStore.rebuilt(cache.table.changelog), Changelog(), None))
+    restored_processor = Processor(restored, CONFIG, Limits(), 1)
+    assert restored_processor.process(values[0], 0, event=object()).outcome is Outcome.DUPLICATE
+
+
+def test_memory_per_cached_agent_with_three_runs_is_small() -> None:
+    """Issue 10 problem 2: 46 KB per cached agent at 3 runs (decoded states, with the metric
+    caches publishing leaves in them). Target: at most 8 KB. Measured with tracemalloc over
+    1,000 agents learned, written and published, 32 of them kept decoded."""
+    runs = [orjson.dumps(r) for r in generate_runs(3_000, 1_000, seed=5, start_ns=START)]
+    cache = make_cache(_DiscardingTable(), max_decoded=32)
+    processor = Processor(cache, CONFIG, Limits(), 1)
+    processor.process(runs[0], 0, event=object())  # module-level memos and caches first
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i, value in enumerate(runs[1:]):
+            processor.process(value, 0, event=object())
+            if i % 300 == 299:
+                cache.flush_to_table()
+                for agent_id, entry in cache.take_to_publish():  # what the publisher reads
+                    state_hints(entry.state, CONFIG)
+                    trie_dict(agent_id, entry.state, CONFIG)
+        cache.flush_to_table()
+        cache.take_to_publish()
+        cache.fit()
+        gc.collect()
+        per_agent = (tracemalloc.get_traced_memory()[0] - before) / len(cache)
+    finally:
+        tracemalloc.stop()
+    assert len(cache) > 900
+    assert per_agent <= 8_000, per_agent
+    assert cache.state_bytes / len(cache) <= 8_000  # and the estimate is of the same order
+
+
+class _DiscardingTable:
+    """A table that stores nothing (writes are RocksDB's and the broker's memory)."""
+
+    def get(self, key: bytes) -> bytes | None:
+        return None
+
+    def put(self, partition: int, key: bytes, value: bytes | None) -> None:
+        return None
+
+
+def test_memory_stays_within_the_bound_in_bytes() -> None:
+    table = SimTable(LocalStore(), Changelog(), None)
+    cache = make_cache(table, max_bytes=5_000_000)
+    processor = Processor(cache, CONFIG, Limits(), 1)
+    runs = [orjson.dumps(r) for r in generate_runs(4_000, 2_000, seed=6, start_ns=START)]
+    for i, value in enumerate(runs):
+        processor.process(value, 0, event=object())
+        if i % 50 == 49:  # a commit, the acknowledgements, a publish cycle
+            cache.flush_to_table()
+            table.acknowledge()
+            cache.take_to_publish()
+            cache.fit()
+            assert cache.state_bytes <= 5_000_000
+    assert cache.decoded_count < 100  # the rest are kept serialized ...
+    assert 500 < len(cache) < 1_900  # ... and the least recently used dropped
+    agent, state = _any_dropped_agent(cache, runs)
+    assert cache.get(agent, 0).state.to_bytes() == state.to_bytes()  # read again from the table
+
+
+def _any_dropped_agent(cache: StateCache, runs: list[bytes]) -> tuple[str, AgentState]:
+    states: dict[str, AgentState] = {}
+    for value in runs:
+        run = parse_run(value)
+        states.setdefault(run.agent_id, AgentState()).learn(run, CONFIG)
+    dropped = next(a for a in states if a not in cache._entries)
+    return dropped, states[dropped]
+
+
+def test_format_1_values_are_read_and_their_run_ids_kept() -> None:
+    run = parse_run(orjson.dumps(next(iter(generate_runs(1, 1, seed=2, start_ns=START)))))
+    state = AgentState()
+    state.learn(run, CONFIG)
+    body = state.to_bytes()[5:]
+    legacy = b"\x01" + len(body).to_bytes(4, "little") + body + run.id.bytes
+    store = LocalStore({agent_key(run.agent_id): legacy})
+    cache = make_cache(SimTable(store, Changelog(), None))
+    entry = cache.get(run.agent_id, 0)
+    assert entry.state.runs == 1
+    assert run.id.int in cache.run_ids(0)
+
+
+def test_agent_keys_never_collide_with_internal_keys() -> None:
+    keys = {
+        agent_key("\x00d"),
+        agent_key("\x00dx"),
+        agent_key("a"),
+        state_records.delta_key("a", 1),
+        state_records.delta_key("a\x00", 1),
+        state_records.part_key("a", 1, 1, 0),
+        state_records.open_ids_key(0),
+        state_records.chunk_key(0, 0),
+    }
+    assert len(keys) == 8
+    assert not any(key.startswith(b"\x00") for key in (agent_key("a"), agent_key("b")))
+
+
+def test_large_snapshots_are_stored_in_parts(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(state_records, "INLINE_BYTES", 4000)
+    monkeypatch.setattr(state_records, "PART_BYTES", 1000)
+    head, parts = encode_snapshot(7, 3, b"", b"x" * 3500)
+    assert parts == []
+    head, parts = encode_snapshot(7, 3, b"i" * 32, b"x" * 4500)
+    assert len(parts) == 5 and all(len(p) <= 1002 for p in parts)
+    assert state_records.decode_snapshot_head(head).parts == 5
+    assert state_records.decode_snapshot_head(head).run_ids == b"i" * 32
+
+
+@pytest.mark.parametrize(
+    "value",
+    [b"", b"\x02D", b"\x02Dxxxxxxxxxxxxxxxxxxxxxxxx[", b"\x02S", b"\x02Q" + b"0" * 30],
+)
+def test_unreadable_records_are_a_clear_error(value: bytes) -> None:
+    with pytest.raises(ValueError, match=r"not a|unreadable"):
+        if value[:2] == b"\x02D":
+            state_records.decode_delta(value)
+        else:
+            state_records.decode_snapshot_head(value)
