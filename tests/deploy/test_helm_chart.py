@@ -233,14 +233,50 @@ def test_non_default_values_render_consistently(
 
 
 @pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ({}, 2**30),  # 25% of the default 4Gi: the worker's own default
+        ({"resources": {"limits": {"memory": "6144Mi"}}, "stateCachePercent": 20}, 1288490188),
+        ({"env": {"WORKER_STATE_CACHE_BYTES": "5000000"}}, 5_000_000),
+    ],
+    ids=["default", "from-limit", "env-override"],
+)
+def test_the_state_cache_is_sized_from_the_memory_limit(
+    helm_bin: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    values: dict[str, Any],
+    expected: int,
+) -> None:
+    container = worker_container(render(helm_bin, tmp_path, values))
+    names = [item["name"] for item in container["env"]]
+    assert names.count("WORKER_STATE_CACHE_BYTES") == 1
+    env = plain_env(container)
+    assert load_with_env(monkeypatch, env).state_cache_bytes == expected
+    if not values:
+        assert expected == load_with_env(monkeypatch, {}).state_cache_bytes
+
+
+@pytest.mark.parametrize(
     ("values", "message"),
     [
         ({"env": {"WORKER_STATE_DIR": "/elsewhere"}}, "WORKER_STATE_DIR"),
+        ({"resources": {"limits": {"memory": "4G"}}}, "memory"),
+        ({"resources": {"limits": None}}, "limits"),
+        ({"stateCachePercent": 95}, "stateCachePercent"),
         ({"env": {"BOOTSTRAP": "x"}}, "BOOTSTRAP"),
         ({"metricsPort": 0}, "metricsPort"),
         ({"stateVolume": {"mountPath": "relative", "size": "1Gi"}}, "mountPath"),
     ],
-    ids=["state-dir-in-env", "not-a-worker-setting", "port-zero", "relative-state-path"],
+    ids=[
+        "state-dir-in-env",
+        "memory-not-mi-or-gi",
+        "no-memory-limit",
+        "state-cache-percent-too-high",
+        "not-a-worker-setting",
+        "port-zero",
+        "relative-state-path",
+    ],
 )
 def test_schema_refuses_values_that_contradict_the_worker(
     helm_bin: Path, tmp_path: Path, values: dict[str, Any], message: str
