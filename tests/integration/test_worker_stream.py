@@ -322,3 +322,75 @@ def test_static_membership_gets_the_partitions_back_without_waiting_for_the_sess
     )
     assert_outputs_match(kafka_broker.bootstrap, topics, expected)
     assert worker.stop() == 0
+
+
+def wide_runs(agent: str, count: int, names_per_run: int) -> list[dict[str, Any]]:
+    """Runs of `agent` that each add `names_per_run` new 256-character call names."""
+    template = next(iter(generate_runs(1, 1, seed=41, start_ns=1_700_000_000_000_000_000)))
+    call = next(c for c in template["calls"] if c["kind"] == "llm")
+    runs = []
+    for i in range(count):
+        names = [f"{i:03d}-{j:03d}-".ljust(256, "n") for j in range(names_per_run)]
+        calls = [{**call, "name": name} for name in names]
+        runs.append(
+            {
+                **template,
+                "id": f"00000000-0000-4000-8000-{i:012d}",
+                "agent_id": agent,
+                "calls": calls,
+            }
+        )
+    return runs
+
+
+def test_a_run_that_would_make_an_unpublishable_trie_is_rejected(kafka_broker, workers) -> None:
+    """With the default limits (128 nodes, 1,000 predictions, 256-character names) every trie
+    fits the tries topic: the run that would grow one past them goes to the DLQ as `limits`,
+    and the agent's trie and everyone else's hints keep being published."""
+    topics = TopicNames.unique("wide")
+    wide = wide_runs("wide-agent", 5, 30)  # 1 + 4 x 30 nodes fit; the fifth run's 151 do not
+    deep = {**wide[0], "id": "00000000-0000-4000-8000-100000000000", "agent_id": "deep-agent"}
+    deep["calls"] = [{**wide[0]["calls"][0], "name": "step"} for _ in range(600)]  # 1,200
+    runs = list(generate_runs(200, 6, seed=42, llm_calls=(2, 4)))
+    records = [(r["agent_id"].encode(), orjson.dumps(r)) for r in [*wide, deep, *runs]]
+    worker = WorkerProcess(kafka_broker.bootstrap, topics)
+    workers.append(worker)
+    worker.start().wait_ready()
+    run_sync(produce(kafka_broker.bootstrap, topics.runs, records))
+    expected = expected_outputs([*wide[:4], *runs])
+    worker.wait_for(
+        lambda: outputs_complete(kafka_broker.bootstrap, topics, expected),
+        "the tries and hints of every agent",
+        timeout=90,
+    )
+    assert_outputs_match(kafka_broker.bootstrap, topics, expected)
+    dead = run_sync(read_all(kafka_broker.bootstrap, topics.dlq))
+    details = {record.key.decode(): {k: v.decode() for k, v in record.headers} for record in dead}
+    assert sorted(details) == ["deep-agent", "wide-agent"]
+    assert details["wide-agent"]["error.reason"] == "limits"
+    assert "would have 151 trie nodes" in details["wide-agent"]["error.detail"]
+    assert details["deep-agent"]["error.reason"] == "limits"
+    assert "max_trie_predictions" in details["deep-agent"]["error.detail"]
+    tries = run_sync(read_all(kafka_broker.bootstrap, topics.tries))
+    (wide_trie,) = [t for t in tries if t.key == b"wide-agent"]
+    assert len(orjson.loads(wide_trie.value)["root"]["children"]) == 120
+    m = worker.metrics()
+    assert m["agent_hints_publish_failing_agents"] == 0
+    assert m['agent_hints_runs_rejected_total{reason="limits"}'] == 2
+    assert worker.get("/healthz") is not None
+    assert worker.stop() == 0
+
+
+def test_refuses_limits_whose_largest_trie_the_tries_topic_cannot_take(kafka_broker) -> None:
+    topics = TopicNames.unique("small")
+    small = {"cleanup.policy": "compact", "max.message.bytes": "500000"}
+    kafka_broker.create_topic(topics.tries, partitions=4, config=small)
+    worker = WorkerProcess(kafka_broker.bootstrap, topics).start()
+    try:
+        assert worker.proc is not None
+        code = worker.proc.wait(60)
+    finally:
+        worker.close()
+    assert code == 2
+    log = worker.log_text()
+    assert f"but topic {topics.tries} accepts 500,000 (max.message.bytes)" in log, log[-2000:]

@@ -13,9 +13,10 @@ from aiokafka.errors import KafkaError
 
 from worker.commands import options
 from worker.commands.options import add_settings_arguments
-from worker.errors import ExitCode, MissingExtraError, StartError
+from worker.errors import ExitCode, MissingExtraError, SettingsError, StartError
 from worker.kafka.clients import explain
 from worker.kafka.topics import prepare_topics
+from worker.learner.limits import check_publishable
 from worker.observability.logs import setup_logging
 from worker.settings import Settings
 
@@ -114,6 +115,13 @@ def run(args: argparse.Namespace) -> int:
         log.error("cannot start: %s", explain(exc, settings.bootstrap_servers, settings.kafka))
         loop.close()
         return ExitCode.START
+    tries = settings.topics.tries
+    try:  # a trie the limits allow must be publishable, or its agent could never publish
+        check_publishable(settings.limits, tries, layout.record_limit(tries))
+    except SettingsError as exc:
+        log.error("cannot start: %s", exc)
+        loop.close()
+        return exc.exit_code
 
     service = StreamService(settings, layout)
     _tune_gc()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from worker.learner.analysis import CallObservation
 from worker.learner.config import LearnerConfig
-from worker.learner.limits import Limits, check_nodes, check_run, check_size
+from worker.learner.limits import Limits, check_run, check_size, check_trie
 from worker.learner.run_ids import RunIds
 from worker.learner.state import AgentState
 from worker.models import Run, parse_run
@@ -30,7 +30,7 @@ def learn(
     run_id = run.id.int
     if run_id in seen:
         return None
-    check_nodes(state, run, limits)
+    check_trie(state, run, limits)
     observations = state.learn(run, config)
     seen.add(run_id)
     return observations

@@ -6,9 +6,10 @@ worker and `replay`, so that both reject exactly the same records.
 
 from __future__ import annotations
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
-from worker.errors import RecordError
+from worker.errors import RecordError, SettingsError
 from worker.learner.state import AgentState
 from worker.models import Run
 
@@ -22,7 +23,9 @@ class Limits(BaseModel):
     max_calls_per_run: int = Field(default=10_000, ge=1)
     max_name_length: int = Field(default=256, ge=1)
     #: distinct trie nodes per agent (root included)
-    max_trie_nodes: int = Field(default=10_000, ge=1)
+    max_trie_nodes: int = Field(default=128, ge=1)
+    #: per-call-index predictions per agent, all nodes together
+    max_trie_predictions: int = Field(default=1_000, ge=1)
 
 
 def check_size(value: bytes | None, limits: Limits) -> bytes:
@@ -60,12 +63,78 @@ def check_run(run: Run, limits: Limits) -> None:
             )
 
 
-def check_nodes(state: AgentState, run: Run, limits: Limits) -> None:
-    """Reject a run that would grow the agent's trie past `max_trie_nodes`."""
-    after = state.nodes_after(run)
-    if after > limits.max_trie_nodes and after > state.node_count:
+def check_trie(state: AgentState, run: Run, limits: Limits) -> None:
+    """Reject a run that would grow the agent's trie past `max_trie_nodes` or
+    `max_trie_predictions` (which bound its published size: `trie_bytes_bound`)."""
+    nodes, predictions = state.size_after(run)
+    if nodes > limits.max_trie_nodes and nodes > state.node_count:
         raise RecordError(
             "limits",
-            f"agent {run.agent_id} would have {after} trie nodes, limit max_trie_nodes is "
+            f"agent {run.agent_id} would have {nodes} trie nodes, limit max_trie_nodes is "
             f"{limits.max_trie_nodes}",
+        )
+    if predictions > limits.max_trie_predictions and predictions > state.prediction_count:
+        raise RecordError(
+            "limits",
+            f"agent {run.agent_id} would have {predictions} trie predictions (one per node "
+            f"and call index), limit max_trie_predictions is {limits.max_trie_predictions}",
+        )
+
+
+#: the longest JSON numbers a trie holds: statistics of non-negative samples, counts, levels
+_LONGEST_FLOAT = 2.2250738585072014e-308
+_LONGEST_COUNT = 2**63 - 1
+_LONGEST_LEVEL = 2**31 - 1
+#: bytes per character of a name in the JSON at most (UTF-8; control characters are refused)
+_NAME_BYTES_PER_CHAR = 4
+
+
+def trie_bytes_bound(limits: Limits) -> int:
+    """The most bytes a published trie (TrieEnvelope JSON) within `limits` can take.
+
+    Every node (at most `max_trie_nodes`, its name twice at most `max_name_length`
+    characters) with its any-index prediction, plus `max_trie_predictions` per-call-index
+    ones, each with the longest numbers JSON has; the envelope with the longest agent id."""
+    metrics = dict.fromkeys(("mean", "p50", "p90", "p95"), _LONGEST_FLOAT)
+    metrics = {"sample_count": _LONGEST_COUNT, **metrics}
+    prediction = orjson.dumps(
+        {
+            "remaining_calls": metrics,
+            "interarrival_ms": metrics,
+            "output_tokens": metrics,
+            "latency_sensitivity": _LONGEST_LEVEL,
+        }
+    )
+    name = "x" * (_NAME_BYTES_PER_CHAR * limits.max_name_length)
+    empty_node = orjson.dumps(
+        {"name": name, "children": {}, "predictions_by_call_index": {}, "predictions_any_index": 0}
+    )
+    node = len(orjson.dumps({name: 0})) + len(empty_node) + len(prediction)  # "name":{...},
+    entry = len(orjson.dumps({str(limits.max_calls_per_run): 0})) + len(prediction)  # "i":{..},
+    envelope = orjson.dumps(
+        {
+            "generated_at": "2026-11-27T00:00:00.000000+00:00",
+            "version": "1.0",
+            "workflow_name": name,
+            "root": 0,
+        }
+    )
+    return len(envelope) + limits.max_trie_nodes * node + limits.max_trie_predictions * entry
+
+
+#: a Kafka record's bytes besides its key and value, at most (batch header and record framing)
+RECORD_OVERHEAD = 128
+
+
+def check_publishable(limits: Limits, topic: str, max_message_bytes: int) -> None:
+    """SettingsError unless every trie within `limits` fits a record of the `topic`."""
+    needed = trie_bytes_bound(limits) + _NAME_BYTES_PER_CHAR * limits.max_name_length
+    needed += RECORD_OVERHEAD
+    if needed > max_message_bytes:
+        raise SettingsError(
+            f"limits allow tries of up to {needed:,} bytes as a record (max_trie_nodes="
+            f"{limits.max_trie_nodes}, max_trie_predictions={limits.max_trie_predictions}, "
+            f"max_name_length={limits.max_name_length}), but topic {topic} accepts "
+            f"{max_message_bytes:,} (max.message.bytes): lower the limits or raise the "
+            "topic's max.message.bytes"
         )

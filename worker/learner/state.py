@@ -91,12 +91,15 @@ class NodeStats:
     than four appends into four groups per observation on the hot path.
     """
 
-    __slots__ = ("_any_index", "_by_index", "_queued")
+    __slots__ = ("_any_index", "_by_index", "_queued", "high")
 
     def __init__(self) -> None:
         self._any_index = StatGroup()
         self._by_index: dict[int, StatGroup] = {}
         self._queued: list[Queued] = []
+        #: the highest call index observed; indices are 1..high, so also how many
+        #: per-call-index predictions the node has (queued observations included)
+        self.high = 0
 
     def add(self, obs: Queued) -> None:
         queued = self._queued
@@ -133,6 +136,7 @@ class NodeStats:
         by_index = self.by_index
         for index, group in other.by_index.items():
             by_index.setdefault(index, StatGroup()).merge(group)
+        self.high = max(self.high, other.high)
 
     def dump(self) -> list[Any]:
         by_index = sorted(self.by_index.items())  # canonical: by call index
@@ -144,6 +148,7 @@ class NodeStats:
         node._queued = []
         node._any_index = StatGroup.load(data[0])
         node._by_index = {i: StatGroup.load(g) for i, g in data[1]}
+        node.high = max(node._by_index, default=0)
         return node
 
     def __eq__(self, other: object) -> bool:
@@ -170,10 +175,28 @@ class AgentState:
         """Distinct trie nodes, the root included."""
         return 1 + len(self.children)
 
-    def nodes_after(self, run: Run) -> int:
-        """How many trie nodes the agent would have once `run` is learned."""
-        new = {c.name for c in run.calls if c.kind == "llm" and c.ended_at is not None}
-        return self.node_count + len(new.difference(self.children))
+    @property
+    def prediction_count(self) -> int:
+        """Per-call-index predictions of the whole trie (every node's indices 1..high)."""
+        return self.root.high + sum(node.high for node in self.children.values())
+
+    def size_after(self, run: Run) -> tuple[int, int]:
+        """The trie's (nodes, per-call-index predictions) once `run` is learned."""
+        per_name: dict[str, int] = {}
+        for call in run.calls:
+            if call.kind == "llm" and call.ended_at is not None:
+                per_name[call.name] = per_name.get(call.name, 0) + 1
+        if not per_name:
+            return self.node_count, self.prediction_count
+        children = self.children
+        nodes = self.node_count + sum(name not in children for name in per_name)
+        added = max(0, max(per_name.values()) - self.root.high)
+        for name, count in per_name.items():
+            node = children.get(name)
+            have = 0 if node is None else node.high
+            if count > have:
+                added += count - have
+        return nodes, self.prediction_count + added
 
     def learn(self, run: Run, config: LearnerConfig) -> list[CallObservation]:
         """Fold one run in (unconditionally: duplicates are the caller's to skip); returns
@@ -184,7 +207,8 @@ class AgentState:
 
     def fold(self, observations: Iterable[CallObservation], runs: int) -> None:
         """Apply the observations of `runs` runs (as `learn` returned them)."""
-        root_add = self.root.add
+        root = self.root
+        root_add, high = root.add, root.high
         children = self.children
         for observation in observations:
             obs = (*observation, fast_units(observation[5]))  # converted once, used 4 times
@@ -193,6 +217,12 @@ class AgentState:
             if node is None:
                 node = children[obs[0]] = NodeStats()
             node.add(obs)
+            index = obs[1]
+            if index > node.high:
+                node.high = index
+                if index > high:
+                    high = index
+        root.high = high
         self.runs += runs
 
     def merge(self, other: AgentState) -> AgentState:

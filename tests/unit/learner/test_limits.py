@@ -1,4 +1,5 @@
-"""Per-record limits (SPEC 2): size, calls, names, trie nodes."""
+"""Per-record limits (SPEC 2): size, calls, names, trie nodes and predictions, and the
+published size they bound."""
 
 from __future__ import annotations
 
@@ -7,10 +8,18 @@ from typing import Any
 import orjson
 import pytest
 
+from tests.unit.runs import llm, run
 from worker.demo_workload import generate_runs
-from worker.errors import RecordError
-from worker.learner import AgentState
-from worker.learner.limits import Limits, check_nodes, check_run, check_size
+from worker.errors import RecordError, SettingsError
+from worker.learner import AgentState, LearnerConfig, trie_dict
+from worker.learner.limits import (
+    Limits,
+    check_publishable,
+    check_run,
+    check_size,
+    check_trie,
+    trie_bytes_bound,
+)
 from worker.models import parse_run
 
 START = 1_700_000_000_000_000_000
@@ -48,7 +57,65 @@ def test_calls_and_name_limits() -> None:
 def test_node_limit_counts_new_names_only() -> None:
     run = parse_run(orjson.dumps(run_dict()))
     state = AgentState()
-    needed = state.nodes_after(run)
-    check_nodes(state, run, Limits(max_trie_nodes=needed))
+    needed, _ = state.size_after(run)
+    check_trie(state, run, Limits(max_trie_nodes=needed))
     with pytest.raises(RecordError, match="max_trie_nodes"):
-        check_nodes(state, run, Limits(max_trie_nodes=needed - 1))
+        check_trie(state, run, Limits(max_trie_nodes=needed - 1))
+
+
+def test_prediction_limit_counts_new_call_indices_only() -> None:
+    state = AgentState()
+    first = run(llm("a", 0, 1), llm("a", 2, 3), llm("b", 4, 5))  # root 2 + a 2 + b 1
+    check_trie(state, first, Limits(max_trie_predictions=5))
+    with pytest.raises(RecordError, match=r"5 trie predictions.*max_trie_predictions is 4") as info:
+        check_trie(state, first, Limits(max_trie_predictions=4))
+    assert info.value.reason == "limits"
+    state.learn(first, LearnerConfig())
+    # an agent already over a (lowered) limit still learns runs that add nothing to its trie
+    check_trie(state, run(llm("b", 0, 1)), Limits(max_trie_predictions=1))
+    with pytest.raises(RecordError, match="6 trie predictions"):
+        check_trie(state, run(llm("b", 0, 1), llm("b", 2, 3)), Limits(max_trie_predictions=5))
+
+
+def adversarial_state(limits: Limits) -> AgentState:
+    """A state at `limits` with the longest names and numbers a record can give."""
+    state, config = AgentState(), LearnerConfig()
+    name_length = limits.max_name_length
+    names = [chr(0x10000 + i) * name_length for i in range(limits.max_trie_nodes - 1)]
+    names[0] = '"\\' * (name_length // 2)  # escaped: 2 bytes each in JSON
+    # one node gets the deep indices, every other node one index
+    deep = limits.max_trie_predictions - (len(names) - 1)
+    huge = 2**32 - 1
+    calls = [llm(names[0], 0.001 * i, 0.001 * i + 0.0007, huge - i) for i in range(deep // 2)]
+    calls += [llm(name, 1, 1000.333, 3) for name in names[1:]]
+    record = run(*calls, agent="\U0010ffff" * name_length)
+    check_trie(state, record, limits)
+    state.learn(record, config)
+    for tokens in (1, 7, 2**31 + 11):  # means and percentiles with long fractions
+        state.learn(run(llm(names[1], 0, 1.1, tokens), agent=record.agent_id), config)
+    assert state.node_count == limits.max_trie_nodes
+    assert limits.max_trie_predictions - state.prediction_count in (0, 1)
+    return state
+
+
+@pytest.mark.parametrize(
+    "limits",
+    [Limits(), Limits(max_trie_nodes=3, max_trie_predictions=40, max_name_length=5)],
+    ids=["defaults", "small"],
+)
+def test_the_bound_holds_for_the_largest_trie_the_limits_allow(limits: Limits) -> None:
+    state = adversarial_state(limits)
+    agent = "\U0010ffff" * limits.max_name_length
+    published = len(orjson.dumps(trie_dict(agent, state, LearnerConfig())))
+    bound = trie_bytes_bound(limits)
+    assert published <= bound
+    assert published > bound / 2, (published, bound)  # and it is not wildly loose
+
+
+def test_the_default_limits_fit_the_default_topic_and_a_smaller_topic_is_refused() -> None:
+    check_publishable(Limits(), "agent-tries", 1_048_588)  # Kafka's default max.message.bytes
+    with pytest.raises(SettingsError, match=r"topic agent-tries accepts 500,000") as info:
+        check_publishable(Limits(), "agent-tries", 500_000)
+    assert "max_trie_nodes=128" in str(info.value)
+    with pytest.raises(SettingsError, match="max_trie_nodes=10000"):
+        check_publishable(Limits(max_trie_nodes=10_000), "agent-tries", 1_048_588)

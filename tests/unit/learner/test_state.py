@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from devtools.compare import assert_matches
 from tests.unit.runs import llm, run, tool
 from worker.demo_workload import generate_runs
-from worker.learner import AgentState, LearnerConfig, build_trie
+from worker.learner import AgentState, LearnerConfig, build_trie, trie_dict
 from worker.learner.state import StateFormatError, legacy_run_ids
 from worker.learner.stats import exact_mean, load_exact
 from worker.models import RunRecord, parse_run
@@ -149,10 +149,34 @@ def test_unknown_format_version_is_refused() -> None:
         AgentState.from_bytes(bytes(blob))
 
 
-def test_nodes_after_counts_new_llm_names_only() -> None:
+def test_size_after_counts_new_llm_names_and_call_indices_only() -> None:
     state = learn_all([run(llm("a", 0, 10))], CONFIGS[0])
-    assert state.node_count == 2
-    assert state.nodes_after(run(llm("a", 0, 1), llm("b", 2, 3), llm("c", 4, None))) == 3
+    assert (state.node_count, state.prediction_count) == (2, 2)  # root[1], a[1]
+    # a twice (index 2 is new at a and at the root), b once, c unfinished, a tool call
+    after = state.size_after(
+        run(llm("a", 0, 1), llm("b", 2, 3), llm("a", 4, 5), llm("c", 4, None), tool("t", 6, 7))
+    )
+    assert after == (3, 5)  # root[1, 2], a[1, 2], b[1]
+
+
+def test_prediction_count_is_what_the_trie_publishes() -> None:
+    runs = [parse_run(orjson.dumps(r)) for r in generate_runs(300, 5, seed=4, llm_calls=(1, 6))]
+    config = LearnerConfig()
+    states: dict[str, AgentState] = {}
+    for record in runs:
+        state = states.setdefault(record.agent_id, AgentState())
+        expected = state.size_after(record)
+        state.learn(record, config)
+        assert (state.node_count, state.prediction_count) == expected
+    for agent, state in states.items():
+        trie = trie_dict(agent, state, config)
+        nodes = [trie["root"], *trie["root"]["children"].values()]
+        assert state.node_count == len(nodes)
+        assert state.prediction_count == sum(len(n["predictions_by_call_index"]) for n in nodes)
+        again = AgentState.from_bytes(state.to_bytes())  # high is restored from the indices
+        assert again.prediction_count == state.prediction_count
+        merged = AgentState().merge(again)
+        assert merged.prediction_count == state.prediction_count
 
 
 def test_state_is_compact_for_a_busy_agent() -> None:
