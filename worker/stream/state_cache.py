@@ -124,6 +124,11 @@ class StateCache:
         self._unlogged: dict[str, Entry] = {}  # entries with `unlogged` ids
         self._logs: dict[int, PartitionLog] = {}
         self.state_bytes = 0
+        #: a walk of `_fit` found nothing it may serialize (the decoded agents) or drop (the
+        #: serialized ones): everything pinned. No such walk again until agents get unpinned
+        #: (written, taken to publish), or every read of a new agent would walk them all
+        #: again (a backlog of 50,000 agents: quadratic)
+        self._encode_blocked = self._drop_blocked = False
         #: bytes (key + value) written to the table, by record kind (metrics, benchmarks)
         self.written_bytes: dict[str, int] = {}
         #: the partitions this worker owns now; states of others are never written
@@ -268,6 +273,7 @@ class StateCache:
             entry.unlogged = None  # the run ids were just written, after every agent record
         self._unlogged.clear()
         self._flushes += 1
+        self._encode_blocked = self._drop_blocked = False
         self._cool_unused()
         self._fit()
         return written
@@ -310,6 +316,7 @@ class StateCache:
         """Agents changed since the last call (the coalesced publish batch)."""
         batch = list(self._to_publish.items())
         self._to_publish.clear()
+        self._encode_blocked = self._drop_blocked = False
         return batch
 
     # --- memory ---------------------------------------------------------------------------------
@@ -351,18 +358,23 @@ class StateCache:
 
     def fit(self) -> None:
         """Serialize and drop agents now until within the bounds (also done on every read)."""
+        self._encode_blocked = self._drop_blocked = False
         self._fit()
 
     def _fit(self, keep: str | None = None) -> None:
         """Keep at most `max_decoded` agents decoded and the estimate within `max_bytes`:
         first serialize decoded agents, then drop serialized ones, least recently used first.
         Pinned agents stay, and so does `keep` (in use); they are moved to the recent end as
-        they are passed, so that the next call does not walk over them again."""
+        they are passed, so that the next call does not walk over them again. A walk that
+        passes everything blocks further walks until agents get unpinned."""
         decoded, entries, pinned = self._decoded, self._entries, self._pinned
         passed = 0
-        while (
+        while not self._encode_blocked and (
             len(decoded) > self.max_decoded or self.state_bytes > self.max_bytes
-        ) and passed < len(decoded):
+        ):
+            if passed >= len(decoded):
+                self._encode_blocked = True
+                break
             agent_id, entry = next(iter(decoded.items()))
             if agent_id == keep or pinned(agent_id, entry):
                 decoded.move_to_end(agent_id)
@@ -372,7 +384,10 @@ class StateCache:
             self._probation.pop(agent_id, None)
             self._encode(entry)
         passed = 0
-        while self.state_bytes > self.max_bytes and passed < len(entries):
+        while not self._drop_blocked and self.state_bytes > self.max_bytes:
+            if passed >= len(entries):
+                self._drop_blocked = True
+                break
             agent_id, entry = next(iter(entries.items()))
             if entry.decoded is not None or pinned(agent_id, entry):
                 entries.move_to_end(agent_id)
