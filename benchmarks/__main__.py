@@ -16,12 +16,12 @@ BENCHMARKS = {
     "e2e": "benchmarks.e2e",
     "mixes": "benchmarks.mixes",
     "limits": "benchmarks.limits",
+    "state": "benchmarks.state",
     "gateway": "benchmarks.gateway",
 }
 EXTRA = {
     "recovery": "benchmarks.recovery",
     "decode": "benchmarks.decode",
-    "state": "benchmarks.state",
 }
 
 

@@ -27,10 +27,9 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaProducer
 
 from benchmarks.harness import add_common_arguments, new_topics, nonce, produce_all, run_bench
-from devtools.worker_process import WorkerProcess, parse_metrics, read_all
+from devtools.worker_process import WorkerProcess, parse_metrics, produce_paced, read_all
 from worker.demo_workload import generate_runs
 
 RSS = "process_resident_memory_bytes"
@@ -167,18 +166,6 @@ async def worker_rss_phase(args: argparse.Namespace, bootstrap: str, workdir: Pa
     ]
 
 
-async def produce_paced(bootstrap: str, topic: str, values: list[bytes], per_second: float):
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0)
-    await producer.start()
-    try:
-        began = time.monotonic()
-        for i, value in enumerate(values):
-            await asyncio.sleep(max(0.0, began + i / per_second - time.monotonic()))
-            await producer.send_and_wait(topic, value, key=b"busy-agent")
-    finally:
-        await producer.stop()
-
-
 async def changelog_size(bootstrap: str, topic: str) -> tuple[dict[int, int], int]:
     """(next offset per partition, bytes of all records) of the changelog topic."""
     records = await read_all(bootstrap, topic)
@@ -209,7 +196,7 @@ async def busy_phase(args: argparse.Namespace, bootstrap: str, workdir: Path) ->
             live = values[at : at + count]
             at += count
             start, _ = await changelog_size(bootstrap, changelog)
-            await produce_paced(bootstrap, topics.runs, live, rate)
+            await produce_paced(bootstrap, topics.runs, b"busy-agent", live, rate)
             learned += count
             await wait_learned(worker, learned, 120)
             await asyncio.sleep(2.5)  # the last commit

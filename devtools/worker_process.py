@@ -210,6 +210,15 @@ class WorkerProcess:
         assert status == 200, f"/metrics returned {status}: {text[:200]}"
         return parse_metrics(text)
 
+    def run_to_exit(self, timeout: float = 60.0) -> int:
+        """Start a worker expected to exit on its own (refusing to start); its exit code."""
+        self.start()
+        assert self.proc is not None
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            self.close()
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 60.0) -> int:
         """Send `sig` and wait; returns the exit code."""
         assert self.proc is not None
@@ -284,6 +293,21 @@ async def produce(bootstrap: str, topic: str, records: Iterable[Record], **clien
     finally:
         await producer.stop()
     return len(futures)
+
+
+async def produce_paced(
+    bootstrap: str, topic: str, key: bytes, values: list[bytes], per_second: float
+) -> None:
+    """Send `values` under one `key` at `per_second`, each acknowledged, as a live agent would."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0)
+    await producer.start()
+    try:
+        began = time.monotonic()
+        for i, value in enumerate(values):
+            await asyncio.sleep(max(0.0, began + i / per_second - time.monotonic()))
+            await producer.send_and_wait(topic, value, key=key)
+    finally:
+        await producer.stop()
 
 
 async def read_all(

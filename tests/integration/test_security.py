@@ -108,13 +108,8 @@ def test_an_untrusted_broker_certificate_is_refused_clearly(
 ) -> None:
     env = ssl_env(kafka_tls.other_ca)
     topics = TopicNames.unique("badca")
-    worker = WorkerProcess(kafka_broker.ssl_bootstrap, topics, env=env).start()
-    try:
-        assert worker.proc is not None
-        code = worker.proc.wait(90)
-    finally:
-        worker.close()
-    assert code == 3
+    worker = WorkerProcess(kafka_broker.ssl_bootstrap, topics, env=env)
+    assert worker.run_to_exit(90) == 3
     log = worker.log_text()
     assert "certificate verify failed" in log
     assert f"not signed by a CA in kafka.ssl_cafile ({kafka_tls.other_ca})" in log

@@ -2,32 +2,24 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaProducer
 
-from devtools.worker_process import TopicNames, WorkerProcess, produce, read_all, run_sync
+from devtools.worker_process import (
+    TopicNames,
+    WorkerProcess,
+    produce,
+    produce_paced,
+    read_all,
+    run_sync,
+)
 from worker.demo_workload import generate_runs
 
 pytestmark = pytest.mark.integration
 
 LEARNED = "agent_hints_runs_learned_total"
-
-
-async def produce_paced(bootstrap: str, topic: str, values: list[bytes], per_second: float):
-    """Send `values` keyed by their agent at `per_second`, as a live agent would."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0)
-    await producer.start()
-    try:
-        began = time.monotonic()
-        for i, value in enumerate(values):
-            await asyncio.sleep(max(0.0, began + i / per_second - time.monotonic()))
-            await producer.send_and_wait(topic, value, key=b"busy-agent")
-    finally:
-        await producer.stop()
 
 
 def changelog_bytes_after(bootstrap: str, topic: str, start: dict[int, int]) -> tuple[int, int]:
@@ -60,7 +52,7 @@ def test_a_busy_agent_writes_about_what_it_learns_to_the_changelog(kafka_broker,
     }
 
     live = values[3_000:]
-    run_sync(produce_paced(kafka_broker.bootstrap, topics.runs, live, per_second=10))
+    run_sync(produce_paced(kafka_broker.bootstrap, topics.runs, b"busy-agent", live, per_second=10))
     worker.wait_for(lambda: worker.metrics().get(LEARNED, 0) >= len(values), "every run", 60)
     time.sleep(2.5)  # the last commit
     records, written = changelog_bytes_after(kafka_broker.bootstrap, changelog, start)

@@ -225,13 +225,8 @@ def test_scram_authenticated_run(kafka_broker, workers) -> None:
 def test_refuses_non_compacted_output_topic(kafka_broker) -> None:
     topics = TopicNames.unique("nc")
     kafka_broker.create_topic(topics.hints, partitions=4, config={"cleanup.policy": "delete"})
-    worker = WorkerProcess(kafka_broker.bootstrap, topics).start()
-    try:
-        assert worker.proc is not None
-        code = worker.proc.wait(60)
-    finally:
-        worker.close()
-    assert code != 0
+    worker = WorkerProcess(kafka_broker.bootstrap, topics)
+    assert worker.run_to_exit() != 0
     assert f"output topic {topics.hints}" in worker.log_text()
     assert "compact" in worker.log_text()
 
@@ -250,8 +245,7 @@ def test_state_dir_parents_are_created_and_a_bad_one_is_named(
     blocker.write_text("")
     unusable = blocker / "state"
     bad = WorkerProcess(kafka_broker.bootstrap, TopicNames.unique("sd"), state_dir=unusable)
-    bad.start()
-    assert bad.proc is not None and bad.proc.wait(60) == 3
+    assert bad.run_to_exit() == 3
     assert f"cannot start: state_dir {unusable} cannot be used: Not a directory" in bad.log_text()
 
 
@@ -385,12 +379,7 @@ def test_refuses_limits_whose_largest_trie_the_tries_topic_cannot_take(kafka_bro
     topics = TopicNames.unique("small")
     small = {"cleanup.policy": "compact", "max.message.bytes": "500000"}
     kafka_broker.create_topic(topics.tries, partitions=4, config=small)
-    worker = WorkerProcess(kafka_broker.bootstrap, topics).start()
-    try:
-        assert worker.proc is not None
-        code = worker.proc.wait(60)
-    finally:
-        worker.close()
-    assert code == 2
+    worker = WorkerProcess(kafka_broker.bootstrap, topics)
+    assert worker.run_to_exit() == 2
     log = worker.log_text()
     assert f"but topic {topics.tries} accepts 500,000 (max.message.bytes)" in log, log[-2000:]
