@@ -4,8 +4,8 @@
    worker then works through the backlog. Sustained runs/s is measured from the hints it
    publishes (the `runs` counts on `agent-hints`), from its first hints to the moment every
    run is reflected, and over the 10%..90% stretch (no start-up, no tail).
-2. Latency: unique runs are produced at a fixed rate (default 1,000/s, half the 2,000/s
-   target) to the same, warm agents; for each run, the time from sending it to the first
+2. Latency: unique runs are produced at a fixed rate (default 3,000/s, half the 6,000/s
+   target of issue 14) to the same, warm agents; for each run, the time from sending it to the first
    HintsRecord whose `runs` count includes it (per agent, the k-th run is included once
    `runs >= baseline + k`). The time is split at the hints record's Kafka timestamp (set by
    the worker's producer): send -> worker publishes, and broker -> our consumer.
@@ -47,8 +47,10 @@ from benchmarks.harness import (
 from devtools.worker_process import TopicNames, WorkerProcess, parse_metrics
 from worker.kafka.reading import assign_at_end, new_reader, topic_partitions
 
-TARGET_RUNS_PER_S = 2000
-TARGET_P99_S = 1.0
+#: issue 14: runs/s per worker, and produce -> hints p99 at half that rate; SPEC's promise
+TARGET_RUNS_PER_S = 6000
+TARGET_P99_S = 0.25
+PROMISE_S = 1.0
 
 
 # --- producing and watching -------------------------------------------------------------------
@@ -365,11 +367,12 @@ def report(
     )
     if lat is not None and lat.total:
         p99 = percentile(lat.total, 99)
-        ok = p99 < TARGET_P99_S and not lat.missing
-        lines.append(
-            f"         p99 < {TARGET_P99_S:.0f} s at {lat.rate:,.0f} runs/s: "
-            f"{'met' if ok else 'NOT met'} ({ms(p99)})"
-        )
+        for bound in (TARGET_P99_S, PROMISE_S):
+            ok = p99 <= bound and not lat.missing
+            lines.append(
+                f"         p99 <= {ms(bound)} at {lat.rate:,.0f} runs/s: "
+                f"{'met' if ok else 'NOT met'} ({ms(p99)})"
+            )
     return lines
 
 
@@ -389,7 +392,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add_common_arguments(parser)
     parser.add_argument("--runs", type=int, default=20_000, help="saturation backlog")
     parser.add_argument("--agents", type=int, default=100)
-    parser.add_argument("--rate", type=float, default=1000.0, help="latency phase runs/s")
+    parser.add_argument("--rate", type=float, default=3000.0, help="latency phase runs/s")
     parser.add_argument("--duration", type=float, default=20.0, help="latency phase seconds")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--quick", action="store_true", help="small smoke variant")
