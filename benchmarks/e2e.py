@@ -399,6 +399,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--skip-latency", action="store_true")
     parser.add_argument("--json", type=Path, help="also write the figures here as JSON")
     parser.add_argument(
+        "--worker-env",
+        action="append",
+        default=[],
+        metavar="WORKER_X=VALUE",
+        help="a setting for the worker (repeatable), e.g. WORKER_PUBLISH_INTERVAL_MS=100",
+    )
+    parser.add_argument(
         "--profile", type=Path, help="run the worker under cProfile, write pstats here"
     )
     parser.add_argument(
@@ -430,6 +437,7 @@ async def bench(args: argparse.Namespace, bootstrap: str, workdir: Path) -> list
             group_id=f"bench-{tag}",
             state_dir=workdir / "state",
             base_env={},
+            env=dict(setting.split("=", 1) for setting in args.worker_env),
             profile=args.profile,
             cpus=cpus.worker if cpus else None,
         )

@@ -14,7 +14,7 @@ import asyncio
 import hashlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,45 +61,50 @@ class Failing:
 
 
 class Retries:
-    """Agents whose last publish failed, each retried alone with exponential backoff."""
+    """Agents whose last publish of an output (hints or tries) failed, each retried alone
+    with exponential backoff."""
 
     def __init__(self) -> None:
-        self._failing: dict[str, Failing] = {}
+        self._failing: dict[tuple[str, str], Failing] = {}  # by (output, agent id)
 
     def __len__(self) -> int:
-        return len(self._failing)
+        """How many agents are failing (an output or both)."""
+        return len({agent_id for _, agent_id in self._failing})
 
-    def failed(self, agent_id: str, entry: Entry, error: BaseException, now: float) -> bool:
-        """Note a failure; True when the agent was not failing before."""
-        failing = self._failing.get(agent_id)
-        if failing is not None and now < failing.next_at:  # its other record, same attempt
+    def failed(
+        self, output: str, agent_id: str, entry: Entry, error: BaseException, now: float
+    ) -> bool:
+        """Note a failure; True when the agent's output was not failing before."""
+        failing = self._failing.get((output, agent_id))
+        if failing is not None and now < failing.next_at:  # a newer record, same attempt
             failing.error = repr(error)[:200]
             return False
         attempts = failing.attempts + 1 if failing else 1
         delay = min(RETRY_FIRST_S * 2 ** (attempts - 1), RETRY_MAX_S)
-        self._failing[agent_id] = Failing(entry, attempts, now + delay, repr(error)[:200])
-        return failing is None
+        failing = Failing(entry, attempts, now + delay, repr(error)[:200])
+        self._failing[(output, agent_id)] = failing
+        return attempts == 1
 
-    def succeeded(self, agent_id: str) -> None:
-        if self._failing.pop(agent_id, None) is not None:
-            log.info("publishing agent %s works again", agent_id)
+    def succeeded(self, output: str, agent_id: str) -> None:
+        if self._failing.pop((output, agent_id), None) is not None:
+            log.info("publishing %s of agent %s works again", output, agent_id)
 
     def due(self, now: float, skip: set[str]) -> list[tuple[str, Entry]]:
-        """Failing agents whose retry time has come (not already in `skip`)."""
-        return [
-            (agent_id, failing.entry)
-            for agent_id, failing in self._failing.items()
-            if failing.next_at <= now and agent_id not in skip
-        ]
+        """Failing agents whose retry time has come (not already in `skip`), once each."""
+        due: dict[str, Entry] = {}
+        for (_, agent_id), failing in self._failing.items():
+            if failing.next_at <= now and agent_id not in skip:
+                due[agent_id] = failing.entry
+        return list(due.items())
 
     def describe(self) -> str | None:
         """For /healthz: how many agents fail, and one example."""
         if not self._failing:
             return None
-        agent_id, failing = next(iter(self._failing.items()))
+        (output, agent_id), failing = next(iter(self._failing.items()))
         return (
-            f"publishing failing for {len(self._failing)} agent(s), retried with backoff; "
-            f"e.g. {agent_id}: {failing.error}"
+            f"publishing failing for {len(self)} agent(s), retried with backoff; "
+            f"e.g. {output} of {agent_id}: {failing.error}"
         )
 
     def clear(self) -> None:
@@ -123,8 +128,8 @@ class Publisher:
         self._last_hints: dict[str, bytes] = {}
         self._last_trie: dict[str, bytes] = {}
         self._tries_due: dict[str, Entry] = {}  # changed since their trie was last sent
-        self._tries_sent_at = 0.0
-        self._lock = asyncio.Lock()
+        self._hints_lock = asyncio.Lock()
+        self._tries_lock = asyncio.Lock()
         self.retries = Retries()
 
     def _hints_record(self, agent_id: str, entry: Entry) -> bytes | None:
@@ -157,20 +162,23 @@ class Publisher:
         return b'{"generated_at":' + dumps(generated_at) + b"," + body[1:]
 
     async def publish_pending(self, all_tries: bool = True) -> int:
-        """Publish what changed since the last call; wait until the broker has it.
+        """Publish the hints of every changed agent and, with `all_tries` (rebalances,
+        shutdown), every trie due; wait until the broker has them. Returns the agents whose
+        hints were published."""
+        published = await self.publish_hints()
+        if all_tries:
+            await self.publish_tries()
+        return published
 
-        Tries wait for their own cadence unless `all_tries` (rebalances, shutdown). Hints
-        are queued first; tries are built in slices of `SLICE_S` with the loop let run in
-        between, so the hints leave, and runs keep being learned, while tries are built.
-        An agent whose record cannot be built or sent is retried alone, with backoff."""
-        async with self._lock:
+    async def publish_hints(self) -> int:
+        """The hints of the agents changed since the last call (and of failing agents whose
+        retry is due); their tries become due. Waits for the deliveries."""
+        async with self._hints_lock:
             batch = self.cache.take_to_publish()
-            now = time.monotonic()
-            batch += self.retries.due(now, {agent for agent, _ in batch})
-            self._tries_due.update(batch)
-            tries_now = all_tries or now - self._tries_sent_at >= TRIES_INTERVAL_S
-            if not batch and not (tries_now and self._tries_due):
+            batch += self.retries.due(time.monotonic(), {agent for agent, _ in batch})
+            if not batch:
                 return 0
+            self._tries_due.update(batch)
             marks = [(e.consumed_at, e.run_end_ns) for _, e in batch]
             for _, entry in batch:
                 entry.consumed_at = None
@@ -178,24 +186,7 @@ class Publisher:
             sends: list[Send] = []
             for agent_id, entry in batch:
                 await self._send(sends, "hints", agent_id, entry, self._hints_record)
-            tries = list(self._tries_due.items()) if tries_now else []
-            if tries_now:
-                self._tries_due.clear()
-                self._tries_sent_at = now
-            slice_end = time.perf_counter()  # yield first: the hints can leave right away
-            for agent_id, entry in tries:
-                if time.perf_counter() >= slice_end:
-                    await asyncio.sleep(0)
-                    slice_end = time.perf_counter() + SLICE_S
-                await self._send(sends, "tries", agent_id, entry, self._trie_record)
-            results = await asyncio.gather(*(s.delivery for s in sends), return_exceptions=True)
-            for send, result in zip(sends, results, strict=True):
-                if isinstance(result, BaseException):
-                    self._failed(send.output, send.agent_id, send.entry, result)
-                else:
-                    self.metrics.published.labels(send.output).inc()
-                    self.retries.succeeded(send.agent_id)
-            self.metrics.publish_failing.set(len(self.retries))
+            await self._settle(sends)
             now_mono, now_ns = time.monotonic(), time.time_ns()
             for consumed_at, end_ns in marks:
                 if consumed_at is not None:
@@ -203,6 +194,33 @@ class Publisher:
                 if end_ns is not None:
                     self.metrics.end_to_publish.observe(max(0.0, (now_ns - end_ns) / 1e9))
             return len(batch)
+
+    async def publish_tries(self) -> int:
+        """The tries of every agent changed since their trie was last sent, built in slices
+        of `SLICE_S` with the loop let run in between (runs keep being learned and hints
+        keep leaving meanwhile). Waits for the deliveries."""
+        async with self._tries_lock:
+            tries, self._tries_due = list(self._tries_due.items()), {}
+            sends: list[Send] = []
+            slice_end = time.perf_counter() + SLICE_S
+            for agent_id, entry in tries:
+                if time.perf_counter() >= slice_end:
+                    await asyncio.sleep(0)
+                    slice_end = time.perf_counter() + SLICE_S
+                await self._send(sends, "tries", agent_id, entry, self._trie_record)
+            await self._settle(sends)
+            return len(tries)
+
+    async def _settle(self, sends: list[Send]) -> None:
+        """Wait for the deliveries; a failed one is retried later, for its agent alone."""
+        results = await asyncio.gather(*(s.delivery for s in sends), return_exceptions=True)
+        for send, result in zip(sends, results, strict=True):
+            if isinstance(result, BaseException):
+                self._failed(send.output, send.agent_id, send.entry, result)
+            else:
+                self.metrics.published.labels(send.output).inc()
+                self.retries.succeeded(send.output, send.agent_id)
+        self.metrics.publish_failing.set(len(self.retries))
 
     async def _send(
         self,
@@ -228,7 +246,7 @@ class Publisher:
         """Forget what was sent for the agent (so it is built again) and retry it later."""
         (self._last_hints if output == "hints" else self._last_trie).pop(agent_id, None)
         self.metrics.publish_failures.labels(output).inc()
-        first = self.retries.failed(agent_id, entry, error, time.monotonic())
+        first = self.retries.failed(output, agent_id, entry, error, time.monotonic())
         log.log(
             logging.ERROR if first else logging.DEBUG,
             "publishing %s of agent %s failed; retrying it alone, with backoff",
@@ -245,15 +263,24 @@ class Publisher:
         self.retries.clear()
 
     async def run_forever(self, interval_s: float) -> None:
-        """The publish timer; a failed publish is retried with the next batch's data."""
+        """The publish timers: hints every `interval_s`, tries every `TRIES_INTERVAL_S`, each
+        on its own so that building tries never holds the hints back."""
+        await asyncio.gather(
+            self._every(interval_s, self.publish_hints, "hints"),
+            self._every(TRIES_INTERVAL_S, self.publish_tries, "tries"),
+        )
+
+    async def _every(
+        self, interval_s: float, publish: Callable[[], Awaitable[int]], what: str
+    ) -> None:
+        """Call `publish` every `interval_s` (from start to start), for ever."""
         while True:
             started = time.monotonic()
             try:
-                await self.publish_pending(all_tries=False)
+                await publish()
             except asyncio.CancelledError:
                 raise
             except Exception:  # per-agent failures are retried inside: this is a bug
                 self.metrics.errors.labels("publish").inc()
-                log.exception("publishing cycle failed; the next cycle starts over")
-            # a cycle lets the loop run while it builds tries, so the next can start on time
+                log.exception("publishing %s failed; the next cycle starts over", what)
             await asyncio.sleep(max(interval_s - (time.monotonic() - started), 0.01))

@@ -25,14 +25,16 @@ class Table(dict):
 
 
 class Producer:
-    """Accepts every record but those of `refused` agents (too large, as aiokafka says)."""
+    """Accepts every record but those of `refused` agents (too large, as aiokafka says), on
+    every topic or only on `refused_topic`."""
 
-    def __init__(self, refused: set[str]) -> None:
+    def __init__(self, refused: set[str], refused_topic: str | None = None) -> None:
         self.refused = refused
+        self.refused_topic = refused_topic
         self.sent: list[tuple[str, str]] = []
 
     async def send(self, topic: str, value: bytes, key: bytes) -> asyncio.Future[None]:
-        if key.decode() in self.refused:
+        if key.decode() in self.refused and self.refused_topic in (None, topic):
             raise MessageSizeTooLargeError("The message is 1200000 bytes when serialized")
         self.sent.append((topic, key.decode()))
         done = asyncio.get_running_loop().create_future()
@@ -82,8 +84,32 @@ async def test_the_backoff_doubles_up_to_a_minute(monkeypatch: Any) -> None:
     delays = []
     now = 0.0
     for attempt in range(9):
-        first = retries.failed("a", object(), RuntimeError("x"), now)  # type: ignore[arg-type]
+        first = retries.failed("tries", "a", object(), RuntimeError("x"), now)  # type: ignore[arg-type]
         assert first == (attempt == 0)
-        delays.append(retries._failing["a"].next_at - now)
-        now = retries._failing["a"].next_at  # the retry, when it is due
+        delays.append(retries._failing[("tries", "a")].next_at - now)
+        now = retries._failing[("tries", "a")].next_at  # the retry, when it is due
     assert delays == [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 60.0, 60.0, 60.0]
+
+
+async def test_a_trie_that_keeps_failing_backs_off_although_its_hints_go_out(
+    monkeypatch: Any,
+) -> None:
+    """Hints and tries are published on their own: the agent's hints succeeding must not
+    reset the backoff of its failing trie (a retry every second, for ever)."""
+    clock = [1000.0]
+    monkeypatch.setattr(publisher_module.time, "monotonic", lambda: clock[0])
+    cache = StateCache(Table(), max_bytes=1 << 30)
+    learn(cache, 2)
+    topics = TopicSettings()
+    producer = Producer(refused={"agent-0001"}, refused_topic=topics.tries)
+    publisher = Publisher(producer, cache, LearnerConfig(), topics, WorkerMetrics())  # type: ignore[arg-type]
+    await publisher.publish_pending()
+    assert (topics.hints, "agent-0001") in producer.sent
+    delays = []
+    for _ in range(4):
+        failing = publisher.retries._failing[("tries", "agent-0001")]
+        delays.append(failing.next_at - clock[0])
+        clock[0] = failing.next_at
+        await publisher.publish_pending()
+    assert delays == [1.0, 2.0, 4.0, 8.0]
+    assert len(publisher.retries) == 1
