@@ -190,7 +190,9 @@ class WorkerProcess:
     def wait_ready(self, timeout: float = 60.0) -> None:
         self.wait_for(self.is_ready, "/readyz to return 200", timeout)
 
-    def wait_for(self, condition: Callable[[], Any], what: str, timeout: float = 60.0) -> Any:
+    def wait_for(
+        self, condition: Callable[[], Any], what: str, timeout: float = 60.0, interval: float = 0.2
+    ) -> Any:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
@@ -201,7 +203,7 @@ class WorkerProcess:
             result = condition()
             if result:
                 return result
-            time.sleep(0.2)
+            time.sleep(interval)
         raise AssertionError(f"timed out waiting for {what}:\n" + self.log_text()[-4000:])
 
     def metrics(self) -> dict[str, float]:

@@ -9,6 +9,7 @@ from typing import Any
 
 import orjson
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient
 
 from devtools.worker_process import (
     TopicNames,
@@ -21,6 +22,7 @@ from devtools.worker_process import (
     run_sync,
 )
 from worker.demo_workload import generate_runs
+from worker.kafka.reading import new_reader, topic_partitions
 
 pytestmark = pytest.mark.integration
 
@@ -383,3 +385,46 @@ def test_refuses_limits_whose_largest_trie_the_tries_topic_cannot_take(kafka_bro
     assert worker.run_to_exit() == 2
     log = worker.log_text()
     assert f"but topic {topics.tries} accepts 500,000 (max.message.bytes)" in log, log[-2000:]
+
+
+async def committed_to_end(bootstrap: str, group_id: str, topic: str) -> bool:
+    """True once the group's committed offsets reach the end of every partition of `topic`."""
+    kafka = {"bootstrap_servers": bootstrap}
+    partitions = await topic_partitions(kafka, topic)
+    admin = AIOKafkaAdminClient(**kafka)
+    reader = new_reader(kafka)
+    await admin.start()
+    await reader.start()
+    try:
+        committed = await admin.list_consumer_group_offsets(group_id, partitions=partitions)
+        ends = await reader.end_offsets(partitions)
+    finally:
+        await reader.stop()
+        await admin.close()
+    done = {tp: meta.offset for tp, meta in committed.items()}
+    return all(max(done.get(tp, 0), 0) >= end for tp, end in ends.items())
+
+
+def test_committed_offsets_imply_published_outputs(kafka_broker, workers) -> None:
+    """A crash right after a commit: the replay skips the committed runs as learned, so their
+    agents' hints and tries must already be out when the offsets are committed."""
+    topics = TopicNames.unique("pubcommit")
+    runs = list(generate_runs(3_000, 40, seed=51))
+    worker = WorkerProcess(kafka_broker.bootstrap, topics)
+    workers.append(worker)
+    worker.start().wait_ready()
+    run_sync(
+        produce(
+            kafka_broker.bootstrap,
+            topics.runs,
+            [(r["agent_id"].encode(), orjson.dumps(r)) for r in runs],
+        )
+    )
+    worker.wait_for(
+        lambda: run_sync(committed_to_end(kafka_broker.bootstrap, worker.group_id, topics.runs)),
+        "the offsets of every run committed",
+        timeout=120,
+        interval=0.02,
+    )
+    worker.kill()  # at once: nothing published after the commit
+    assert_outputs_match(kafka_broker.bootstrap, topics, expected_outputs(runs))

@@ -151,8 +151,8 @@ def guard_commits(
     Wraps the consumer's offset commit (at_least_once) and the transaction commit
     (exactly_once): both first wait until every changelog record sent so far (the states
     written by `CommitHook` at the start of this commit) and every other send the offsets
-    depend on (`in_flight`: dead letters, rekeyed runs) is acknowledged. If one failed, the
-    commit fails: the runs will be replayed rather than lost.
+    depend on (`in_flight`: dead letters, rekeyed runs, the published outputs) is
+    acknowledged. If one failed, the commit fails: the runs will be replayed rather than lost.
     """
     consumer = app.consumer
 

@@ -116,7 +116,7 @@ class StreamService:
     async def start(self) -> None:
         """Before faust consumes: the output producer, the publisher timer, the health server."""
         s = self.settings
-        guard_commits(self.app, self.table, self.records.in_flight.wait)
+        guard_commits(self.app, self.table, self._before_commit)
         outputs = (s.topics.hints, s.topics.tries, s.topics.dlq, s.topics.rekey_topic)
         self.producer = AIOKafkaProducer(
             **self.client_kwargs,
@@ -158,6 +158,16 @@ class StreamService:
         )
         await self.health.start(s.metrics_host, s.metrics_port)
         log.info("metrics and health on %s:%s", s.metrics_host, self.health.port)
+
+    async def _before_commit(self) -> int:
+        """What committing offsets waits for besides the changelog: the dead letters and
+        rekeyed runs sent so far acknowledged, and the hints and tries of every run learned
+        so far published. Without the latter, a crash right after a commit left agents'
+        outputs behind their runs until their next run (the replay skips them as learned)."""
+        waited = await self.records.in_flight.wait()
+        if self.publisher is not None:
+            await self.publisher.publish_pending()
+        return waited
 
     async def stop(self) -> None:
         """After faust committed its last offsets: publish what is left, then stop."""
