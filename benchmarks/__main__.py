@@ -18,6 +18,7 @@ BENCHMARKS = {
     "limits": "benchmarks.limits",
     "state": "benchmarks.state",
     "gateway": "benchmarks.gateway",
+    "recorder": "benchmarks.recorder",
 }
 EXTRA = {
     "recovery": "benchmarks.recovery",
