@@ -14,6 +14,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaConnectionError
 
 
 def new_reader(client_kwargs: dict[str, Any], **options: Any) -> AIOKafkaConsumer:
@@ -109,12 +110,13 @@ async def latest_values(
 async def wait_for_topics(
     client_kwargs: dict[str, Any], *topics: str, timeout_s: float = 30.0
 ) -> list[TopicPartition]:
-    """The partitions of `topics` once they all exist (a worker creating them at start)."""
+    """The partitions of `topics` once they all exist (a worker creating them at start) and
+    the broker answers (one restarting refuses connections for a moment)."""
     deadline = time.monotonic() + timeout_s
     while True:
         try:
             return await topic_partitions(client_kwargs, *topics)
-        except LookupError:
+        except (LookupError, KafkaConnectionError):
             if time.monotonic() > deadline:
                 raise
             await asyncio.sleep(0.2)
