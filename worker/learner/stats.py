@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_left, bisect_right
-from collections import Counter
+from collections import Counter, _count_elements  # type: ignore[attr-defined]
 from collections.abc import Iterable
 from itertools import accumulate
 from typing import Any, cast
@@ -34,6 +34,9 @@ _LOG_BASE = round(LINEAR_LIMIT + 0.5)  # first key of the logarithmic buckets (5
 _MID = 2 * _GAMMA / (1 + _GAMMA)  # bucket [lo, lo*gamma) is represented by lo*_MID
 PERCENTILES = (50, 90, 95)
 _NO_COUNTS: list[int] = []  # never modified (see Statistic.counts)
+#: a batch of at least 1/4 as many samples as the sketch has buckets is counted into a dict
+#: (in C) rather than inserted by binary searches (a Python loop)
+_DICT_MERGE_RATIO = 4
 
 Number = int | float
 
@@ -246,12 +249,35 @@ class Statistic:
         keyed = list(map(_BUCKET_KEYS.get, pending))
         if None in keyed:
             keyed = [_key_of(v) if k is None else k for k, v in zip(keyed, pending, strict=True)]
-        self._add_buckets(Counter(cast(list[int], keyed)).items())
+        self._add_keys(cast(list[int], keyed))
         self.folded_count += len(pending)
         self.folded_sum, self.folded_shift = add_exact(
             self.folded_sum, self.folded_shift, *sum_exact(pending)
         )
         self.pending = []
+
+    def _add_keys(self, keyed: list[int]) -> None:
+        """Count one sample in each bucket of `keyed` (duplicates allowed).
+
+        Three ways to the same lists, the cheapest for the sizes at hand: a new sketch is
+        counted and sorted in C; many samples for the sketch's size are counted into a dict
+        of the buckets (in C; its values stay in key order unless a key is new); a few are
+        inserted one distinct key at a time (a binary search each)."""
+        keys = self.keys
+        if keys is None:
+            counted = Counter(keyed)
+            self.keys = keys = sorted(counted)
+            self.counts = list(map(counted.__getitem__, keys))
+        elif len(keyed) * _DICT_MERGE_RATIO >= len(keys):
+            merged = dict(zip(keys, self.counts, strict=True))
+            _count_elements(merged, keyed)
+            if len(merged) == len(keys):
+                self.counts = list(merged.values())
+            else:
+                self.keys = keys = sorted(merged)
+                self.counts = list(map(merged.__getitem__, keys))
+        else:
+            self._add_buckets(Counter(keyed).items())
 
     def _add_buckets(self, buckets: Iterable[tuple[int, int]]) -> None:
         if self.keys is None:  # the sketch starts: lists of its own
