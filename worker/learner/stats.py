@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from bisect import bisect_left, bisect_right
 from collections import Counter, _count_elements  # type: ignore[attr-defined]
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from itertools import accumulate
 from typing import Any, cast
 
@@ -416,7 +416,7 @@ class Mean:
         self.count += 1
         self.units, self.shift = add_exact(self.units, self.shift, *exact(value))
 
-    def add_fast(self, units: list[int | None], values: list[float]) -> None:
+    def add_fast(self, units: Sequence[int | None], values: Sequence[float]) -> None:
         """Add `values`, given as `fast_units` of each (None: not a whole number of them)."""
         self.count += len(values)
         if None in units:
