@@ -6,6 +6,8 @@ Pure functions of a run (`Run`) and the learner config; nothing here keeps state
 from __future__ import annotations
 
 from bisect import bisect_right
+from collections.abc import Callable
+from functools import partial
 from typing import NamedTuple
 
 from worker.learner.config import LearnerConfig
@@ -22,6 +24,13 @@ class CallObservation(NamedTuple):
     interarrival_ms: int | None
     output_tokens: int
     score: float
+
+
+#: a CallObservation from a tuple of its six fields, without the generated `__new__` (a
+#: Python-level call that costs twice the tuple): it runs for every LLM call learned
+new_observation: Callable[[tuple[str, int, int, int | None, int, float]], CallObservation] = (
+    partial(tuple.__new__, CallObservation)
+)
 
 
 def _whole_ms(ns: int) -> int:
@@ -115,8 +124,7 @@ def observe_run(run: Run, config: LearnerConfig) -> list[CallObservation]:
         name = call.name
         index = seen[name] = seen.get(name, 0) + 1
         remaining -= 1
-        # positional: name, call_index, remaining_calls, interarrival_ms, output_tokens, score
-        append(CallObservation(name, index, remaining, gap, call.output_tokens or 0, score))
+        append(new_observation((name, index, remaining, gap, call.output_tokens or 0, score)))
     return observations
 
 
