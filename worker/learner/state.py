@@ -90,15 +90,18 @@ class NodeStats:
 
     `add` only queues the observation; the queue is folded into the groups when they are
     read (or once it is `FOLD_OBSERVATIONS` long), a column at a time, which costs far less
-    than four appends into four groups per observation on the hot path.
+    than four appends into four groups per observation on the hot path. Reading only the
+    across-indices group (the hints, several times per trie) folds the queue into that
+    group alone and keeps it for the per-index groups: one larger batch for those later.
     """
 
-    __slots__ = ("_any_index", "_by_index", "_queued", "high")
+    __slots__ = ("_any_folded", "_any_index", "_by_index", "_queued", "high")
 
     def __init__(self) -> None:
         self._any_index = StatGroup()
         self._by_index: dict[int, StatGroup] = {}
         self._queued: list[Queued] = []
+        self._any_folded = 0  # how many queued observations `_any_index` already holds
         #: the highest call index observed; indices are 1..high, so also how many
         #: per-call-index predictions the node has (queued observations included)
         self.high = 0
@@ -111,7 +114,10 @@ class NodeStats:
 
     @property
     def any_index(self) -> StatGroup:
-        self._fold()
+        queued, folded = self._queued, self._any_folded
+        if len(queued) > folded:
+            self._any_index.extend(queued[folded:] if folded else queued)
+            self._any_folded = len(queued)
         return self._any_index
 
     @property
@@ -120,11 +126,12 @@ class NodeStats:
         return self._by_index
 
     def _fold(self) -> None:
-        queued = self._queued
+        queued, folded = self._queued, self._any_folded
         if not queued:
             return
-        self._queued = []
-        self._any_index.extend(queued)
+        self._queued, self._any_folded = [], 0
+        if len(queued) > folded:
+            self._any_index.extend(queued[folded:] if folded else queued)
         queued.sort(key=_call_index)  # stable: each index keeps its observations in order
         by_index = self._by_index
         for index, observations in groupby(queued, _call_index):
@@ -147,7 +154,7 @@ class NodeStats:
     @classmethod
     def load(cls, data: list[Any]) -> NodeStats:
         node = cls.__new__(cls)
-        node._queued = []
+        node._queued, node._any_folded = [], 0
         node._any_index = StatGroup.load(data[0])
         node._by_index = {i: StatGroup.load(g) for i, g in data[1]}
         node.high = max(node._by_index, default=0)
