@@ -6,6 +6,8 @@ Pure functions of a run (`Run`) and the learner config; nothing here keeps state
 from __future__ import annotations
 
 from bisect import bisect_right
+from collections.abc import Callable
+from functools import partial
 from typing import NamedTuple
 
 from worker.learner.config import LearnerConfig
@@ -24,6 +26,13 @@ class CallObservation(NamedTuple):
     score: float
 
 
+#: a CallObservation from a tuple of its six fields, without the generated `__new__` (a
+#: Python-level call that costs twice the tuple): it runs for every LLM call learned
+new_observation: Callable[[tuple[str, int, int, int | None, int, float]], CallObservation] = (
+    partial(tuple.__new__, CallObservation)
+)
+
+
 def _whole_ms(ns: int) -> int:
     """Nanoseconds to whole milliseconds, truncated toward zero."""
     return ns // NS_PER_MS if ns >= 0 else -(-ns // NS_PER_MS)
@@ -40,12 +49,15 @@ def workflow_seconds(run: Run) -> float:
 
 def _interarrivals_corrected(run: Run, finished: list[Call]) -> list[int | None]:
     """Gap to the earliest LLM call (finished or not) that starts after this one ends."""
-    starts = sorted(c.started_at for c in run.calls if c.kind == "llm")
+    starts = sorted([c.started_at for c in run.calls if c.kind == "llm"])
+    last = len(starts)
     gaps: list[int | None] = []
+    append = gaps.append
     for call in finished:
         end: int = call.ended_at  # type: ignore[assignment]
         later = bisect_right(starts, end)
-        gaps.append(_whole_ms(starts[later] - end) if later < len(starts) else None)
+        # a later start is strictly after the end: the gap is positive, truncated by //
+        append((starts[later] - end) // NS_PER_MS if later < last else None)
     return gaps
 
 
@@ -70,7 +82,8 @@ def logical_positions(spans: list[tuple[int, int]]) -> tuple[list[int], list[int
     Calls are taken by start (stable); one that starts strictly before the current
     group's latest end joins it, otherwise it opens the next group.
     """
-    order = sorted(range(len(spans)), key=lambda i: spans[i][0])
+    starts = [start for start, _ in spans]
+    order = sorted(range(len(spans)), key=starts.__getitem__)
     positions = [0] * len(spans)
     sizes: list[int] = []
     group_end = 0
@@ -103,21 +116,15 @@ def observe_run(run: Run, config: LearnerConfig) -> list[CallObservation]:
     positions, sizes = logical_positions(spans)  # type: ignore[arg-type]
     scores = _scores(finished, positions, sizes, workflow_seconds(run), config)
 
-    count = len(finished)
+    remaining = len(finished)
     seen: dict[str, int] = {}
-    observations = []
-    for i, call in enumerate(finished):
-        seen[call.name] = seen.get(call.name, 0) + 1
-        observations.append(
-            CallObservation(
-                name=call.name,
-                call_index=seen[call.name],
-                remaining_calls=count - i - 1,
-                interarrival_ms=gaps[i],
-                output_tokens=call.output_tokens or 0,
-                score=scores[i],
-            )
-        )
+    observations: list[CallObservation] = []
+    append = observations.append
+    for call, gap, score in zip(finished, gaps, scores, strict=True):
+        name = call.name
+        index = seen[name] = seen.get(name, 0) + 1
+        remaining -= 1
+        append(new_observation((name, index, remaining, gap, call.output_tokens or 0, score)))
     return observations
 
 
@@ -128,26 +135,28 @@ def _scores(
     workflow_s: float,
     config: LearnerConfig,
 ) -> list[float]:
-    """SPEC 4.5: raw sensitivity per call, min-max normalised over the run."""
+    """SPEC 4.5: raw sensitivity per call, min-max normalised over the run.
+
+    The fanout, position and parallel terms depend only on the logical position, so they
+    are computed once per position; each raw value is still summed in SPEC's order."""
     w = config.weights
+    w_critical = w.critical
     steps = len(sizes)
-    raws = []
-    for call, pos in zip(calls, positions, strict=True):
-        duration_s = _whole_ms(call.ended_at - call.started_at) / 1000  # type: ignore[operator]
-        critical = min(duration_s / workflow_s, 1.0) if workflow_s > 0 else 1.0
+    terms = []  # per position: the weighted fanout, position and parallel terms
+    for pos, group in enumerate(sizes):
         if steps > 1:
             fanout = (steps - 1 - pos) / (steps - 1)
             position = max(1 - pos / (steps - 1), pos / (steps - 1))
         else:
             fanout, position = 0.0, 1.0
-        group = sizes[pos]
         parallel = (group - 1) / group / 2 if group > 1 else 0.0
-        raws.append(
-            w.critical * critical
-            + w.fanout * fanout
-            + w.position * position
-            - w.parallel * parallel
-        )
+        terms.append((w.fanout * fanout, w.position * position, w.parallel * parallel))
+    raws = []
+    for call, pos in zip(calls, positions, strict=True):
+        duration_s = _whole_ms(call.ended_at - call.started_at) / 1000  # type: ignore[operator]
+        critical = min(duration_s / workflow_s, 1.0) if workflow_s > 0 else 1.0
+        fanout_term, position_term, parallel_term = terms[pos]
+        raws.append(w_critical * critical + fanout_term + position_term - parallel_term)
     low, high = min(raws), max(raws)
     if high == low:
         return [0.5] * len(raws)

@@ -66,6 +66,14 @@ def check_run(run: Run, limits: Limits) -> None:
 def check_trie(state: AgentState, run: Run, limits: Limits) -> None:
     """Reject a run that would grow the agent's trie past `max_trie_nodes` or
     `max_trie_predictions` (which bound its published size: `trie_bytes_bound`)."""
+    # a run adds at most one node and two predictions (its index at the node and at the
+    # root) per call: within the limits even then, it needs no exact count
+    calls = len(run.calls)
+    if (
+        state.node_count + calls <= limits.max_trie_nodes
+        and state.prediction_count + 2 * calls <= limits.max_trie_predictions
+    ):
+        return
     nodes, predictions = state.size_after(run)
     if nodes > limits.max_trie_nodes and nodes > state.node_count:
         raise RecordError(

@@ -48,14 +48,16 @@ class StatGroup:
         self.score = Mean()  # only its mean is ever read (SPEC section 5)
 
     def extend(self, observations: list[Queued]) -> None:
-        """Fold observations in, in order (column-wise: one comprehension per statistic)."""
+        """Fold observations in, in order (column-wise: the queue transposed in C)."""
+        _, _, remaining_calls, gaps, tokens, scores, units = zip(*observations, strict=True)
         remaining = self.remaining_calls.pending
-        remaining += [obs[2] for obs in observations]
-        self.interarrival_ms.pending += [obs[3] for obs in observations if obs[3] is not None]
-        self.output_tokens.pending += [obs[4] for obs in observations]
-        scores = self.score
-        # exact: any order, any split
-        scores.add_fast([obs[6] for obs in observations], [obs[5] for obs in observations])
+        remaining += remaining_calls
+        if None in gaps:
+            self.interarrival_ms.pending += [gap for gap in gaps if gap is not None]
+        else:
+            self.interarrival_ms.pending += gaps
+        self.output_tokens.pending += tokens
+        self.score.add_fast(units, scores)  # exact: any order, any split
         if len(remaining) >= FOLD_BATCH:  # remaining_calls gets every sample: the longest
             for name in self.__slots__:
                 getattr(self, name).compact()
@@ -88,15 +90,18 @@ class NodeStats:
 
     `add` only queues the observation; the queue is folded into the groups when they are
     read (or once it is `FOLD_OBSERVATIONS` long), a column at a time, which costs far less
-    than four appends into four groups per observation on the hot path.
+    than four appends into four groups per observation on the hot path. Reading only the
+    across-indices group (the hints, several times per trie) folds the queue into that
+    group alone and keeps it for the per-index groups: one larger batch for those later.
     """
 
-    __slots__ = ("_any_index", "_by_index", "_queued", "high")
+    __slots__ = ("_any_folded", "_any_index", "_by_index", "_queued", "high")
 
     def __init__(self) -> None:
         self._any_index = StatGroup()
         self._by_index: dict[int, StatGroup] = {}
         self._queued: list[Queued] = []
+        self._any_folded = 0  # how many queued observations `_any_index` already holds
         #: the highest call index observed; indices are 1..high, so also how many
         #: per-call-index predictions the node has (queued observations included)
         self.high = 0
@@ -109,7 +114,10 @@ class NodeStats:
 
     @property
     def any_index(self) -> StatGroup:
-        self._fold()
+        queued, folded = self._queued, self._any_folded
+        if len(queued) > folded:
+            self._any_index.extend(queued[folded:] if folded else queued)
+            self._any_folded = len(queued)
         return self._any_index
 
     @property
@@ -118,11 +126,12 @@ class NodeStats:
         return self._by_index
 
     def _fold(self) -> None:
-        queued = self._queued
+        queued, folded = self._queued, self._any_folded
         if not queued:
             return
-        self._queued = []
-        self._any_index.extend(queued)
+        self._queued, self._any_folded = [], 0
+        if len(queued) > folded:
+            self._any_index.extend(queued[folded:] if folded else queued)
         queued.sort(key=_call_index)  # stable: each index keeps its observations in order
         by_index = self._by_index
         for index, observations in groupby(queued, _call_index):
@@ -145,7 +154,7 @@ class NodeStats:
     @classmethod
     def load(cls, data: list[Any]) -> NodeStats:
         node = cls.__new__(cls)
-        node._queued = []
+        node._queued, node._any_folded = [], 0
         node._any_index = StatGroup.load(data[0])
         node._by_index = {i: StatGroup.load(g) for i, g in data[1]}
         node.high = max(node._by_index, default=0)
@@ -208,15 +217,23 @@ class AgentState:
     def fold(self, observations: Iterable[CallObservation], runs: int) -> None:
         """Apply the observations of `runs` runs (as `learn` returned them)."""
         root = self.root
-        root_add, high = root.add, root.high
+        high = root.high
         children = self.children
+        # NodeStats.add inlined (two calls per observation): queue, fold once long enough
         for observation in observations:
-            obs = (*observation, fast_units(observation[5]))  # converted once, used 4 times
-            root_add(obs)
+            # the score in 2**-128 units, converted once and used 4 times
+            obs = observation + (fast_units(observation[5]),)  # noqa: RUF005 (faster)
+            queued = root._queued
+            queued.append(obs)
+            if len(queued) >= FOLD_OBSERVATIONS:
+                root._fold()
             node = children.get(obs[0])
             if node is None:
                 node = children[obs[0]] = NodeStats()
-            node.add(obs)
+            queued = node._queued
+            queued.append(obs)
+            if len(queued) >= FOLD_OBSERVATIONS:
+                node._fold()
             index = obs[1]
             if index > node.high:
                 node.high = index

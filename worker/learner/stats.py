@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_left, bisect_right
-from collections import Counter
-from collections.abc import Iterable
+from collections import Counter, _count_elements  # type: ignore[attr-defined]
+from collections.abc import Iterable, Sequence
 from itertools import accumulate
 from typing import Any, cast
 
@@ -34,6 +34,9 @@ _LOG_BASE = round(LINEAR_LIMIT + 0.5)  # first key of the logarithmic buckets (5
 _MID = 2 * _GAMMA / (1 + _GAMMA)  # bucket [lo, lo*gamma) is represented by lo*_MID
 PERCENTILES = (50, 90, 95)
 _NO_COUNTS: list[int] = []  # never modified (see Statistic.counts)
+#: a batch of at least 1/4 as many samples as the sketch has buckets is counted into a dict
+#: (in C) rather than inserted by binary searches (a Python loop)
+_DICT_MERGE_RATIO = 4
 
 Number = int | float
 
@@ -246,12 +249,35 @@ class Statistic:
         keyed = list(map(_BUCKET_KEYS.get, pending))
         if None in keyed:
             keyed = [_key_of(v) if k is None else k for k, v in zip(keyed, pending, strict=True)]
-        self._add_buckets(Counter(cast(list[int], keyed)).items())
+        self._add_keys(cast(list[int], keyed))
         self.folded_count += len(pending)
         self.folded_sum, self.folded_shift = add_exact(
             self.folded_sum, self.folded_shift, *sum_exact(pending)
         )
         self.pending = []
+
+    def _add_keys(self, keyed: list[int]) -> None:
+        """Count one sample in each bucket of `keyed` (duplicates allowed).
+
+        Three ways to the same lists, the cheapest for the sizes at hand: a new sketch is
+        counted and sorted in C; many samples for the sketch's size are counted into a dict
+        of the buckets (in C; its values stay in key order unless a key is new); a few are
+        inserted one distinct key at a time (a binary search each)."""
+        keys = self.keys
+        if keys is None:
+            counted = Counter(keyed)
+            self.keys = keys = sorted(counted)
+            self.counts = list(map(counted.__getitem__, keys))
+        elif len(keyed) * _DICT_MERGE_RATIO >= len(keys):
+            merged = dict(zip(keys, self.counts, strict=True))
+            _count_elements(merged, keyed)
+            if len(merged) == len(keys):
+                self.counts = list(merged.values())
+            else:
+                self.keys = keys = sorted(merged)
+                self.counts = list(map(merged.__getitem__, keys))
+        else:
+            self._add_buckets(Counter(keyed).items())
 
     def _add_buckets(self, buckets: Iterable[tuple[int, int]]) -> None:
         if self.keys is None:  # the sketch starts: lists of its own
@@ -298,14 +324,21 @@ class Statistic:
         keys: list[int] = self.keys  # type: ignore[assignment]
         cumulative = list(accumulate(self.counts))
         last = self.folded_count - 1
+        value_of = _BUCKET_VALUES.get  # `_value_of` inlined: its memo nearly always has it
         results = []
         for p in PERCENTILES:
             rank = last * p / 100
             low = int(rank)
-            below = _value_of(keys[bisect_right(cumulative, low)])
+            key = keys[bisect_right(cumulative, low)]
+            below = value_of(key)
+            if below is None:
+                below = _value_of(key)
             fraction = rank - low
             if fraction:
-                above = _value_of(keys[bisect_right(cumulative, low + 1)])
+                key = keys[bisect_right(cumulative, low + 1)]
+                above = value_of(key)
+                if above is None:
+                    above = _value_of(key)
                 below += (above - below) * fraction
             results.append(below)
         return tuple(results)
@@ -316,14 +349,23 @@ class Statistic:
         Cached until the count changes (samples are only ever added); the dict is shared,
         so callers must not modify it.
         """
+        pending = self.pending
+        count = self.folded_count + len(pending)
         cached = self._metrics
-        count = self.count
         if cached is not None and cached["sample_count"] == count:
             return cached
-        p50, p90, p95 = self.percentiles()
+        # `percentiles` and `mean` with fewer calls (this runs ~90 times per trie)
+        if self.keys is None and len(pending) <= EXACT_LIMIT:
+            p50, p90, p95 = self.percentiles()
+            total = sum(pending)  # nothing folded yet: the sum of the samples is the sum
+            mean = total / count if type(total) is int and count else self.mean
+        else:
+            self.compact()
+            p50, p90, p95 = self._sketch_percentiles()
+            mean = exact_mean(self.folded_sum, self.folded_shift, count)  # all folded now
         self._metrics = {
             "sample_count": count,
-            "mean": self.mean,
+            "mean": mean,
             "p50": p50,
             "p90": p90,
             "p95": p95,
@@ -390,7 +432,7 @@ class Mean:
         self.count += 1
         self.units, self.shift = add_exact(self.units, self.shift, *exact(value))
 
-    def add_fast(self, units: list[int | None], values: list[float]) -> None:
+    def add_fast(self, units: Sequence[int | None], values: Sequence[float]) -> None:
         """Add `values`, given as `fast_units` of each (None: not a whole number of them)."""
         self.count += len(values)
         if None in units:

@@ -64,15 +64,17 @@ def state_hints(state: AgentState, config: LearnerConfig) -> dict[str, Any] | No
     """The default hints (AgentHints fields) straight from the root's statistics.
 
     Equal to `default_hints(build_trie(...))` without building the trie or any model: the
-    worker publishes hints more often than whole tries.
+    worker publishes hints more often than whole tries. Only the percentile a hint uses is
+    read (`metrics`, cached for the trie built next); the two means are read directly, which
+    spares folding and reading the percentiles of those statistics.
     """
     group = state.root.any_index
     if not group.remaining_calls.count:
         return None
     return default_hint_values(
         group.output_tokens.metrics()["p90"],
-        group.interarrival_ms.metrics()["mean"],
-        group.remaining_calls.metrics()["mean"],
+        group.interarrival_ms.mean,
+        group.remaining_calls.mean,
         sensitivity_level(group.score, config.scale),
         config,
     )

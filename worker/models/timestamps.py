@@ -51,6 +51,11 @@ def parse_rfc3339_ns(text: str) -> int:
     """
     base = _SECONDS.get(text[:19])
     if base is not None:
+        # the usual form (as `format_timestamp_ns` writes it): 9 fraction digits and "Z"
+        if len(text) == 30 and text[29] == "Z" and text[19] == ".":
+            digits = text[20:29]
+            if digits.isdigit() and digits.isascii():
+                return base + int(digits)
         tail = text[19:]  # "" or ".fraction", then the zone
         if tail in _UTC_ZONES:
             return base

@@ -11,6 +11,8 @@ from prometheus_client import (
     generate_latest,
 )
 
+from worker.observability.loop_metrics import LoopCounter, LoopHistogram
+
 REJECT_REASONS = ("invalid_json", "schema", "too_large", "limits")
 
 
@@ -20,12 +22,11 @@ class WorkerMetrics:
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
         ProcessCollector(registry=r)  # process_resident_memory_bytes, process_cpu_seconds_total
-        self.consumed = Counter(
-            "agent_hints_runs_consumed", "Records read from the runs and rekey topics", registry=r
+        # updated for every record on the event loop: lock-free (see loop_metrics)
+        self.consumed = LoopCounter(
+            "agent_hints_runs_consumed", "Records read from the runs and rekey topics", r
         )
-        self.learned = Counter(
-            "agent_hints_runs_learned", "Runs folded into agent state", registry=r
-        )
+        self.learned = LoopCounter("agent_hints_runs_learned", "Runs folded into agent state", r)
         self.duplicates = Counter(
             "agent_hints_runs_duplicate", "Runs skipped because their id was learned", registry=r
         )
@@ -39,11 +40,11 @@ class WorkerMetrics:
             "Runs re-sent to the rekey topic because their partition did not match the agent",
             registry=r,
         )
-        self.processing = Histogram(
+        self.processing = LoopHistogram(
             "agent_hints_record_processing_seconds",
             "Time to process one record (decode, check, learn)",
-            buckets=(1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 0.01, 0.025, 0.05, 0.1, 0.5),
-            registry=r,
+            (1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 0.01, 0.025, 0.05, 0.1, 0.5),
+            r,
         )
         lag_buckets = (0.01, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 2, 5, 10, 30, 60)
         self.end_to_publish = Histogram(

@@ -48,6 +48,7 @@ class RecordLoop:
     async def __call__(self, stream: Any) -> None:
         runs_topic = self.runs_topic
         metrics = self.metrics
+        learned = metrics.learned
         next_offset = self.offsets.next_offset
         yielded_at = time.perf_counter()
         async for event in stream.events():
@@ -65,7 +66,10 @@ class RecordLoop:
                 metrics.errors.labels("process").inc()
                 log.exception("unexpected error processing %s", where(message))
                 result = Result(Outcome.REJECTED, reason="internal", detail=repr(exc)[:500])
-            await self._act(message, result)
+            if result.outcome is Outcome.LEARNED:  # the common outcome, without a coroutine
+                learned.inc()
+            else:
+                await self._act(message, result)
             metrics.processing.observe(time.perf_counter() - started)
             if started - yielded_at > YIELD_AFTER_S:
                 await asyncio.sleep(0)

@@ -77,6 +77,27 @@ def test_prediction_limit_counts_new_call_indices_only() -> None:
         check_trie(state, run(llm("b", 0, 1), llm("b", 2, 3)), Limits(max_trie_predictions=5))
 
 
+@pytest.mark.parametrize(("nodes", "predictions"), [(3, 1000), (128, 12), (5, 20), (9, 40)])
+def test_the_quick_check_decides_as_the_exact_count(nodes: int, predictions: int) -> None:
+    """check_trie skips counting when a run cannot reach the limits; whatever it decides
+    equals the rule on the exact counts (`size_after`)."""
+    limits = Limits(max_trie_nodes=nodes, max_trie_predictions=predictions)
+    state, config = AgentState(), LearnerConfig()
+    for record in generate_runs(300, 1, seed=nodes, start_ns=START):
+        parsed = parse_run(orjson.dumps(record))
+        after_nodes, after_predictions = state.size_after(parsed)
+        too_big = (after_nodes > nodes and after_nodes > state.node_count) or (
+            after_predictions > predictions and after_predictions > state.prediction_count
+        )
+        try:
+            check_trie(state, parsed, limits)
+        except RecordError:
+            assert too_big
+            continue
+        assert not too_big
+        state.learn(parsed, config)
+
+
 def adversarial_state(limits: Limits) -> AgentState:
     """A state at `limits` with the longest names and numbers a record can give."""
     state, config = AgentState(), LearnerConfig()

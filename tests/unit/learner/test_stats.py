@@ -140,6 +140,24 @@ def test_readings_between_additions_equal_a_fresh_reading(
                 live.add(value)
         seen += batch
         assert live.percentiles() == stat_of(seen).percentiles()
+        assert live == stat_of(seen)  # the same buckets, whichever way batches were counted
+
+
+@pytest.mark.parametrize("batch", [1, 3, 40, 400])
+def test_counting_batches_into_the_sketch_gives_the_buckets_of_one_batch(batch: int) -> None:
+    """Small batches are inserted key by key, large ones counted into a dict (with and
+    without new buckets): every way ends with the buckets of counting all at once."""
+    rng = random.Random(batch)
+    samples = [rng.choice([rng.randint(0, 60), rng.lognormvariate(6, 2)]) for _ in range(3000)]
+    live = Statistic()
+    for start in range(0, len(samples), batch):
+        for value in samples[start : start + batch]:
+            live.add(value)
+        live.compact()
+    whole = stat_of(samples)
+    whole.compact()
+    assert live.keys == whole.keys and live.counts == whole.counts
+    assert live == whole and live.percentiles() == whole.percentiles()
 
 
 def test_readings_stay_exact_as_new_buckets_open_below_and_above() -> None:
