@@ -1,9 +1,10 @@
 """Coalescing publisher: the latest hints and tries of each changed agent, on a timer.
 
 Hints (a few root statistics) go out every `publish_interval_ms`; whole tries, which cost
-about a millisecond per busy agent to build, at most every `TRIES_INTERVAL_S`, so both still
-leave within a second of the run. Values equal to the last published one (ignoring
-`generated_at` / `updated_at`) are skipped. HintsRecord goes to the hints topic, the
+up to a millisecond per busy agent to build, every `TRIES_INTERVAL_S` on a timer of their
+own, so both leave within a second of the run and tries never hold hints back. Values equal
+to the last published one (ignoring `generated_at` / `updated_at`) are skipped, except that
+an agent's last trie is never older than its last hints. HintsRecord goes to the hints topic, the
 TrieEnvelope to the tries topic, both keyed by agent id. Publishing is at-least-once: the
 topics are compacted "latest state", so re-publishing is harmless.
 """
@@ -127,6 +128,10 @@ class Publisher:
         self.metrics = metrics
         self._last_hints: dict[str, bytes] = {}
         self._last_trie: dict[str, bytes] = {}
+        #: agents whose hints went out after their last trie: their next trie is sent even
+        #: if unchanged, so that an agent's last trie is never older than its last hints (a
+        #: trie built between a run and the hints of that run would otherwise stay the older)
+        self._hints_newer: set[str] = set()
         self._tries_due: dict[str, Entry] = {}  # changed since their trie was last sent
         self._hints_lock = asyncio.Lock()
         self._tries_lock = asyncio.Lock()
@@ -143,6 +148,7 @@ class Publisher:
             self.metrics.publish_skipped.labels("hints").inc()
             return None
         self._last_hints[agent_id] = digest
+        self._hints_newer.add(agent_id)
         record = {"agent_id": agent_id, "hints": hints, "runs": runs, "updated_at": now_rfc3339()}
         return dumps(record)
 
@@ -155,10 +161,11 @@ class Publisher:
         generated_at = trie.pop("generated_at")
         body = dumps(trie)
         digest = _digest(body)
-        if self._last_trie.get(agent_id) == digest:
+        if self._last_trie.get(agent_id) == digest and agent_id not in self._hints_newer:
             self.metrics.publish_skipped.labels("tries").inc()
             return None
         self._last_trie[agent_id] = digest
+        self._hints_newer.discard(agent_id)
         return b'{"generated_at":' + dumps(generated_at) + b"," + body[1:]
 
     async def publish_pending(self, all_tries: bool = True) -> int:
@@ -260,6 +267,7 @@ class Publisher:
         and the agents waiting for a retry (their new owner publishes them)."""
         self._last_hints.clear()
         self._last_trie.clear()
+        self._hints_newer.clear()
         self.retries.clear()
 
     async def run_forever(self, interval_s: float) -> None:

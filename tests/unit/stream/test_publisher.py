@@ -113,3 +113,33 @@ async def test_a_trie_that_keeps_failing_backs_off_although_its_hints_go_out(
         await publisher.publish_pending()
     assert delays == [1.0, 2.0, 4.0, 8.0]
     assert len(publisher.retries) == 1
+
+
+async def test_an_agents_last_trie_is_never_older_than_its_last_hints() -> None:
+    """A trie built between a run and the hints of that run holds the run already; when the
+    hints follow, the next tries cycle sends the (unchanged) trie again, so that a reader
+    of both topics sees a trie at least as new as the hints."""
+    cache = StateCache(Table(), max_bytes=1 << 30)
+    producer = Producer(refused=set())
+    publisher = Publisher(producer, cache, LearnerConfig(), TopicSettings(), WorkerMetrics())  # type: ignore[arg-type]
+    config = LearnerConfig()
+    first, second = (
+        parse_run(orjson.dumps(raw)) for raw in generate_runs(2, 1, seed=5, llm_calls=(2, 3))
+    )
+
+    def learn_one(run: Any) -> None:
+        entry = cache.get(run.agent_id, 0)
+        observations = entry.state.learn(run, config)
+        cache.changed(run.agent_id, entry, 0.0, run.started_at, run.id.int, observations)
+
+    learn_one(first)
+    await publisher.publish_hints()  # hints of the first run; its trie is due
+    learn_one(second)
+    await publisher.publish_tries()  # the trie already holds the second run
+    await publisher.publish_hints()  # the hints of the second run: newer than that trie
+    await publisher.publish_tries()  # the same trie, sent again
+    topics = [topic for topic, _ in producer.sent]
+    assert topics[-2:] == [TopicSettings().hints, TopicSettings().tries], topics
+    await publisher.publish_hints()
+    await publisher.publish_tries()  # nothing new: nothing sent
+    assert len(producer.sent) == len(topics)
