@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 #: name -> module; the default set runs in this order
@@ -35,10 +36,13 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown benchmark(s) {unknown}; choose from {list(known)}")
     failed = 0
+    cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
     for name in args.names or list(BENCHMARKS):
         print(f"\n=== {name}", flush=True)
         module = importlib.import_module(known[name])
         failed += int(module.main([]) != 0)
+        if cpus is not None:  # a benchmark that pinned this process must not pin the next
+            os.sched_setaffinity(0, cpus)
     return 1 if failed else 0
 
 
