@@ -34,6 +34,10 @@ SCAN_LIMIT = 100_000
 #: room left in a DLQ record for what the size estimate may not see
 SIZE_MARGIN = 512
 DETAIL_BYTES = 4000
+#: rejects are logged at most this often, each line with how many were not logged since
+#: (a stream of bad records must not become a stream of log lines: the metrics count every
+#: reject by reason, and the DLQ keeps each record with its reason)
+LOG_EVERY_S = 1.0
 
 Source = tuple[str, int]
 Headers = list[tuple[str, bytes]]
@@ -88,6 +92,8 @@ class DeadLetters:
         self._marks: dict[Source, int] = {}
         self._loading: dict[int, asyncio.Task[dict[Source, int]]] = {}
         self._loaded: set[int] = set()
+        self._logged_at = -LOG_EVERY_S
+        self._not_logged = 0
 
     def assigned(self, partitions: Iterable[int]) -> None:
         """Partitions assigned (again): start reading their marks; another worker may have
@@ -133,10 +139,20 @@ class DeadLetters:
         if self.aligned:
             self._marks[source] = message.offset
         self.metrics.rejected.labels(reason or "unknown").inc()
+        now = time.monotonic()
+        if now - self._logged_at < LOG_EVERY_S:
+            self._not_logged += 1
+            return
         log.warning(
             "rejected record to DLQ",
-            extra={"reason": reason, "detail": detail, "source": where(message)},
+            extra={
+                "reason": reason,
+                "detail": detail,
+                "source": where(message),
+                "rejects_not_logged_since": self._not_logged,
+            },
         )
+        self._logged_at, self._not_logged = now, 0
 
     async def _mark(self, source: Source) -> int | None:
         """Highest offset of `source` (topic, partition) already in the DLQ (None: none)."""

@@ -135,6 +135,8 @@ class Publisher:
         self._tries_due: dict[str, Entry] = {}  # changed since their trie was last sent
         self._hints_lock = asyncio.Lock()
         self._tries_lock = asyncio.Lock()
+        #: when the last tries cycle started, whoever ran it (the timer, a commit, ...)
+        self.tries_started = [0.0]
         self.retries = Retries()
 
     def _hints_record(self, agent_id: str, entry: Entry) -> bytes | None:
@@ -207,6 +209,7 @@ class Publisher:
         of `SLICE_S` with the loop let run in between (runs keep being learned and hints
         keep leaving meanwhile). Waits for the deliveries."""
         async with self._tries_lock:
+            self.tries_started[0] = time.monotonic()
             tries, self._tries_due = list(self._tries_due.items()), {}
             sends: list[Send] = []
             slice_end = time.perf_counter() + SLICE_S
@@ -274,16 +277,26 @@ class Publisher:
         """The publish timers: hints every `interval_s`, tries every `TRIES_INTERVAL_S`, each
         on its own so that building tries never holds the hints back."""
         await asyncio.gather(
-            self._every(interval_s, self.publish_hints, "hints"),
-            self._every(TRIES_INTERVAL_S, self.publish_tries, "tries"),
+            self._every(interval_s, self.publish_hints, "hints", [0.0]),
+            self._every(TRIES_INTERVAL_S, self.publish_tries, "tries", self.tries_started),
         )
 
     async def _every(
-        self, interval_s: float, publish: Callable[[], Awaitable[int]], what: str
+        self,
+        interval_s: float,
+        publish: Callable[[], Awaitable[int]],
+        what: str,
+        started: list[float],
     ) -> None:
-        """Call `publish` every `interval_s` (from start to start), for ever."""
+        """Call `publish` `interval_s` after the last cycle started, for ever. `started[0]`
+        is that start: a cycle run by someone else (the commit publishes tries too) moves
+        the next one back, so tries are not built twice as often as needed."""
         while True:
-            started = time.monotonic()
+            due = started[0] + interval_s - time.monotonic()
+            if due > 0:
+                await asyncio.sleep(max(due, 0.01))
+                continue
+            started[0] = time.monotonic()
             try:
                 await publish()
             except asyncio.CancelledError:
@@ -291,4 +304,3 @@ class Publisher:
             except Exception:  # per-agent failures are retried inside: this is a bug
                 self.metrics.errors.labels("publish").inc()
                 log.exception("publishing %s failed; the next cycle starts over", what)
-            await asyncio.sleep(max(interval_s - (time.monotonic() - started), 0.01))
