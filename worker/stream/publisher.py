@@ -31,7 +31,7 @@ from worker.stream.state_cache import Entry, StateCache
 log = logging.getLogger(__name__)
 
 #: tries of changed agents are built and sent at most this often (hints: every cycle)
-TRIES_INTERVAL_S = 0.8
+TRIES_INTERVAL_S = 1.0
 #: while building tries, the loop gets a turn after this much work
 SLICE_S = 0.005
 #: an agent whose publish failed is retried after this, doubling up to RETRY_MAX_S
