@@ -93,6 +93,19 @@ def json_object(value: object, what: str) -> orjson.Fragment:
         raise ValueError(f"{what} is not JSON-serialisable: {exc}") from None
 
 
+#: CallRecord fields written as they are, when set
+_OPTIONAL_FIELDS = (
+    "output_tokens",
+    "prompt_tokens",
+    "total_tokens",
+    "model_name",
+    "tool_call_count",
+    "metadata_snapshot",
+    "annotated_request",
+    "annotated_response",
+)
+
+
 class Call:
     """One LLM or tool call of a run. Started when made; `end()` (or leaving `with`) ends it."""
 
@@ -208,22 +221,10 @@ class Call:
         }
         if self.ended_at is not None:
             item["ended_at"] = format_timestamp_ns(self.ended_at)
-        if self.output_tokens is not None:
-            item["output_tokens"] = self.output_tokens
-        if self.prompt_tokens is not None:
-            item["prompt_tokens"] = self.prompt_tokens
-        if self.total_tokens is not None:
-            item["total_tokens"] = self.total_tokens
-        if self.model_name is not None:
-            item["model_name"] = self.model_name
-        if self.tool_call_count is not None:
-            item["tool_call_count"] = self.tool_call_count
-        if self.metadata_snapshot is not None:
-            item["metadata_snapshot"] = self.metadata_snapshot
-        if self.annotated_request is not None:
-            item["annotated_request"] = self.annotated_request
-        if self.annotated_response is not None:
-            item["annotated_response"] = self.annotated_response
+        for name in _OPTIONAL_FIELDS:
+            value = getattr(self, name)
+            if value is not None:
+                item[name] = value
         return item
 
     def __enter__(self) -> Call:
