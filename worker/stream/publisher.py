@@ -135,8 +135,9 @@ class Publisher:
         self._tries_due: dict[str, Entry] = {}  # changed since their trie was last sent
         self._hints_lock = asyncio.Lock()
         self._tries_lock = asyncio.Lock()
-        #: when the last tries cycle started, whoever ran it (the timer, a commit, ...)
-        self.tries_started = [0.0]
+        #: when the last hints and tries cycles started, whoever ran them (the timers, a
+        #: commit, a rebalance): the timers count from there
+        self._hints_started = self._tries_started = 0.0
         self.retries = Retries()
 
     def _hints_record(self, agent_id: str, entry: Entry) -> bytes | None:
@@ -183,6 +184,7 @@ class Publisher:
         """The hints of the agents changed since the last call (and of failing agents whose
         retry is due); their tries become due. Waits for the deliveries."""
         async with self._hints_lock:
+            self._hints_started = time.monotonic()
             batch = self.cache.take_to_publish()
             batch += self.retries.due(time.monotonic(), {agent for agent, _ in batch})
             if not batch:
@@ -209,7 +211,7 @@ class Publisher:
         of `SLICE_S` with the loop let run in between (runs keep being learned and hints
         keep leaving meanwhile). Waits for the deliveries."""
         async with self._tries_lock:
-            self.tries_started[0] = time.monotonic()
+            self._tries_started = time.monotonic()
             tries, self._tries_due = list(self._tries_due.items()), {}
             sends: list[Send] = []
             slice_end = time.perf_counter() + SLICE_S
@@ -277,26 +279,25 @@ class Publisher:
         """The publish timers: hints every `interval_s`, tries every `TRIES_INTERVAL_S`, each
         on its own so that building tries never holds the hints back."""
         await asyncio.gather(
-            self._every(interval_s, self.publish_hints, "hints", [0.0]),
-            self._every(TRIES_INTERVAL_S, self.publish_tries, "tries", self.tries_started),
+            self._every(interval_s, self.publish_hints, lambda: self._hints_started, "hints"),
+            self._every(TRIES_INTERVAL_S, self.publish_tries, lambda: self._tries_started, "tries"),
         )
 
     async def _every(
         self,
         interval_s: float,
         publish: Callable[[], Awaitable[int]],
+        last_started: Callable[[], float],
         what: str,
-        started: list[float],
     ) -> None:
-        """Call `publish` `interval_s` after the last cycle started, for ever. `started[0]`
-        is that start: a cycle run by someone else (the commit publishes tries too) moves
-        the next one back, so tries are not built twice as often as needed."""
+        """Call `publish` `interval_s` after its last cycle started (`last_started()`), for
+        ever: a cycle run by someone else (each commit publishes tries too) moves the next
+        one back, so tries are not built twice as often as needed."""
         while True:
-            due = started[0] + interval_s - time.monotonic()
+            due = last_started() + interval_s - time.monotonic()
             if due > 0:
                 await asyncio.sleep(max(due, 0.01))
                 continue
-            started[0] = time.monotonic()
             try:
                 await publish()
             except asyncio.CancelledError:
