@@ -273,7 +273,7 @@ class StateCache:
             entry.unlogged = None  # the run ids were just written, after every agent record
         self._unlogged.clear()
         self._flushes += 1
-        self._encode_blocked = self._drop_blocked = False
+        self._may_fit_again()
         self._cool_unused()
         self._fit()
         return written
@@ -316,7 +316,7 @@ class StateCache:
         """Agents changed since the last call (the coalesced publish batch)."""
         batch = list(self._to_publish.items())
         self._to_publish.clear()
-        self._encode_blocked = self._drop_blocked = False
+        self._may_fit_again()
         return batch
 
     # --- memory ---------------------------------------------------------------------------------
@@ -356,9 +356,13 @@ class StateCache:
             or (receipt is not None and not receipt.applied)
         )
 
+    def _may_fit_again(self) -> None:
+        """Agents may have been unpinned (written, taken to publish): `_fit` walks again."""
+        self._encode_blocked = self._drop_blocked = False
+
     def fit(self) -> None:
         """Serialize and drop agents now until within the bounds (also done on every read)."""
-        self._encode_blocked = self._drop_blocked = False
+        self._may_fit_again()
         self._fit()
 
     def _fit(self, keep: str | None = None) -> None:
