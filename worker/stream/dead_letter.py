@@ -25,7 +25,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from worker.observability.metrics import WorkerMetrics
-from worker.stream.in_flight import InFlight
+from worker.stream.pending_sends import PendingSends
 
 log = logging.getLogger(__name__)
 
@@ -71,23 +71,23 @@ class DeadLetters:
 
     def __init__(
         self,
-        producer: Any,
+        sends: PendingSends,
         topic: str,
+        partitions: int,
         source_topics: set[str],
         aligned: bool,
         record_limit: int,
         client_kwargs: dict[str, Any],
-        in_flight: InFlight,
         metrics: WorkerMetrics,
     ) -> None:
-        self.producer = producer
+        self.sends = sends
         self.topic = topic
+        self.partitions = partitions  # of the DLQ topic
         self.source_topics = source_topics
         #: DLQ partition i gets the rejects of source partition i (the counts match)
         self.aligned = aligned
         self.record_limit = record_limit
         self.client_kwargs = client_kwargs
-        self.in_flight = in_flight
         self.metrics = metrics
         self._marks: dict[Source, int] = {}
         self._loading: dict[int, asyncio.Task[dict[Source, int]]] = {}
@@ -128,14 +128,9 @@ class DeadLetters:
         value, headers = fitted(message.key, message.value, headers, self.record_limit)
         if headers[-1][0] == "dlq.original_sha256":
             self.metrics.dlq_truncated.inc()
-        delivery = await self.producer.send(
-            self.topic,
-            value,
-            key=message.key,
-            headers=headers,
-            partition=message.partition if self.aligned else None,
-        )
-        await self.in_flight.add(delivery)
+        # aligned: the same partition number; else still one DLQ partition per source one
+        partition = message.partition % self.partitions
+        await self.sends.send(self.topic, partition, message.key, value, headers)
         if self.aligned:
             self._marks[source] = message.offset
         self.metrics.rejected.labels(reason or "unknown").inc()

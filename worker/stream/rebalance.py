@@ -14,8 +14,8 @@ from typing import Any
 from worker.observability.metrics import WorkerMetrics
 from worker.stream.checkpoint import StateTable, write_states
 from worker.stream.dead_letter import DeadLetters
-from worker.stream.in_flight import InFlight
 from worker.stream.offsets import Offsets
+from worker.stream.pending_sends import PendingSends
 from worker.stream.publisher import Publisher
 from worker.stream.state_cache import StateCache
 
@@ -32,7 +32,7 @@ class Rebalances:
         cache: StateCache,
         table: StateTable,
         offsets: Offsets,
-        in_flight: InFlight,
+        sends: PendingSends,
         metrics: WorkerMetrics,
     ) -> None:
         self.runs_topic = runs_topic
@@ -40,7 +40,7 @@ class Rebalances:
         self.cache = cache
         self.table = table
         self.offsets = offsets
-        self.in_flight = in_flight
+        self.sends = sends
         self.metrics = metrics
         #: set once the outputs are started (after the first assignment may have begun)
         self.publisher: Publisher | None = None
@@ -67,7 +67,7 @@ class Rebalances:
         lost = {tp.partition for tp in revoked if tp.topic in self.source_topics}
         written = write_states(self.cache, self.metrics)
         await self.table.wait_changelog()
-        await self.in_flight.wait()  # the new owner reads the DLQ marks these may set
+        await self.sends.wait()  # the new owner reads the DLQ marks these may set
         if self.publisher is not None:
             await self.publisher.publish_pending()
         self.owned -= lost

@@ -10,10 +10,9 @@ from typing import Any
 
 from worker.observability.metrics import WorkerMetrics
 from worker.stream.dead_letter import DeadLetters, where
-from worker.stream.in_flight import InFlight
 from worker.stream.offsets import Offsets
+from worker.stream.pending_sends import PendingSends
 from worker.stream.processor import Outcome, Processor, Result
-from worker.stream.rekey import send_to_home
 
 log = logging.getLogger(__name__)
 
@@ -39,11 +38,11 @@ class RecordLoop:
         self.offsets = offsets
         self.metrics = metrics
         self.consumer = consumer  # faust's consumer, created once the app starts
-        #: set once the outputs are started, before any record is consumed
-        self.producer: Any = None
+        #: rekeyed and dead-lettered records not yet acknowledged (the commit waits for them);
+        #: its producer, and the dead letters, are set once the outputs are started, before
+        #: any record is consumed
+        self.sends = PendingSends(producer=None)
         self.dead_letters: DeadLetters | None = None
-        #: rekeyed and dead-lettered records not yet acknowledged (the commit waits for them)
-        self.in_flight = InFlight()
 
     async def __call__(self, stream: Any) -> None:
         runs_topic = self.runs_topic
@@ -86,12 +85,12 @@ class RecordLoop:
             await self.dead_letters.send(message, result.reason, result.detail)
         else:
             assert result.agent_id is not None and result.partition is not None
-            await send_to_home(
-                self.producer,
+            # unchanged, keyed by its agent id, headers kept, to its home partition
+            await self.sends.send(
                 self.rekey_topic,
-                message,
-                result.agent_id,
                 result.partition,
-                self.in_flight,
+                result.agent_id.encode(),
+                message.value,
+                list(message.headers or []),
             )
             self.metrics.rekeyed.inc()

@@ -9,11 +9,8 @@ agent's partition, and learned there.
 from __future__ import annotations
 
 import functools
-from typing import Any
 
 from aiokafka.partitioner import murmur2
-
-from worker.stream.in_flight import InFlight
 
 
 @functools.lru_cache(maxsize=1 << 16)
@@ -23,18 +20,3 @@ def partition_for(agent_id: str, partitions: int) -> int:
     Cached: aiokafka's murmur2 is pure Python (~8 us a key, 2% of a worker's time), and an
     agent's runs keep coming."""
     return int(murmur2(agent_id.encode()) & 0x7FFFFFFF) % partitions
-
-
-async def send_to_home(
-    producer: Any, topic: str, message: Any, agent_id: str, partition: int, in_flight: InFlight
-) -> None:
-    """Queue `message` for `topic[partition]`, keyed by its agent id, headers kept; the
-    next offset commit waits for its delivery (`in_flight`)."""
-    delivery = await producer.send(
-        topic,
-        message.value,
-        key=agent_id.encode(),
-        partition=partition,
-        headers=list(message.headers or []),
-    )
-    await in_flight.add(delivery)

@@ -69,7 +69,7 @@ class StreamService:
             self.cache,
             self.table,
             self.offsets,
-            self.records.in_flight,
+            self.records.sends,
             self.metrics,
         )
         self.rebalances.connect(self.app)
@@ -137,20 +137,20 @@ class StreamService:
                 s.topics.runs,
                 self.partitions,
             )
+        self.records.sends.producer = self.producer
         dead_letters = DeadLetters(
-            self.producer,
+            self.records.sends,
             s.topics.dlq,
+            len(dlq_partitions),
             self.source_topics,
             aligned,
             self.layout.record_limit(s.topics.dlq),
             self.client_kwargs,
-            self.records.in_flight,
             self.metrics,
         )
         self.publisher = Publisher(
             self.producer, self.cache, self.learner_config, s.topics, self.metrics
         )
-        self.records.producer = self.producer
         self.records.dead_letters = self.rebalances.dead_letters = dead_letters
         self.rebalances.publisher = self.publisher
         self._publish_task = asyncio.create_task(
@@ -164,7 +164,7 @@ class StreamService:
         rekeyed runs sent so far acknowledged, and the hints and tries of every run learned
         so far published. Without the latter, a crash right after a commit left agents'
         outputs behind their runs until their next run (the replay skips them as learned)."""
-        waited = await self.records.in_flight.wait()
+        waited = await self.records.sends.wait()
         if self.publisher is not None:
             await self.publisher.publish_pending()
         return waited

@@ -11,9 +11,12 @@ from typing import Any
 import pytest
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
+from aiokafka.producer.message_accumulator import BatchBuilder
+from aiokafka.record.default_records import DefaultRecordBatch
+
 from worker.observability.metrics import WorkerMetrics
 from worker.stream.dead_letter import DeadLetters, fitted
-from worker.stream.in_flight import InFlight
+from worker.stream.pending_sends import PendingSends
 
 
 @dataclass
@@ -27,59 +30,133 @@ class Message:
 
 
 class Producer:
-    """Records each send; deliveries complete only when the test says so."""
+    """Records each batch handed over; deliveries complete only when the test says so, and
+    handing a batch over waits while `hold` is set."""
 
     def __init__(self) -> None:
-        self.sent: list[dict[str, Any]] = []
+        self.batches: list[tuple[str, int, BatchBuilder]] = []
         self.deliveries: list[asyncio.Future[None]] = []
+        self.hold: asyncio.Event | None = None
 
-    async def send(self, topic: str, value: bytes | None, **kwargs: Any) -> asyncio.Future[None]:
-        self.sent.append({"topic": topic, "value": value, **kwargs})
+    def create_batch(self) -> BatchBuilder:
+        return BatchBuilder(200, 0)  # small: a few records fill it (0: no compression)
+
+    async def send_batch(
+        self, batch: BatchBuilder, topic: str, *, partition: int
+    ) -> asyncio.Future[None]:
+        if self.hold is not None:
+            await self.hold.wait()
+        self.batches.append((topic, partition, batch))
         delivery = asyncio.get_running_loop().create_future()
         self.deliveries.append(delivery)
         return delivery
 
+    def records(self, partition: int | None = None) -> list[tuple[bytes | None, dict[str, bytes]]]:
+        """(value, headers) of every record handed over (to `partition`), in order."""
+        out = []
+        for _, p, batch in self.batches:
+            if partition is None or p == partition:
+                for record in DefaultRecordBatch(bytearray(batch._build())):
+                    out.append((record.value, dict(record.headers)))
+        return out
 
-def dead_letters(producer: Producer, in_flight: InFlight, limit: int = 1 << 20) -> DeadLetters:
-    dlq = DeadLetters(producer, "dlq", {"runs"}, False, limit, {}, in_flight, WorkerMetrics())
-    return dlq
+    def deliver(self) -> None:
+        for delivery in self.deliveries:
+            if not delivery.done():
+                delivery.set_result(None)
+
+
+def dead_letters(sends: PendingSends, limit: int = 1 << 20) -> DeadLetters:
+    return DeadLetters(sends, "dlq", 4, {"runs"}, False, limit, {}, WorkerMetrics())
 
 
 async def test_rejects_are_queued_without_waiting_and_the_commit_waits() -> None:
-    producer, in_flight = Producer(), InFlight()
-    dlq = dead_letters(producer, in_flight)
+    producer = Producer()
+    sends = PendingSends(producer)
+    dlq = dead_letters(sends)
     for offset in range(5):
-        await dlq.send(Message(offset), "invalid_json", "bad")  # returns before delivery
-    assert len(producer.sent) == 5 and len(in_flight) == 5
-    waiting = asyncio.create_task(in_flight.wait())
-    await asyncio.sleep(0)
-    assert not waiting.done()  # a commit now would wait ...
-    for delivery in producer.deliveries:
-        delivery.set_result(None)
+        await dlq.send(Message(offset, value=b"{bad %d" % offset), "invalid_json", "bad")
+    assert len(sends) == 5 and producer.batches == []  # queued, not even handed over yet
+    waiting = asyncio.create_task(sends.wait())
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert producer.batches and not waiting.done()  # a commit now would wait ...
+    producer.deliver()
     assert await waiting == 5  # ... until every record is acknowledged
-    assert [s["value"] for s in producer.sent] == [b"{bad"] * 5  # in source order
+    assert len(sends) == 0
+    records = producer.records()
+    assert [value for value, _ in records] == [b"{bad %d" % i for i in range(5)]  # in order
+    assert [h["source.offset"] for _, h in records] == [b"%d" % i for i in range(5)]
+    assert len(producer.batches) > 1  # several batches (each holds a few): order across them
 
 
-async def test_a_failed_delivery_fails_the_commit() -> None:
-    producer, in_flight = Producer(), InFlight()
-    await dead_letters(producer, in_flight).send(Message(1), "schema", "x")
+async def test_batches_leave_when_the_loop_gets_a_turn() -> None:
+    producer = Producer()
+    sends = PendingSends(producer)
+    await sends.send("rekey", 2, b"agent", b"run", [])
+    assert producer.batches == []  # the caller keeps going: nothing awaited per record
+    await asyncio.sleep(0)
+    assert [(topic, partition) for topic, partition, _ in producer.batches] == [("rekey", 2)]
+
+
+async def test_each_partition_keeps_its_order_while_a_batch_is_held() -> None:
+    producer = Producer()
+    producer.hold = asyncio.Event()
+    sends = PendingSends(producer)
+    dlq = dead_letters(sends)
+    for offset in range(3):
+        await dlq.send(Message(offset, partition=offset % 2), "schema", "x")
+    await asyncio.sleep(0)  # the sender takes the first batch and is held
+    for offset in range(3, 30):
+        await dlq.send(Message(offset, partition=offset % 2), "schema", "x")
+    producer.hold.set()
+    waiting = asyncio.create_task(sends.wait())
+    while not waiting.done():
+        producer.deliver()
+        await asyncio.sleep(0)
+    assert await waiting == 30
+    for partition in (0, 1):
+        offsets = [int(h["source.offset"]) for _, h in producer.records(partition)]
+        assert offsets == list(range(partition, 30, 2))
+
+
+async def test_a_failed_delivery_fails_this_commit_and_every_later_one() -> None:
+    producer = Producer()
+    sends = PendingSends(producer)
+    await dead_letters(sends).send(Message(1), "schema", "x")
+    await asyncio.sleep(0)
     producer.deliveries[0].set_exception(RuntimeError("broker gone"))
     with pytest.raises(RuntimeError, match="broker gone"):
-        await in_flight.wait()
+        await sends.wait()
+    with pytest.raises(RuntimeError, match="broker gone"):  # the record is lost for good
+        await sends.wait()
 
 
-async def test_in_flight_is_bounded() -> None:
-    in_flight = InFlight(limit=2)
-    loop = asyncio.get_running_loop()
-    first, second, third = (loop.create_future() for _ in range(3))
-    await in_flight.add(first)
-    await in_flight.add(second)
-    adding = asyncio.create_task(in_flight.add(third))
-    await asyncio.sleep(0)
-    assert not adding.done()  # over the limit: waits for the oldest
-    first.set_result(None)
+async def test_a_batch_the_producer_refuses_fails_the_commit() -> None:
+    producer = Producer()
+
+    async def closed(*_: Any, **__: Any) -> None:
+        raise RuntimeError("producer closed")
+
+    producer.send_batch = closed  # type: ignore[method-assign,assignment]
+    sends = PendingSends(producer)
+    await sends.send("dlq", 0, None, b"x", [])
+    with pytest.raises(RuntimeError, match="producer closed"):
+        await sends.wait()
+
+
+async def test_pending_records_are_bounded() -> None:
+    producer = Producer()
+    sends = PendingSends(producer, limit=2)
+    await sends.send("dlq", 0, None, b"1", [])
+    await sends.send("dlq", 0, None, b"2", [])
+    adding = asyncio.create_task(sends.send("dlq", 0, None, b"3", []))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert not adding.done()  # over the limit: waits for the oldest delivery
+    producer.deliver()
     await adding
-    assert len(in_flight) == 2
+    assert len(sends) <= 2
 
 
 def test_a_record_that_fits_is_unchanged() -> None:
