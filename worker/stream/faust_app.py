@@ -86,6 +86,8 @@ def make_app(settings: Settings, partitions: int) -> WorkerApp:
         Monitor=QuietMonitor,
         processing_guarantee=s.processing_guarantee,
         broker_commit_interval=s.commit_interval_s,
+        # commits by time only (faust also commits every 10,000 records by default)
+        broker_commit_every=1 << 62,
         broker_session_timeout=s.session_timeout_s,
         broker_heartbeat_interval=min(3.0, s.session_timeout_s / 3),
         consumer_group_instance_id=s.group_instance_id or None,

@@ -1,8 +1,8 @@
 """Coalescing publisher: the latest hints and tries of each changed agent, on a timer.
 
 Hints (a few root statistics) go out every `publish_interval_ms`; whole tries, which cost
-up to a millisecond per busy agent to build, every `TRIES_INTERVAL_S` on a timer of their
-own, so both leave within a second of the run and tries never hold hints back. Values equal
+one to two milliseconds per busy agent to build, at each offset commit (which waits for
+them) and on a timer of their own at the same interval, so tries never hold hints back. Values equal
 to the last published one (ignoring `generated_at` / `updated_at`) are skipped, except that
 an agent's last trie is never older than its last hints. HintsRecord goes to the hints topic, the
 TrieEnvelope to the tries topic, both keyed by agent id. Publishing is at-least-once: the
@@ -30,8 +30,6 @@ from worker.stream.state_cache import Entry, StateCache
 
 log = logging.getLogger(__name__)
 
-#: tries of changed agents are built and sent at most this often (hints: every cycle)
-TRIES_INTERVAL_S = 1.0
 #: while building tries, the loop gets a turn after this much work
 SLICE_S = 0.005
 #: an agent whose publish failed is retried after this, doubling up to RETRY_MAX_S
@@ -275,12 +273,13 @@ class Publisher:
         self._hints_newer.clear()
         self.retries.clear()
 
-    async def run_forever(self, interval_s: float) -> None:
-        """The publish timers: hints every `interval_s`, tries every `TRIES_INTERVAL_S`, each
-        on its own so that building tries never holds the hints back."""
+    async def run_forever(self, hints_interval_s: float, tries_interval_s: float) -> None:
+        """The publish timers, each on its own so that building tries never holds the hints
+        back. Tries are built once per `tries_interval_s` (the commit interval: each commit
+        publishes them too, and moves the timer back)."""
         await asyncio.gather(
-            self._every(interval_s, self.publish_hints, lambda: self._hints_started, "hints"),
-            self._every(TRIES_INTERVAL_S, self.publish_tries, lambda: self._tries_started, "tries"),
+            self._every(hints_interval_s, self.publish_hints, lambda: self._hints_started, "hints"),
+            self._every(tries_interval_s, self.publish_tries, lambda: self._tries_started, "tries"),
         )
 
     async def _every(

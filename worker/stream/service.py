@@ -154,7 +154,8 @@ class StreamService:
         self.records.dead_letters = self.rebalances.dead_letters = dead_letters
         self.rebalances.publisher = self.publisher
         self._publish_task = asyncio.create_task(
-            self.publisher.run_forever(s.publish_interval_ms / 1000), name="publisher"
+            self.publisher.run_forever(s.publish_interval_ms / 1000, s.commit_interval_s),
+            name="publisher",
         )
         await self.health.start(s.metrics_host, s.metrics_port)
         log.info("metrics and health on %s:%s", s.metrics_host, self.health.port)
