@@ -20,6 +20,12 @@ with only some partitions paused, faust fetches the others with a one-second tim
 at a backlog's end (the paused partitions hold the rest) was a second of idling; such a
 fetch now waits at most `PAUSED_FETCH_TIMEOUT_S`.
 
+A fetch is handed a `FetchFilter` instead of faust's live set of active partitions: a
+rebalance can empty that set while the fetch waits, and aiokafka then took the records of
+every partition, changelog partitions that table recovery had just sought too, which faust
+then dropped; the recovery waited for them forever. The filter is read when the records are
+taken, holds nothing while the flow is stopped, and is never "all partitions".
+
 faust also fixes the fetch at `fetch_min_bytes=1` (the broker answers as soon as one record
 is there) and `fetch_max_wait_ms=1500`. Every answer is a round trip through faust's
 consumer thread, so at 1,000 runs/s the worker spent more time passing small batches
@@ -79,6 +85,36 @@ async def _resume(coro: Coroutine[Any, Any, Any], waiting_on: Any) -> Any:
 PAUSED_FETCH_TIMEOUT_S = 0.05
 
 
+class FetchFilter:
+    """The partitions a fetch may take records of, decided when the consumer thread takes
+    them (aiokafka `Fetcher.fetched_records(partitions)`), not when the fetch was asked.
+
+    faust hands the consumer thread its live set of active partitions. A fetch can wait up
+    to its timeout, and meanwhile a rebalance pauses every partition: the set becomes empty,
+    and aiokafka reads an empty set as "no filter" and takes the records of every assigned
+    partition, paused changelog partitions too. If that happens after table recovery has
+    sought a changelog partition to its start but before it resumes the flow, faust drops
+    those records (flow stopped) while the partition's position has moved past them: the
+    recovery waits for records that never come again ("No event received for active tp").
+    This filter is never empty, and holds no partition while the flow is stopped.
+    """
+
+    __slots__ = ("consumer", "partitions")
+
+    def __init__(self, consumer: Any, partitions: Any) -> None:
+        self.consumer = consumer
+        self.partitions = partitions
+
+    def __bool__(self) -> bool:
+        return True  # an empty filter would mean "every partition" to aiokafka
+
+    def __contains__(self, tp: Any) -> bool:
+        return bool(self.consumer.flow_active) and tp in self.partitions
+
+    def __repr__(self) -> str:
+        return f"FetchFilter({self.partitions!r}, flow_active={self.consumer.flow_active})"
+
+
 class BatchingConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     """faust's consumer thread with the app's fetch batching settings."""
 
@@ -117,6 +153,12 @@ class EagerConsumer(faust_aiokafka.Consumer):
             # whole timeout for data that may not come while those are resumed meanwhile
             timeout = min(timeout, PAUSED_FETCH_TIMEOUT_S)
         return await super()._wait_next_records(timeout)
+
+    async def _getmany(self, active_partitions: Any, timeout: float) -> Any:
+        """faust's, with the partitions filtered when the records are taken (`FetchFilter`)."""
+        if active_partitions is not None:
+            active_partitions = FetchFilter(self, active_partitions)
+        return await super()._getmany(active_partitions, timeout)
 
     async def wait_first(self, *coros: Any, timeout: Any = None) -> WaitResults:
         if not (

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
+from aiokafka.consumer.fetcher import Fetcher, FetchResult
+from faust.types import TP
 
-from worker.stream.consumer import PAUSED_FETCH_TIMEOUT_S, EagerConsumer
+from worker.stream.consumer import PAUSED_FETCH_TIMEOUT_S, EagerConsumer, FetchFilter
 
 
 def consumer() -> EagerConsumer:
@@ -141,3 +144,130 @@ async def test_with_some_partitions_paused_a_fetch_of_the_others_does_not_wait_a
     c._buffered_partitions = set()
     await c._wait_next_records(timeout=1.0)
     assert asked[-1] == 1.0  # nothing paused: faust's own timeout
+
+
+# --- what a fetch may take, through a rebalance (the stuck changelog recovery) ---------------
+
+STREAM = TP("runs", 3)
+CHANGELOG = TP("g-agent-state-changelog", 3)
+
+
+class _PartitionRecords:
+    """aiokafka's PartitionRecords, reduced to what FetchResult reads: offsets only."""
+
+    def __init__(self, offsets: list[int]) -> None:
+        self._offsets = iter(offsets)
+        self.next_fetch_offset = offsets[0]
+
+    def __iter__(self) -> _PartitionRecords:
+        return self
+
+    def __next__(self) -> int:
+        offset = next(self._offsets)
+        self.next_fetch_offset = offset + 1
+        return offset
+
+
+class _Broker:
+    """A real aiokafka `Fetcher.fetched_records` over records that "arrive" when the test
+    says so; `position` is the consumer's position per partition (where it fetches next)."""
+
+    def __init__(self) -> None:
+        self.position: dict[TP, int] = {}
+        self.fetcher = object.__new__(Fetcher)
+        f: Any = self.fetcher
+        f._records = {}
+        f._fetch_waiters = set()
+        f._loop = asyncio.get_running_loop()
+        f._closed = False
+        f._wait_consume_future = None
+        f._subscriptions = SimpleNamespace(reassignment_in_progress=False, is_assigned=bool)
+        broker = self
+
+        class State:
+            paused = False
+
+            def __init__(self, tp: TP) -> None:
+                self.tp = tp
+
+            @property
+            def position(self) -> int:
+                return broker.position[self.tp]
+
+            def consumed_to(self, offset: int) -> None:
+                broker.position[self.tp] = offset
+
+        self._assignment = SimpleNamespace(active=True, state_value=State)
+
+    def arrive(self, tp: TP, offsets: list[int]) -> None:
+        """A fetch response for `tp` lands: records buffered, waiting fetches woken."""
+        self.position[tp] = offsets[0]
+        self.fetcher._records[tp] = FetchResult(
+            tp, assignment=self._assignment, partition_records=_PartitionRecords(offsets), backoff=0
+        )
+        for waiter in list(self.fetcher._fetch_waiters):
+            self.fetcher._notify(waiter)
+
+    async def getmany(self, partitions: Any, timeout: float) -> dict[TP, list[int]]:
+        return await self.fetcher.fetched_records(partitions, timeout=timeout)  # type: ignore[no-any-return]
+
+
+def rebalancing_consumer(broker: _Broker) -> EagerConsumer:
+    """A consumer owning STREAM (fetching it) and CHANGELOG (paused, as faust keeps it)."""
+    c = consumer()
+    c.can_resume_flow = asyncio.Event()
+    c.flow_active = True
+    c._active_partitions = {STREAM}
+    c._paused_partitions = {CHANGELOG}
+    c._buffered_partitions = set()
+    c._thread = SimpleNamespace(getmany=broker.getmany)  # type: ignore[assignment]
+    return c
+
+
+async def rebalance_during_fetch(c: EagerConsumer, broker: _Broker, fetch: Any) -> Any:
+    """A fetch waits for data; a rebalance stops the flow and pauses every partition; table
+    recovery seeks the changelog partition to its start (its records arrive) and has not
+    resumed it yet. Returns what the waiting fetch took."""
+    waiting = asyncio.create_task(fetch)
+    await asyncio.sleep(0.01)
+    c.stop_flow()  # faust's on_partitions_revoked ...
+    c.pause_partitions({STREAM, CHANGELOG})  # ... and on_partitions_assigned
+    broker.arrive(CHANGELOG, [0, 1, 2])  # recovery sought the changelog to 0: its records
+    return await asyncio.wait_for(waiting, 5)
+
+
+async def test_a_fetch_waiting_through_a_rebalance_takes_no_changelog_record() -> None:
+    """The flake of test_rebalance_join_and_leave: the joining worker's recovery of a
+    changelog partition got no record for minutes. aiokafka takes the records of every
+    partition when the partition set it was given is empty, and faust gives it its live set
+    of active partitions, which the rebalance empties while the fetch waits: the changelog
+    records were taken (position at the end), then dropped by faust (flow stopped)."""
+    broker = _Broker()
+    c = rebalancing_consumer(broker)
+
+    # faust's own call: the live set, empty by the time the records arrive
+    taken = await rebalance_during_fetch(c, broker, broker.getmany(c._active_partitions, 0.3))
+    assert taken == {CHANGELOG: [0, 1, 2]} and broker.position[CHANGELOG] == 3  # the loss
+
+    broker = _Broker()
+    c = rebalancing_consumer(broker)
+    taken = await rebalance_during_fetch(c, broker, c._getmany(c._active_partitions, 0.3))
+    assert taken == {} and broker.position[CHANGELOG] == 0  # left for the recovery to read
+
+    c.resume_partitions({CHANGELOG})  # recovery resumes the changelog partition and the flow
+    c.resume_flow()
+    assert await c._getmany(c._get_active_partitions(), 0.3) == {CHANGELOG: [0, 1, 2]}
+
+
+async def test_the_fetch_filter_follows_pauses_and_the_flow() -> None:
+    c = consumer()
+    c.flow_active = True
+    live = {STREAM}
+    fetch = FetchFilter(c, live)
+    assert fetch and STREAM in fetch and CHANGELOG not in fetch
+    live.clear()  # every partition paused: still a filter, not "all partitions"
+    assert fetch and STREAM not in fetch
+    live.add(CHANGELOG)
+    assert CHANGELOG in fetch
+    c.flow_active = False  # flow stopped: nothing may be taken
+    assert CHANGELOG not in fetch

@@ -91,6 +91,20 @@ def test_the_fetch_loop_pause_the_eager_consumer_shortens() -> None:
     assert "active_partitions.add(tp)" in inspect.getsource(faust_consumer.Consumer.on_buffer_drop)
 
 
+def test_the_fetch_filter_reaches_aiokafka() -> None:
+    """EagerConsumer._getmany wraps the partitions faust fetches (FetchFilter): faust must
+    still fetch through _getmany, and the driver pass them on to aiokafka's
+    fetched_records, which tests them only with `bool()` and `in`."""
+    from aiokafka.consumer.fetcher import Fetcher
+
+    wait = inspect.getsource(faust_consumer.Consumer._wait_next_records)
+    assert "self._getmany(" in wait
+    fetch = inspect.getsource(faust_aiokafka.AIOKafkaConsumerThread._fetch_records)
+    assert "fetcher.fetched_records(" in fetch and "active_partitions," in fetch
+    drain = inspect.getsource(Fetcher.fetched_records)
+    assert "if partitions and tp not in partitions:" in drain
+
+
 def test_state_records_are_stored_locally_once_acknowledged() -> None:
     """StateTable.put applies a record to RocksDB in faust's changelog callback, which faust
     calls on acknowledgement and before it records the offset as stored."""
