@@ -133,7 +133,9 @@ async def bench(args: argparse.Namespace, bootstrap: str, workdir: Path) -> list
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.mixes", description=__doc__)
     add_common_arguments(parser)
-    parser.add_argument("--runs", type=int, default=10_000)
+    # long enough that every mix spans several commit intervals (tries and state writes):
+    # a clean backlog of 10,000 runs was done before the first, which flattered it
+    parser.add_argument("--runs", type=int, default=40_000)
     parser.add_argument("--agents", type=int, default=100)
     parser.add_argument("--seed", type=int, default=9)
     parser.add_argument("--rounds", type=int, default=3)

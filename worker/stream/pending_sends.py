@@ -1,10 +1,12 @@
 """Records the offset commit depends on (dead letters, rekeyed runs), sent in batches.
 
 The record loop hands each record over without waiting for it: it joins an open batch of
-its (topic, partition), in the order given, and the batches leave together as soon as the
-loop gets a turn (or when a commit asks). One `producer.send` per record cost ~30 us (a
-future, the accumulator and the sender's bookkeeping per record), which made a bad record
-cost more than a good one. Their source offsets may only be committed once the broker has
+its (topic, partition), in the order given, and the batches leave together `SEND_DELAY_S`
+after the first of them was opened (at once when a commit asks). One `producer.send` per
+record cost ~30 us (a future, the accumulator and the sender's bookkeeping per record), and
+each batch costs a produce request's worth of Python in aiokafka (~100 us: encoding, the
+sender, the response): sent at every turn of the loop, a bad record still cost as much as a
+good one. Their source offsets may only be committed once the broker has
 them: `wait` sends what is open and waits for every delivery; a failure fails that commit,
 and the records are read again after the restart rather than lost.
 """
@@ -12,6 +14,7 @@ and the records are read again after the restart rather than lost.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import deque
 from typing import Any
 
@@ -20,6 +23,8 @@ TopicPartition = tuple[str, int]
 
 #: past this many records handed over and not yet acknowledged, `send` waits (bounded memory)
 MAX_PENDING = 10_000
+#: how long batches collect records before they leave (unless a commit asks first)
+SEND_DELAY_S = 0.1
 
 
 class PendingSends:
@@ -34,6 +39,7 @@ class PendingSends:
         self._deliveries: deque[tuple[asyncio.Future[Any], int]] = deque()  # (future, records)
         self._pending = 0  # records handed over and not yet acknowledged
         self._sending: asyncio.Task[None] | None = None
+        self._now = asyncio.Event()  # set: the sender stops waiting for more records
         #: the first failure to hand a batch to the producer: those records are lost, so no
         #: offset may be committed again
         self.failure: BaseException | None = None
@@ -55,7 +61,8 @@ class PendingSends:
             batch.append(timestamp=None, key=key, value=value, headers=headers)
             batches.append(batch)
         self._pending += 1
-        self._start_sending()
+        if self._sending is None or self._sending.done():
+            self._sending = asyncio.create_task(self._send_batches(SEND_DELAY_S))
         while self._pending > self.limit and self.failure is None:
             await self._progress()
 
@@ -75,22 +82,23 @@ class PendingSends:
         waiting batches handed to the producer. Returns the records acknowledged."""
         if self._deliveries:
             return await self._oldest_delivered()
-        await asyncio.shield(self._start_sending())
+        sending = self._sending
+        if sending is None or sending.done():  # one sender at a time keeps partitions in order
+            sending = self._sending = asyncio.create_task(self._send_batches(0.0))
+        self._now.set()
+        await asyncio.shield(sending)
         return 0
 
     def _busy(self) -> bool:
         return self._sending is not None and not self._sending.done()
 
-    def _start_sending(self) -> asyncio.Task[None]:
-        """The task handing batches to the producer: the running one, else a new one (one
-        at a time keeps each partition's batches in order). It runs at the loop's next turn."""
-        sending = self._sending
-        if sending is None or sending.done():
-            sending = self._sending = asyncio.create_task(self._send_batches())
-        return sending
-
-    async def _send_batches(self) -> None:
-        """Hand every waiting batch to the producer, each partition's in order."""
+    async def _send_batches(self, delay: float) -> None:
+        """After `delay` (cut short by `_now`), hand every waiting batch to the producer,
+        each partition's in order."""
+        if delay and not self._now.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._now.wait(), delay)
+        self._now.clear()
         try:
             while self._batches and self.failure is None:
                 (topic, partition), batches = next(iter(self._batches.items()))

@@ -123,6 +123,8 @@ class StreamService:
             acks="all",
             enable_idempotence=True,
             linger_ms=5,
+            # a batch per partition collects SEND_DELAY_S of dead letters or rekeyed runs
+            max_batch_size=256 * 1024,
             # the topics' own limits are the ones that count
             max_request_size=max(self.layout.record_limit(t) for t in outputs),
         )

@@ -9,14 +9,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from aiokafka.record.default_records import DefaultRecordBatchBuilder
-
 from aiokafka.producer.message_accumulator import BatchBuilder
-from aiokafka.record.default_records import DefaultRecordBatch
+from aiokafka.record.default_records import DefaultRecordBatch, DefaultRecordBatchBuilder
 
 from worker.observability.metrics import WorkerMetrics
 from worker.stream.dead_letter import DeadLetters, fitted
-from worker.stream.pending_sends import PendingSends
+from worker.stream.pending_sends import SEND_DELAY_S, PendingSends
 
 
 @dataclass
@@ -90,13 +88,20 @@ async def test_rejects_are_queued_without_waiting_and_the_commit_waits() -> None
     assert len(producer.batches) > 1  # several batches (each holds a few): order across them
 
 
-async def test_batches_leave_when_the_loop_gets_a_turn() -> None:
+async def test_batches_collect_records_for_a_moment_then_leave_together() -> None:
     producer = Producer()
     sends = PendingSends(producer)
     await sends.send("rekey", 2, b"agent", b"run", [])
-    assert producer.batches == []  # the caller keeps going: nothing awaited per record
-    await asyncio.sleep(0)
-    assert [(topic, partition) for topic, partition, _ in producer.batches] == [("rekey", 2)]
+    await asyncio.sleep(SEND_DELAY_S / 2)
+    assert producer.batches == []  # the caller kept going: nothing awaited per record
+    await sends.send("rekey", 2, b"agent", b"run 2", [])
+    await sends.send("dlq", 0, b"agent", b"bad", [])
+    await asyncio.sleep(SEND_DELAY_S)
+    assert [(topic, partition) for topic, partition, _ in producer.batches] == [
+        ("rekey", 2),
+        ("dlq", 0),
+    ]
+    assert [value for value, _ in producer.records(2)] == [b"run", b"run 2"]
 
 
 async def test_each_partition_keeps_its_order_while_a_batch_is_held() -> None:
@@ -124,10 +129,12 @@ async def test_a_failed_delivery_fails_this_commit_and_every_later_one() -> None
     producer = Producer()
     sends = PendingSends(producer)
     await dead_letters(sends).send(Message(1), "schema", "x")
-    await asyncio.sleep(0)
+    waiting = asyncio.create_task(sends.wait())
+    while not producer.deliveries:
+        await asyncio.sleep(0)
     producer.deliveries[0].set_exception(RuntimeError("broker gone"))
     with pytest.raises(RuntimeError, match="broker gone"):
-        await sends.wait()
+        await waiting
     with pytest.raises(RuntimeError, match="broker gone"):  # the record is lost for good
         await sends.wait()
 
