@@ -202,7 +202,7 @@ class Settings(BaseSettings):
     #: how often dirty agents' hints and tries are published (coalescing window)
     publish_interval_ms: int = Field(default=100, ge=10, le=900)
     #: how often processed offsets (and the agent states and tries behind them) are committed
-    commit_interval_s: float = Field(default=2.0, gt=0, le=60)
+    commit_interval_s: float = Field(default=1.0, gt=0, le=60)
     #: the broker answers a fetch once this many bytes wait, or after fetch_max_wait_ms:
     #: fewer, larger batches (each costs a round trip through faust's consumer thread)
     fetch_min_bytes: int = Field(default=262_144, ge=1)

@@ -73,7 +73,7 @@ class HintsFollower:
 
     With `tries_topic` it also notes when each agent's trie was last published: the worker
     sends tries on their own, slower cadence, so the final hints can arrive before the final
-    trie (within the commit interval, 2 s by default) and `wait_for` waits for both."""
+    trie (within the commit interval, 1 s by default) and `wait_for` waits for both."""
 
     def __init__(
         self,
