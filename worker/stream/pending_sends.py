@@ -51,7 +51,12 @@ class PendingSends:
     async def send(
         self, topic: str, partition: int, key: bytes | None, value: bytes | None, headers: Headers
     ) -> None:
-        """Queue one record for `topic[partition]`; waits only while over the limit."""
+        """Queue one record for `topic[partition]`; waits only while over the limit.
+
+        After a failure nothing is queued: no offset is committed again, so every record from
+        here on is read again after the restart (`/healthz` asks for one)."""
+        if self.failure is not None:
+            return
         batches = self._batches.setdefault((topic, partition), [])
         if (
             not batches

@@ -95,6 +95,9 @@ class StreamService:
             return False, f"crashed: {crashed!r}"
         if self._publish_task is not None and self._publish_task.done():
             return False, "publisher stopped"
+        lost = self.table.failure or self.records.sends.failure
+        if lost is not None:  # no offset can be committed again: restart and replay
+            return False, f"a send the offsets depend on failed: {lost!r}"
         failing = self.publisher.retries.describe() if self.publisher else None
         # still healthy: a restart would not help an agent whose record cannot be sent
         return True, f"running; {failing}" if failing else "running"

@@ -137,6 +137,8 @@ async def test_a_failed_delivery_fails_this_commit_and_every_later_one() -> None
         await waiting
     with pytest.raises(RuntimeError, match="broker gone"):  # the record is lost for good
         await sends.wait()
+    await sends.send("dlq", 0, None, b"later", [])  # not queued: it will be read again
+    assert [value for value, _ in producer.records()] == [b"{bad"]
 
 
 async def test_a_batch_the_producer_refuses_fails_the_commit() -> None:

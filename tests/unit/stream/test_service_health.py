@@ -1,0 +1,29 @@
+"""`/healthz` asks for a restart once no offset can be committed again (no broker)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from worker.kafka.topics import TopicLayout
+from worker.settings import Settings
+from worker.stream.service import StreamService
+
+
+def service(tmp_path: Path) -> StreamService:
+    settings = Settings(bootstrap_servers="127.0.0.1:1", state_dir=tmp_path / "state")
+    return StreamService(settings, TopicLayout(partitions=2))
+
+
+def test_healthy_until_a_send_the_offsets_depend_on_failed(tmp_path: Path) -> None:
+    svc = service(tmp_path)
+    assert svc.healthy() == (True, "running")
+    svc.records.sends.failure = RuntimeError("delivery timed out")
+    healthy, why = svc.healthy()
+    assert not healthy and "delivery timed out" in why
+
+
+def test_a_failed_changelog_send_also_asks_for_a_restart(tmp_path: Path) -> None:
+    svc = service(tmp_path)
+    svc.table.failure = RuntimeError("changelog gone")
+    healthy, why = svc.healthy()
+    assert not healthy and "changelog gone" in why
