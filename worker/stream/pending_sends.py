@@ -63,7 +63,9 @@ class PendingSends:
             or batches[-1].append(timestamp=None, key=key, value=value, headers=headers) is None
         ):  # none open, or the open one is full: a new one (any first record fits)
             batch = self.producer.create_batch()
-            batch.append(timestamp=None, key=key, value=value, headers=headers)
+            fits = batch.append(timestamp=None, key=key, value=value, headers=headers)
+            if fits is None:  # aiokafka takes any first record; never drop one silently
+                raise RuntimeError(f"a {len(value or b'')}-byte record fits no batch")
             batches.append(batch)
         self._pending += 1
         if self._sending is None or self._sending.done():

@@ -121,15 +121,18 @@ class StreamService:
         s = self.settings
         guard_commits(self.app, self.table, self._before_commit)
         outputs = (s.topics.hints, s.topics.tries, s.topics.dlq, s.topics.rekey_topic)
+        limits = [self.layout.record_limit(t) for t in outputs]
         self.producer = AIOKafkaProducer(
             **self.client_kwargs,
             acks="all",
             enable_idempotence=True,
             linger_ms=5,
-            # a batch per partition collects SEND_DELAY_S of dead letters or rekeyed runs
-            max_batch_size=256 * 1024,
+            # a batch per partition collects SEND_DELAY_S of dead letters or rekeyed runs; a
+            # batch of several records must fit every output topic (a larger single record
+            # gets a batch of its own)
+            max_batch_size=min(256 * 1024, *limits),
             # the topics' own limits are the ones that count
-            max_request_size=max(self.layout.record_limit(t) for t in outputs),
+            max_request_size=max(limits),
         )
         await self.producer.start()
         dlq_partitions = await self.producer.partitions_for(s.topics.dlq)

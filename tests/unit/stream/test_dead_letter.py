@@ -104,6 +104,20 @@ async def test_batches_collect_records_for_a_moment_then_leave_together() -> Non
     assert [value for value, _ in producer.records(2)] == [b"run", b"run 2"]
 
 
+async def test_a_record_larger_than_a_batch_gets_one_of_its_own() -> None:
+    producer = Producer()  # batches of 200 bytes
+    sends = PendingSends(producer)
+    for value in (b"small", b"x" * 5000, b"after"):
+        await sends.send("dlq", 0, None, value, [])
+    waiting = asyncio.create_task(sends.wait())
+    while not waiting.done():
+        producer.deliver()
+        await asyncio.sleep(0)
+    assert await waiting == 3
+    assert [value for value, _ in producer.records()] == [b"small", b"x" * 5000, b"after"]
+    assert [batch.record_count() for _, _, batch in producer.batches] == [1, 1, 1]
+
+
 async def test_each_partition_keeps_its_order_while_a_batch_is_held() -> None:
     producer = Producer()
     producer.hold = asyncio.Event()
