@@ -68,8 +68,7 @@ class PendingSends:
                 raise RuntimeError(f"a {len(value or b'')}-byte record fits no batch")
             batches.append(batch)
         self._pending += 1
-        if self._sending is None or self._sending.done():
-            self._sending = asyncio.create_task(self._send_batches(SEND_DELAY_S))
+        self._sender(SEND_DELAY_S)
         while self._pending > self.limit and self.failure is None:
             await self._progress()
 
@@ -89,15 +88,20 @@ class PendingSends:
         waiting batches handed to the producer. Returns the records acknowledged."""
         if self._deliveries:
             return await self._oldest_delivered()
-        sending = self._sending
-        if sending is None or sending.done():  # one sender at a time keeps partitions in order
-            sending = self._sending = asyncio.create_task(self._send_batches(0.0))
+        sending = self._sender(0.0)
         self._now.set()
         await asyncio.shield(sending)
         return 0
 
     def _busy(self) -> bool:
         return self._sending is not None and not self._sending.done()
+
+    def _sender(self, delay: float) -> asyncio.Task[None]:
+        """The task handing batches to the producer: the running one, else a new one that
+        starts after `delay` (one at a time keeps each partition's batches in order)."""
+        if self._sending is None or self._sending.done():
+            self._sending = asyncio.create_task(self._send_batches(delay))
+        return self._sending
 
     async def _send_batches(self, delay: float) -> None:
         """After `delay` (cut short by `_now`), hand every waiting batch to the producer,

@@ -2,11 +2,12 @@
 
 Hints (a few root statistics) go out every `publish_interval_ms`; whole tries, which cost
 one to two milliseconds per busy agent to build, at each offset commit (which waits for
-them) and on a timer of their own at the same interval, so tries never hold hints back. Values equal
-to the last published one (ignoring `generated_at` / `updated_at`) are skipped, except that
-an agent's last trie is never older than its last hints. HintsRecord goes to the hints topic, the
-TrieEnvelope to the tries topic, both keyed by agent id. Publishing is at-least-once: the
-topics are compacted "latest state", so re-publishing is harmless.
+them) and on a timer of their own at the same interval, so tries never hold hints back.
+Values equal to the last published one (ignoring `generated_at` / `updated_at`) are
+skipped, except that an agent's last trie is never older than its last hints. HintsRecord
+goes to the hints topic, the TrieEnvelope to the tries topic, both keyed by agent id.
+Publishing is at-least-once: the topics are compacted "latest state", so re-publishing is
+harmless.
 """
 
 from __future__ import annotations

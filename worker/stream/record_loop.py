@@ -75,10 +75,9 @@ class RecordLoop:
                 yielded_at = time.perf_counter()
 
     async def _act(self, message: Any, result: Result) -> None:
+        """What an outcome other than LEARNED asks for (the loop counts those itself)."""
         outcome = result.outcome
-        if outcome is Outcome.LEARNED:
-            self.metrics.learned.inc()
-        elif outcome is Outcome.DUPLICATE:
+        if outcome is Outcome.DUPLICATE:
             self.metrics.duplicates.inc()
         elif outcome is Outcome.REJECTED:
             assert self.dead_letters is not None
