@@ -2,22 +2,24 @@
 
 A run's statistics and its id are stored in one record (see `state_cache`), so after a crash
 a replayed run is either in the stored state (a duplicate) or not learned at all, provided an
-offset is never committed ahead of the records that hold its run. Three pieces keep that:
-`CommitHook` writes what changed at the start of every commit, `StateTable` remembers the
-changelog sends, and `guard_commits` makes the offset commit wait for those sends.
+offset is never committed ahead of the records that hold its run. Two pieces keep that:
+`StateTable` remembers the changelog sends, and `guard_commits` writes what changed once
+faust has chosen a commit's offsets, then makes the offset commit wait for those sends.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import faust
 
 from worker.observability.metrics import WorkerMetrics
 from worker.stream.faust_internals import Commit, wrap_offset_commit, write_local
+from worker.stream.pacing import Pacer
 from worker.stream.state_cache import StateCache
 
 log = logging.getLogger(__name__)
@@ -112,56 +114,67 @@ class StateTable(faust.Table[bytes, bytes]):
         return waited
 
 
-class CommitHook(faust.Sensor):
-    """Writes dirty agent states into the table before faust commits offsets.
-
-    faust calls `on_commit_initiated` synchronously at the start of every commit (periodic,
-    on rebalance, at shutdown); the commit then waits for the changelog (`guard_commits`)
-    before committing offsets, so a committed offset never runs ahead of stored state.
-    """
-
-    def __init__(self, cache: StateCache, metrics: WorkerMetrics) -> None:
-        super().__init__()
-        self.cache = cache
-        self.metrics = metrics
-
-    def on_commit_initiated(self, consumer: Any) -> Any:
-        write_states(self.cache, self.metrics)
-        return super().on_commit_initiated(consumer)
-
-
 def write_states(cache: StateCache, metrics: WorkerMetrics) -> int:
-    """Write every dirty agent state into the table; count it in the metrics."""
-    try:
+    """Write every dirty agent state into the table at once; count it in the metrics."""
+    with _counted(metrics):
         written = cache.flush_to_table()
+    metrics.state_writes.inc(written)
+    return written
+
+
+async def write_states_paced(cache: StateCache, metrics: WorkerMetrics) -> int:
+    """Write every dirty agent state into the table, one partition at a time, paced (see
+    `pacing`): a commit's writes (tens of milliseconds at thousands of runs a second) never
+    hold the runs consumed meanwhile back in one block."""
+    written, pacer = 0, Pacer(slice_s=0)
+    for partition in cache.partitions_to_write():
+        with _counted(metrics):
+            count = cache.flush_partitions([partition])
+        metrics.state_writes.inc(count)
+        written += count
+        await pacer.tick()
+    cache.flush_done()
+    return written
+
+
+@contextlib.contextmanager
+def _counted(metrics: WorkerMetrics) -> Iterator[None]:
+    try:
+        yield
     except Exception:
         metrics.errors.labels("state_write").inc()
         log.exception("writing agent states to the table failed")
         raise
-    if written:
-        metrics.state_writes.inc(written)
-    return written
 
 
 def guard_commits(
-    app: faust.App, table: StateTable, in_flight: Callable[[], Awaitable[int]]
+    app: faust.App,
+    table: StateTable,
+    cache: StateCache,
+    metrics: WorkerMetrics,
+    in_flight: Callable[[], Awaitable[int]],
 ) -> None:
-    """Commit offsets only after the changelog holds every state written before.
+    """Commit offsets only after the changelog holds the states of every run before them.
 
     Wraps the consumer's offset commit (at_least_once) and the transaction commit
-    (exactly_once): both first wait until every changelog record sent so far (the states
-    written by `CommitHook` at the start of this commit) and every other send the offsets
-    depend on (`in_flight`: dead letters, rekeyed runs, the published outputs) is
-    acknowledged. If one failed, the commit fails: the runs will be replayed rather than lost.
+    (exactly_once). faust has chosen the offsets by then, so every run before them is in
+    memory: both write the changed states (`write_states_paced`), then wait until every
+    changelog record sent so far and every other send the offsets depend on (`in_flight`:
+    dead letters, rekeyed runs, the published outputs) is acknowledged. If one failed, the
+    commit fails: the runs will be replayed rather than lost.
     """
     consumer = app.consumer
 
     def after_changelog(commit: Commit) -> Commit:
         async def commit_after_changelog(offsets: Any) -> bool:
+            await write_states_paced(cache, metrics)
             await in_flight()
             waited = await table.wait_changelog()
             log.debug("changelog acknowledged before commit", extra={"records": waited})
-            return await commit(offsets)
+            # the writes above take a while: partitions revoked meanwhile are not ours to commit
+            assigned = consumer.assignment()
+            offsets = {tp: offset for tp, offset in offsets.items() if tp in assigned}
+            return bool(offsets) and await commit(offsets)
 
         return commit_after_changelog
 
@@ -173,6 +186,7 @@ def guard_commits(
         async def commit_transaction_after_changelog(
             offsets: Any, start_new_transaction: bool = True
         ) -> bool:
+            await write_states_paced(cache, metrics)
             await app.producer.flush()
             await in_flight()
             await table.wait_changelog()

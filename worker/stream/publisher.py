@@ -1,8 +1,9 @@
 """Coalescing publisher: the latest hints and tries of each changed agent, on a timer.
 
 Hints (a few root statistics) go out every `publish_interval_ms`; whole tries, which cost
-one to two milliseconds per busy agent to build, at each offset commit (which waits for
-them) and on a timer of their own at the same interval, so tries never hold hints back.
+one to three milliseconds per busy agent to build, at each offset commit (which waits for
+them) and on a timer of their own at the same interval, paced (`pacing`) so that building
+them never holds hints or runs back.
 Values equal to the last published one (ignoring `generated_at` / `updated_at`) are
 skipped, except that an agent's last trie is never older than its last hints. HintsRecord
 goes to the hints topic, the TrieEnvelope to the tries topic, both keyed by agent id.
@@ -27,12 +28,11 @@ from worker.models import dumps
 from worker.models.timestamps import now_rfc3339
 from worker.observability.metrics import WorkerMetrics
 from worker.settings import TopicSettings
+from worker.stream.pacing import BACKGROUND_SHARE, Pacer
 from worker.stream.state_cache import Entry, StateCache
 
 log = logging.getLogger(__name__)
 
-#: while building tries, the loop gets a turn after this much work
-SLICE_S = 0.005
 #: an agent whose publish failed is retried after this, doubling up to RETRY_MAX_S
 RETRY_FIRST_S = 1.0
 RETRY_MAX_S = 60.0
@@ -170,13 +170,12 @@ class Publisher:
         self._hints_newer.discard(agent_id)
         return b'{"generated_at":' + dumps(generated_at) + b"," + body[1:]
 
-    async def publish_pending(self, all_tries: bool = True) -> int:
-        """Publish the hints of every changed agent and, with `all_tries` (rebalances,
-        shutdown), every trie due; wait until the broker has them. Returns the agents whose
-        hints were published."""
+    async def publish_pending(self, share: float = 1.0) -> int:
+        """Publish the hints of every changed agent and every trie due, the tries built with
+        at most `share` of the loop (`pacing`: 1 at rebalances and shutdown, which wait for
+        them); wait until the broker has them. Returns the agents whose hints were published."""
         published = await self.publish_hints()
-        if all_tries:
-            await self.publish_tries()
+        await self.publish_tries(share)
         return published
 
     async def publish_hints(self) -> int:
@@ -205,19 +204,17 @@ class Publisher:
                     self.metrics.end_to_publish.observe(max(0.0, (now_ns - end_ns) / 1e9))
             return len(batch)
 
-    async def publish_tries(self) -> int:
-        """The tries of every agent changed since their trie was last sent, built in slices
-        of `SLICE_S` with the loop let run in between (runs keep being learned and hints
-        keep leaving meanwhile). Waits for the deliveries."""
+    async def publish_tries(self, share: float = 1.0) -> int:
+        """The tries of every agent changed since their trie was last sent, built with at
+        most `share` of the loop (`pacing`: runs keep being learned and hints keep leaving
+        meanwhile). Waits for the deliveries."""
         async with self._tries_lock:
             self._tries_started = time.monotonic()
             tries, self._tries_due = list(self._tries_due.items()), {}
             sends: list[Send] = []
-            slice_end = time.perf_counter() + SLICE_S
+            pacer = Pacer(share)
             for agent_id, entry in tries:
-                if time.perf_counter() >= slice_end:
-                    await asyncio.sleep(0)
-                    slice_end = time.perf_counter() + SLICE_S
+                await pacer.tick()
                 await self._send(sends, "tries", agent_id, entry, self._trie_record)
             await self._settle(sends)
             return len(tries)
@@ -280,7 +277,12 @@ class Publisher:
         publishes them too, and moves the timer back)."""
         await asyncio.gather(
             self._every(hints_interval_s, self.publish_hints, lambda: self._hints_started, "hints"),
-            self._every(tries_interval_s, self.publish_tries, lambda: self._tries_started, "tries"),
+            self._every(
+                tries_interval_s,
+                lambda: self.publish_tries(BACKGROUND_SHARE),
+                lambda: self._tries_started,
+                "tries",
+            ),
         )
 
     async def _every(

@@ -2,7 +2,7 @@
 
 Flow per record: decode and check (DLQ on failure) -> re-route to the agent's home partition
 when it arrived elsewhere -> skip duplicate run ids -> learn into the cached state. States
-are written to the table right before each offset commit (`checkpoint`), and the publisher
+are written to the table at each offset commit (`checkpoint`), and the publisher
 publishes changed agents on a timer. This module only builds and wires these pieces and
 starts and stops what faust does not (output producer, publisher, health server).
 """
@@ -20,10 +20,11 @@ from worker.kafka.topics import TopicLayout
 from worker.observability.health import HealthServer
 from worker.observability.metrics import WorkerMetrics
 from worker.settings import Settings
-from worker.stream.checkpoint import CommitHook, guard_commits
+from worker.stream.checkpoint import guard_commits
 from worker.stream.dead_letter import DeadLetters
 from worker.stream.faust_app import make_app, make_source, make_table
 from worker.stream.offsets import Offsets
+from worker.stream.pacing import BACKGROUND_SHARE
 from worker.stream.processor import Processor
 from worker.stream.publisher import Publisher
 from worker.stream.rebalance import Rebalances
@@ -62,7 +63,6 @@ class StreamService:
             lambda: self.app.consumer,
         )
         self.app.agent(make_source(self.app, settings, partitions), name="learn")(self.records)
-        self.app.sensors.add(CommitHook(self.cache, self.metrics))
         self.rebalances = Rebalances(
             topics.runs,
             self.source_topics,
@@ -119,7 +119,7 @@ class StreamService:
     async def start(self) -> None:
         """Before faust consumes: the output producer, the publisher timer, the health server."""
         s = self.settings
-        guard_commits(self.app, self.table, self._before_commit)
+        guard_commits(self.app, self.table, self.cache, self.metrics, self._before_commit)
         outputs = (s.topics.hints, s.topics.tries, s.topics.dlq, s.topics.rekey_topic)
         limits = [self.layout.record_limit(t) for t in outputs]
         self.producer = AIOKafkaProducer(
@@ -175,7 +175,7 @@ class StreamService:
         outputs behind their runs until their next run (the replay skips them as learned)."""
         waited = await self.records.sends.wait()
         if self.publisher is not None:
-            await self.publisher.publish_pending()
+            await self.publisher.publish_pending(BACKGROUND_SHARE)
         return waited
 
     async def stop(self) -> None:

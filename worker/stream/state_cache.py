@@ -224,24 +224,43 @@ class StateCache:
     # --- writing --------------------------------------------------------------------------------
 
     def flush_to_table(self) -> int:
-        """Write every change into the table (and its changelog). Synchronous.
+        """Write every change into the table (and its changelog) at once. Synchronous."""
+        written = self.flush_partitions(self.partitions_to_write())
+        self.flush_done()
+        return written
 
-        Per partition, in this order: the deltas, the new snapshots, the run ids, then the
-        deletions of what the snapshots replaced. The partitions' records are sent
-        interleaved, one of each in turn: the Kafka client sends one batch per partition at
-        a time, so a commit's records of one partition after the other would wait for one
-        round trip per batch. Returns the number of records written."""
+    def partitions_to_write(self) -> list[int]:
+        """The partitions with changes not written yet."""
+        partitions = {entry.partition for entry in self._dirty.values()}
+        partitions.update(p for p, part in self._logs.items() if part.unwritten)
+        return sorted(partitions)
+
+    def flush_partitions(self, partitions: Iterable[int]) -> int:
+        """Write the changes of `partitions` into the table (and its changelog). Synchronous.
+
+        Each partition's records are whole in one call: the deltas, the new snapshots, the run
+        ids, then the deletions of what the snapshots replaced. So runs learned between two
+        calls never reach a partition's run ids before their statistics. The partitions'
+        records are sent interleaved, one of each in turn: the Kafka client sends one batch
+        per partition at a time, so a commit's records of one partition after the other
+        would wait for one round trip per batch. Returns the number of records written."""
+        wanted = set(partitions)
         owned = self.owned() if self.owned is not None else None
         by_partition: dict[int, list[Entry]] = {}
-        for entry in self._dirty.values():
+        for agent_id, entry in list(self._dirty.items()):
+            if entry.partition not in wanted:
+                continue
+            del self._dirty[agent_id]
             if owned is not None and entry.partition not in owned:
                 log.warning("not writing state of %s: partition no longer owned", entry.agent_id)
                 self._clean(entry)
                 continue
             by_partition.setdefault(entry.partition, []).append(entry)
-        self._dirty.clear()
         queues: list[tuple[int, list[_Write]]] = []
-        for partition, part in self._logs.items():
+        for partition in sorted(wanted):
+            part = self._logs.get(partition)
+            if part is None:
+                continue
             entries = by_partition.pop(partition, [])
             if not entries and not part.unwritten:
                 continue
@@ -269,14 +288,18 @@ class StateCache:
             for entry in entries:
                 self._clean(entry)
         written = self._send(queues)
-        for entry in self._unlogged.values():
-            entry.unlogged = None  # the run ids were just written, after every agent record
-        self._unlogged.clear()
+        for agent_id, entry in list(self._unlogged.items()):
+            if entry.partition in wanted:  # the run ids were just written, after its records
+                entry.unlogged = None
+                del self._unlogged[agent_id]
+        return written
+
+    def flush_done(self) -> None:
+        """After a commit's writes: agents unpinned by them may be serialized or dropped."""
         self._flushes += 1
         self._may_fit_again()
         self._cool_unused()
         self._fit()
-        return written
 
     def _into(self, queue: list[_Write], entry: Entry | None) -> agent_store.Writer:
         """A writer (by record kind) that queues the records of one partition, in order."""

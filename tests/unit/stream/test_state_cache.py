@@ -64,10 +64,11 @@ def expected_states(inputs: dict[int, list[bytes]]) -> dict[str, bytes]:
 
 class SimWorker:
     """A worker over a local store: processes from the committed offsets and commits every
-    `commit_every` records, as faust does: the states are written, and the offsets taken,
-    at the start of a commit; they are committed once the broker acknowledged those writes,
-    which here happens at the next commit (records keep being processed meanwhile).
-    `Crash` ends it at the table write `crash_after` allows."""
+    `commit_every` records, as the worker does: faust takes the offsets, then the states are
+    written one partition at a time, `interleave` records of each partition processed
+    between two partitions' writes; the offsets are committed once the broker acknowledged
+    those writes, which here happens at the next commit (records keep being processed
+    meanwhile). `Crash` ends it at the table write `crash_after` allows."""
 
     def __init__(
         self, store: LocalStore, changelog: Changelog, crash_after: int | None, **cache: Any
@@ -77,33 +78,49 @@ class SimWorker:
         self.processor = Processor(self.cache, CONFIG, Limits(), PARTITIONS)
         self.outcomes: list[Outcome] = []
         self._in_flight: tuple[int, dict[int, int]] | None = None  # (records sent, offsets)
+        self._inputs: dict[int, list[bytes]] = {}
+        self._position: dict[int, int] = {}
 
     def run(
-        self, inputs: dict[int, list[bytes]], committed: dict[int, int], commit_every: int
+        self,
+        inputs: dict[int, list[bytes]],
+        committed: dict[int, int],
+        commit_every: int,
+        interleave: int = 0,
     ) -> dict[int, int]:
         """Process to the end of the input; returns the committed offsets (raises Crash)."""
-        position = dict(committed)
+        self._inputs, self._position = inputs, dict(committed)
         done = 0
-        while any(position[p] < len(inputs[p]) for p in inputs):
-            for p, values in inputs.items():
-                if position[p] < len(values):
-                    result = self.processor.process(values[position[p]], p, event=object())
-                    self.outcomes.append(result.outcome)
-                    position[p] += 1
+        while self._step():
             done += 1
             if done % commit_every == 0:
-                self.commit(position, committed)
-        self.commit(position, committed)
-        self.commit(position, committed)  # the last one's acknowledgement
+                self.commit(committed, interleave)
+        self.commit(committed, interleave)
+        self.commit(committed, interleave)  # the last one's acknowledgement
         return committed
 
-    def commit(self, position: dict[int, int], committed: dict[int, int]) -> None:
+    def _step(self) -> bool:
+        """The next record of each partition not at its end; False when all are."""
+        stepped = False
+        for p, values in self._inputs.items():
+            if self._position[p] < len(values):
+                result = self.processor.process(values[self._position[p]], p, event=object())
+                self.outcomes.append(result.outcome)
+                self._position[p] += 1
+                stepped = True
+        return stepped
+
+    def commit(self, committed: dict[int, int], interleave: int) -> None:
         if self._in_flight is not None:  # the previous commit completes
             sent, offsets = self._in_flight
             self.table.acknowledge(sent)
             committed.update(offsets)
-        offsets = dict(position)  # taken right after the states are written, as faust does
-        self.cache.flush_to_table()
+        offsets = dict(self._position)  # faust chooses the offsets, then the states go
+        for partition in self.cache.partitions_to_write():
+            self.cache.flush_partitions([partition])
+            for _ in range(interleave):
+                self._step()
+        self.cache.flush_done()
         self._in_flight = (len(self.table.changelog.records), offsets)
         self.cache.take_to_publish()  # the publisher's turn: those agents may now be evicted
 
@@ -120,7 +137,9 @@ def final_states(changelog: Changelog, agents: list[str]) -> dict[str, bytes]:
 Generation = tuple[str, bool, int | None, int, int, int]
 
 
-def crash_and_restart(seed: int, generations: list[Generation], small: bool) -> None:
+def crash_and_restart(
+    seed: int, generations: list[Generation], small: bool, interleave: int = 0
+) -> None:
     """Workers killed at table writes (also mid-commit: part of what they sent reaches the
     changelog and part of that their disk), restarted with their disk, without it, or
     another worker with a stale disk taking over; then one runs to the end. Every agent's
@@ -148,7 +167,7 @@ def crash_and_restart(seed: int, generations: list[Generation], small: bool) -> 
                 disk.recover(changelog)
             worker = SimWorker(disk, changelog, crash_after, **options)
             try:
-                worker.run(inputs, committed, commit_every)
+                worker.run(inputs, committed, commit_every, interleave)
             except Crash:
                 worker.table.crashed(reached, applied)
         want = expected_states(inputs)
@@ -184,6 +203,7 @@ generation = st.tuples(
         ("A", False, 321, 10, 25, 8),
     ],
     small=True,
+    interleave=0,
 )
 @example(
     seed=339,
@@ -196,6 +216,7 @@ generation = st.tuples(
         ("A", False, 361, 5, 18, 6),
     ],
     small=True,
+    interleave=0,
 )
 @example(
     seed=12,
@@ -208,16 +229,18 @@ generation = st.tuples(
         ("A", True, 216, 30, 14, 2),
     ],
     small=True,
+    interleave=0,
 )
 @given(
     seed=st.integers(0, 2**16),
     generations=st.lists(generation, min_size=1, max_size=6),
     small=st.booleans(),
+    interleave=st.integers(0, 3),  # records processed between two partitions' writes
 )
 def test_every_run_counts_once_through_crashes_at_any_write(
-    seed: int, generations: list[Generation], small: bool
+    seed: int, generations: list[Generation], small: bool, interleave: int
 ) -> None:
-    crash_and_restart(seed, generations, small)
+    crash_and_restart(seed, generations, small, interleave)
 
 
 def test_a_commit_cut_short_is_read_back_whole_or_not_at_all() -> None:

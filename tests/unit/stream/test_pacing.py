@@ -1,0 +1,68 @@
+"""Pacing: background work rests so that it takes at most its share of the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from worker.stream.pacing import Pacer
+
+
+def busy(seconds: float) -> None:
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
+async def paced_work(pacer: Pacer, units: int, unit_s: float) -> float:
+    started = time.perf_counter()
+    for _ in range(units):
+        await pacer.tick()
+        busy(unit_s)
+    return time.perf_counter() - started
+
+
+async def test_work_at_a_quarter_share_takes_four_times_its_duration() -> None:
+    """40 ms of work at share 0.25 rests at least 120 ms in between, and another task runs
+    while it rests (the record loop does)."""
+    turns = 0
+
+    async def other_task() -> None:
+        nonlocal turns
+        while True:
+            turns += 1
+            await asyncio.sleep(0.001)
+
+    other = asyncio.create_task(other_task())
+    try:
+        elapsed = await paced_work(Pacer(share=0.25, slice_s=0.002), units=20, unit_s=0.002)
+    finally:
+        other.cancel()
+    # the last unit's rest never comes: 19 units of work rested for, three times each
+    assert elapsed >= 0.040 + 3 * 0.038 * 0.95
+    assert turns >= 19
+
+
+async def test_at_full_share_other_tasks_still_get_a_turn_each_slice() -> None:
+    turns = 0
+
+    async def other_task() -> None:
+        nonlocal turns
+        while True:
+            turns += 1
+            await asyncio.sleep(0)
+
+    other = asyncio.create_task(other_task())
+    try:
+        await paced_work(Pacer(share=1.0, slice_s=0.002), units=10, unit_s=0.002)
+    finally:
+        other.cancel()
+    assert turns >= 9
+
+
+@pytest.mark.parametrize("share", [0.0, -0.5, 1.5])
+def test_a_share_outside_zero_to_one_is_refused(share: float) -> None:
+    with pytest.raises(ValueError, match="share"):
+        Pacer(share=share)
