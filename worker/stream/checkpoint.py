@@ -19,7 +19,7 @@ import faust
 
 from worker.observability.metrics import WorkerMetrics
 from worker.stream.faust_internals import Commit, wrap_offset_commit, write_local
-from worker.stream.pacing import Pacer
+from worker.stream.pacing import BACKGROUND_SHARE, Pacer
 from worker.stream.state_cache import StateCache
 
 log = logging.getLogger(__name__)
@@ -122,11 +122,11 @@ def write_states(cache: StateCache, metrics: WorkerMetrics) -> int:
     return written
 
 
-async def write_states_paced(cache: StateCache, metrics: WorkerMetrics) -> int:
-    """Write every dirty agent state into the table, one partition at a time, paced (see
-    `pacing`): a commit's writes (tens of milliseconds at thousands of runs a second) never
-    hold the runs consumed meanwhile back in one block."""
-    written, pacer = 0, Pacer(slice_s=0)
+async def write_states_paced(cache: StateCache, metrics: WorkerMetrics, share: float) -> int:
+    """Write every dirty agent state into the table, one partition at a time, with at most
+    `share` of the loop (`pacing`): a commit's writes (tens of milliseconds at thousands of
+    runs a second) never hold the runs consumed meanwhile back in one block."""
+    written, pacer = 0, Pacer(share, slice_s=0)
     for partition in cache.partitions_to_write():
         with _counted(metrics):
             count = cache.flush_partitions([partition])
@@ -152,7 +152,7 @@ def guard_commits(
     table: StateTable,
     cache: StateCache,
     metrics: WorkerMetrics,
-    in_flight: Callable[[], Awaitable[int]],
+    in_flight: Callable[[float], Awaitable[int]],
 ) -> None:
     """Commit offsets only after the changelog holds the states of every run before them.
 
@@ -161,14 +161,18 @@ def guard_commits(
     memory: both write the changed states (`write_states_paced`), then wait until every
     changelog record sent so far and every other send the offsets depend on (`in_flight`:
     dead letters, rekeyed runs, the published outputs) is acknowledged. If one failed, the
-    commit fails: the runs will be replayed rather than lost.
+    commit fails: the runs will be replayed rather than lost. The work is paced, except at
+    shutdown (`in_flight` gets the share of the loop it may take).
     """
     consumer = app.consumer
 
+    def share() -> float:
+        return 1.0 if consumer.should_stop else BACKGROUND_SHARE
+
     def after_changelog(commit: Commit) -> Commit:
         async def commit_after_changelog(offsets: Any) -> bool:
-            await write_states_paced(cache, metrics)
-            await in_flight()
+            await write_states_paced(cache, metrics, share())
+            await in_flight(share())
             waited = await table.wait_changelog()
             log.debug("changelog acknowledged before commit", extra={"records": waited})
             # the writes above take a while: partitions revoked meanwhile are not ours to commit
@@ -186,9 +190,9 @@ def guard_commits(
         async def commit_transaction_after_changelog(
             offsets: Any, start_new_transaction: bool = True
         ) -> bool:
-            await write_states_paced(cache, metrics)
+            await write_states_paced(cache, metrics, share())
             await app.producer.flush()
-            await in_flight()
+            await in_flight(share())
             await table.wait_changelog()
             committed = await transaction_commit(
                 offsets, start_new_transaction=start_new_transaction

@@ -5,7 +5,8 @@ whose hints changed: at 3,000 runs/s over 100 agents, a few hundred milliseconds
 once. Done in one go (or in slices that alternate with the record loop), the runs consumed
 meanwhile queue up behind it, and the produce -> hints tail came from those bursts (p99
 350-475 ms against 190-250 ms paced, `python -m benchmarks.e2e`). Paced, the work takes at
-most `BACKGROUND_SHARE` of the event loop; the commit takes longer instead.
+most `BACKGROUND_SHARE` of the event loop; the commit takes longer instead. Rebalances and
+shutdown, which wait for that work, have it done at full speed.
 """
 
 from __future__ import annotations
@@ -29,11 +30,33 @@ class Pacer:
         self.share = share
         self.slice_s = slice_s
         self._started = time.perf_counter()
+        self._resting: asyncio.Future[None] | None = None
+
+    def hurry(self) -> None:
+        """Someone waits for this work (a rebalance, a shutdown): no more resting."""
+        self.share = 1.0
+        if self._resting is not None and not self._resting.done():
+            self._resting.set_result(None)
 
     async def tick(self) -> None:
         """Call between two units of work: after a slice's worth of work, rest."""
         worked = time.perf_counter() - self._started
         if worked < self.slice_s:
             return
-        await asyncio.sleep(worked * (1 - self.share) / self.share)
+        if self.share >= 1:
+            await asyncio.sleep(0)
+        else:
+            loop = asyncio.get_running_loop()
+            self._resting = resting = loop.create_future()
+            wake = loop.call_later(worked * (1 - self.share) / self.share, _wake, resting)
+            try:
+                await resting
+            finally:
+                wake.cancel()
+                self._resting = None
         self._started = time.perf_counter()
+
+
+def _wake(resting: asyncio.Future[None]) -> None:
+    if not resting.done():
+        resting.set_result(None)

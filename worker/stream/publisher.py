@@ -137,6 +137,7 @@ class Publisher:
         #: when the last hints and tries cycles started, whoever ran them (the timers, a
         #: commit, a rebalance): the timers count from there
         self._hints_started = self._tries_started = 0.0
+        self._tries_pacer: Pacer | None = None  # of the tries cycle under way
         self.retries = Retries()
 
     def _hints_record(self, agent_id: str, entry: Entry) -> bytes | None:
@@ -208,14 +209,19 @@ class Publisher:
         """The tries of every agent changed since their trie was last sent, built with at
         most `share` of the loop (`pacing`: runs keep being learned and hints keep leaving
         meanwhile). Waits for the deliveries."""
+        if share >= 1 and self._tries_pacer is not None:
+            self._tries_pacer.hurry()  # a rebalance or shutdown waits for the cycle under way
         async with self._tries_lock:
             self._tries_started = time.monotonic()
             tries, self._tries_due = list(self._tries_due.items()), {}
             sends: list[Send] = []
-            pacer = Pacer(share)
-            for agent_id, entry in tries:
-                await pacer.tick()
-                await self._send(sends, "tries", agent_id, entry, self._trie_record)
+            self._tries_pacer = pacer = Pacer(share)
+            try:
+                for agent_id, entry in tries:
+                    await pacer.tick()
+                    await self._send(sends, "tries", agent_id, entry, self._trie_record)
+            finally:
+                self._tries_pacer = None
             await self._settle(sends)
             return len(tries)
 

@@ -24,7 +24,6 @@ from worker.stream.checkpoint import guard_commits
 from worker.stream.dead_letter import DeadLetters
 from worker.stream.faust_app import make_app, make_source, make_table
 from worker.stream.offsets import Offsets
-from worker.stream.pacing import BACKGROUND_SHARE
 from worker.stream.processor import Processor
 from worker.stream.publisher import Publisher
 from worker.stream.rebalance import Rebalances
@@ -168,14 +167,15 @@ class StreamService:
         await self.health.start(s.metrics_host, s.metrics_port)
         log.info("metrics and health on %s:%s", s.metrics_host, self.health.port)
 
-    async def _before_commit(self) -> int:
+    async def _before_commit(self, share: float) -> int:
         """What committing offsets waits for besides the changelog: the dead letters and
         rekeyed runs sent so far acknowledged, and the hints and tries of every run learned
-        so far published. Without the latter, a crash right after a commit left agents'
-        outputs behind their runs until their next run (the replay skips them as learned)."""
+        so far published (the tries built with at most `share` of the loop). Without the
+        latter, a crash right after a commit left agents' outputs behind their runs until
+        their next run (the replay skips them as learned)."""
         waited = await self.records.sends.wait()
         if self.publisher is not None:
-            await self.publisher.publish_pending(BACKGROUND_SHARE)
+            await self.publisher.publish_pending(share)
         return waited
 
     async def stop(self) -> None:

@@ -66,3 +66,10 @@ async def test_at_full_share_other_tasks_still_get_a_turn_each_slice() -> None:
 def test_a_share_outside_zero_to_one_is_refused(share: float) -> None:
     with pytest.raises(ValueError, match="share"):
         Pacer(share=share)
+
+
+async def test_hurried_work_rests_no_more() -> None:
+    pacer = Pacer(share=0.001, slice_s=0.002)  # a 2 ms slice would rest 2 s
+    pacer.hurry()
+    elapsed = await paced_work(pacer, units=5, unit_s=0.002)
+    assert elapsed < 1.0

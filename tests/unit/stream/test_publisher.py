@@ -143,3 +143,20 @@ async def test_an_agents_last_trie_is_never_older_than_its_last_hints() -> None:
     await publisher.publish_hints()
     await publisher.publish_tries()  # nothing new: nothing sent
     assert len(producer.sent) == len(topics)
+
+
+async def test_a_rebalance_hurries_the_paced_tries_cycle_under_way() -> None:
+    """The commit builds tries at a small share of the loop; a rebalance (or shutdown) that
+    waits for them must not wait for the resting: the cycle under way finishes at full
+    speed, then its own publish runs."""
+    cache = StateCache(Table(), max_bytes=1 << 30)
+    learn(cache, 40)
+    producer = Producer(refused=set())
+    publisher = Publisher(producer, cache, LearnerConfig(), TopicSettings(), WorkerMetrics())  # type: ignore[arg-type]
+    await publisher.publish_hints()  # their tries are now due
+    paced = asyncio.create_task(publisher.publish_tries(share=1e-5))  # would rest for minutes
+    await asyncio.sleep(0.05)
+    assert not paced.done()
+    await asyncio.wait_for(publisher.publish_pending(), timeout=10)
+    assert paced.done() and paced.result() == len(cache) > 30
+    assert len({agent for topic, agent in producer.sent if topic == "agent-tries"}) == len(cache)
