@@ -19,7 +19,7 @@ import faust
 
 from worker.observability.metrics import WorkerMetrics
 from worker.stream.faust_internals import Commit, wrap_offset_commit, write_local
-from worker.stream.pacing import BACKGROUND_SHARE, Pacer
+from worker.stream.pacing import Pacer
 from worker.stream.state_cache import StateCache
 
 log = logging.getLogger(__name__)
@@ -153,6 +153,7 @@ def guard_commits(
     cache: StateCache,
     metrics: WorkerMetrics,
     in_flight: Callable[[float], Awaitable[int]],
+    share: Callable[[], float],
 ) -> None:
     """Commit offsets only after the changelog holds the states of every run before them.
 
@@ -161,13 +162,10 @@ def guard_commits(
     memory: both write the changed states (`write_states_paced`), then wait until every
     changelog record sent so far and every other send the offsets depend on (`in_flight`:
     dead letters, rekeyed runs, the published outputs) is acknowledged. If one failed, the
-    commit fails: the runs will be replayed rather than lost. The work is paced, except at
-    shutdown (`in_flight` gets the share of the loop it may take).
+    commit fails: the runs will be replayed rather than lost. The work takes at most
+    `share()` of the loop (`pacing`; `in_flight` gets it too).
     """
     consumer = app.consumer
-
-    def share() -> float:
-        return 1.0 if consumer.should_stop else BACKGROUND_SHARE
 
     def after_changelog(commit: Commit) -> Commit:
         async def commit_after_changelog(offsets: Any) -> bool:

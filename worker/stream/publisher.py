@@ -28,7 +28,7 @@ from worker.models import dumps
 from worker.models.timestamps import now_rfc3339
 from worker.observability.metrics import WorkerMetrics
 from worker.settings import TopicSettings
-from worker.stream.pacing import BACKGROUND_SHARE, Pacer
+from worker.stream.pacing import Pacer
 from worker.stream.state_cache import Entry, StateCache
 
 log = logging.getLogger(__name__)
@@ -277,15 +277,17 @@ class Publisher:
         self._hints_newer.clear()
         self.retries.clear()
 
-    async def run_forever(self, hints_interval_s: float, tries_interval_s: float) -> None:
+    async def run_forever(
+        self, hints_interval_s: float, tries_interval_s: float, share: Callable[[], float]
+    ) -> None:
         """The publish timers, each on its own so that building tries never holds the hints
         back. Tries are built once per `tries_interval_s` (the commit interval: each commit
-        publishes them too, and moves the timer back)."""
+        publishes them too, and moves the timer back), with at most `share()` of the loop."""
         await asyncio.gather(
             self._every(hints_interval_s, self.publish_hints, lambda: self._hints_started, "hints"),
             self._every(
                 tries_interval_s,
-                lambda: self.publish_tries(BACKGROUND_SHARE),
+                lambda: self.publish_tries(share()),
                 lambda: self._tries_started,
                 "tries",
             ),

@@ -43,6 +43,8 @@ class RecordLoop:
         #: any record is consumed
         self.sends = PendingSends(producer=None)
         self.dead_letters: DeadLetters | None = None
+        #: the timestamp (Unix seconds) of the last record taken: how far behind the loop is
+        self.last_timestamp = 0.0
 
     async def __call__(self, stream: Any) -> None:
         runs_topic = self.runs_topic
@@ -57,6 +59,7 @@ class RecordLoop:
             if next_offset.get(key) != message.offset:  # first record, or a jump: check it
                 await self.offsets.check_gap(message, self.consumer())
             next_offset[key] = message.offset + 1
+            self.last_timestamp = message.timestamp or 0.0
             if message.topic == runs_topic:
                 metrics.consumed.inc()
             try:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 
 from aiokafka import AIOKafkaProducer
 
@@ -24,6 +25,7 @@ from worker.stream.checkpoint import guard_commits
 from worker.stream.dead_letter import DeadLetters
 from worker.stream.faust_app import make_app, make_source, make_table
 from worker.stream.offsets import Offsets
+from worker.stream.pacing import background_share
 from worker.stream.processor import Processor
 from worker.stream.publisher import Publisher
 from worker.stream.rebalance import Rebalances
@@ -118,7 +120,9 @@ class StreamService:
     async def start(self) -> None:
         """Before faust consumes: the output producer, the publisher timer, the health server."""
         s = self.settings
-        guard_commits(self.app, self.table, self.cache, self.metrics, self._before_commit)
+        guard_commits(
+            self.app, self.table, self.cache, self.metrics, self._before_commit, self._share
+        )
         outputs = (s.topics.hints, s.topics.tries, s.topics.dlq, s.topics.rekey_topic)
         limits = [self.layout.record_limit(t) for t in outputs]
         self.producer = AIOKafkaProducer(
@@ -161,11 +165,20 @@ class StreamService:
         self.records.dead_letters = self.rebalances.dead_letters = dead_letters
         self.rebalances.publisher = self.publisher
         self._publish_task = asyncio.create_task(
-            self.publisher.run_forever(s.publish_interval_ms / 1000, s.commit_interval_s),
+            self.publisher.run_forever(
+                s.publish_interval_ms / 1000, s.commit_interval_s, self._share
+            ),
             name="publisher",
         )
         await self.health.start(s.metrics_host, s.metrics_port)
         log.info("metrics and health on %s:%s", s.metrics_host, self.health.port)
+
+    def _share(self) -> float:
+        """How much of the loop a commit's work may take: paced while the runs are live,
+        at full speed in a backlog and when stopping (see `pacing`)."""
+        if self.app.consumer.should_stop:
+            return 1.0
+        return background_share(time.time() - self.records.last_timestamp)
 
     async def _before_commit(self, share: float) -> int:
         """What committing offsets waits for besides the changelog: the dead letters and

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from worker.stream.pacing import Pacer
+from worker.stream.pacing import BACKGROUND_SHARE, BACKLOG_AGE_S, Pacer, background_share
 
 
 def busy(seconds: float) -> None:
@@ -73,3 +73,9 @@ async def test_hurried_work_rests_no_more() -> None:
     pacer.hurry()
     elapsed = await paced_work(pacer, units=5, unit_s=0.002)
     assert elapsed < 1.0
+
+
+def test_work_is_paced_while_live_and_at_full_speed_in_a_backlog() -> None:
+    assert background_share(0.2) == BACKGROUND_SHARE < 1
+    assert background_share(BACKLOG_AGE_S + 0.5) == 1.0
+    assert background_share(time.time()) == 1.0  # nothing taken yet: timestamp 0
