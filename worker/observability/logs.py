@@ -79,6 +79,17 @@ class Redacting(logging.Formatter):
         return text
 
 
+class PacedCommitOverlap(logging.Filter):
+    """Drops mode's warning that the commit timer overran its interval: while the worker
+    keeps up, a commit's work is paced and takes longer than the interval by design
+    (`worker.stream.pacing`); a warning at every commit would only be noise. Other timers'
+    overlaps still show."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        overlap = record.msg == "Timer %s is overlapping (interval=%r runtime=%r)"
+        return not (overlap and isinstance(record.args, tuple) and record.args[:1] == ("commit",))
+
+
 def setup_logging(level: str, json_lines: bool, secrets: Iterable[str] = ()) -> None:
     """Structured logs on stderr; faust/aiokafka chatter is kept at WARNING unless DEBUG.
 
@@ -96,3 +107,6 @@ def setup_logging(level: str, json_lines: bool, secrets: Iterable[str] = ()) -> 
     quiet = logging.DEBUG if level == "DEBUG" else logging.WARNING
     for name in ("faust", "mode", "aiokafka", "aiohttp"):
         logging.getLogger(name).setLevel(quiet)
+    timers = logging.getLogger("mode.timers")
+    if not any(isinstance(f, PacedCommitOverlap) for f in timers.filters):
+        timers.addFilter(PacedCommitOverlap())

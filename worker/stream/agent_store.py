@@ -1,8 +1,8 @@
 """An agent's records in the state table (RocksDB and its compacted changelog): reading
 them back, and writing what one commit changed.
 
-Written at the start of each offset commit (`StateCache.flush_to_table`, see `checkpoint`),
-only with what changed:
+Written at each offset commit, once faust has chosen its offsets, a partition at a time
+(`StateCache.flush_partitions`, see `checkpoint`), only with what changed:
 
 - per agent, a *snapshot* (its statistics) at the agent's key, tagged with the *owner* token
   of the worker that wrote it and a sequence number `upto`; then *deltas* keyed

@@ -8,8 +8,9 @@ recently used of those are dropped (they stay in the table) while the estimated 
 `max_bytes`. Agents with unwritten or unpublished changes are never dropped.
 
 The table holds each agent as a snapshot and deltas, and each partition's run ids, written
-at the start of each offset commit (`flush_to_table`, see `checkpoint`) with only what changed:
-`worker.stream.agent_store` has the layout and why it keeps every run exactly once.
+at each offset commit, a partition at a time (`flush_partitions`, see `checkpoint`), with
+only what changed: `worker.stream.agent_store` has the layout and why it keeps every run
+exactly once.
 """
 
 from __future__ import annotations

@@ -62,3 +62,16 @@ def test_json_lines_stay_one_object_per_line(captured: io.StringIO) -> None:
     log.warning("x\ny", extra={"agent_id": "a\nb"})
     lines = captured.getvalue().splitlines()
     assert len(lines) == 1 and json.loads(lines[0])["agent_id"] == "a\nb"
+
+
+def test_the_paced_commit_overrunning_its_timer_is_not_a_warning(captured: io.StringIO) -> None:
+    """A paced commit takes longer than the commit interval by design; mode's warning about
+    it would fire at every commit. Other timers' overlaps still show."""
+    logged(captured, json_lines=False, secrets=[])
+    timers = logging.getLogger("mode.timers")
+    message = "Timer %s is overlapping (interval=%r runtime=%r)"
+    timers.warning(message, "commit", 1.0, 1.7)
+    timers.warning(message, "livelock", 2.5, 3.1)
+    text = captured.getvalue()
+    assert "Timer livelock is overlapping" in text
+    assert "Timer commit" not in text
