@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable
 
 import pytest
 
@@ -24,41 +25,38 @@ async def paced_work(pacer: Pacer, units: int, unit_s: float) -> float:
     return time.perf_counter() - started
 
 
-async def test_work_at_a_quarter_share_takes_four_times_its_duration() -> None:
-    """40 ms of work at share 0.25 rests at least 120 ms in between, and another task runs
-    while it rests (the record loop does)."""
+async def beside_another_task(work: Awaitable[float], pause_s: float) -> tuple[float, int]:
+    """Run `work` while another task (the record loop) takes a turn every `pause_s`; returns
+    the work's elapsed time and the other task's turns."""
     turns = 0
 
     async def other_task() -> None:
         nonlocal turns
         while True:
             turns += 1
-            await asyncio.sleep(0.001)
+            await asyncio.sleep(pause_s)
 
     other = asyncio.create_task(other_task())
     try:
-        elapsed = await paced_work(Pacer(share=0.25, slice_s=0.002), units=20, unit_s=0.002)
+        elapsed = await work
     finally:
         other.cancel()
+    return elapsed, turns
+
+
+async def test_work_at_a_quarter_share_takes_four_times_its_duration() -> None:
+    """40 ms of work at share 0.25 rests at least 120 ms in between, and another task runs
+    while it rests (the record loop does)."""
+    work = paced_work(Pacer(share=0.25, slice_s=0.002), units=20, unit_s=0.002)
+    elapsed, turns = await beside_another_task(work, pause_s=0.001)
     # the last unit's rest never comes: 19 units of work rested for, three times each
     assert elapsed >= 0.040 + 3 * 0.038 * 0.95
     assert turns >= 19
 
 
 async def test_at_full_share_other_tasks_still_get_a_turn_each_slice() -> None:
-    turns = 0
-
-    async def other_task() -> None:
-        nonlocal turns
-        while True:
-            turns += 1
-            await asyncio.sleep(0)
-
-    other = asyncio.create_task(other_task())
-    try:
-        await paced_work(Pacer(share=1.0, slice_s=0.002), units=10, unit_s=0.002)
-    finally:
-        other.cancel()
+    work = paced_work(Pacer(share=1.0, slice_s=0.002), units=10, unit_s=0.002)
+    _, turns = await beside_another_task(work, pause_s=0)
     assert turns >= 9
 
 
