@@ -77,6 +77,7 @@ class Entry:
     #: ids of runs in the state that the partition's stored run ids may lack (a snapshot
     #: carries them until the next write of the run ids)
     unlogged: bytearray | None = None
+    #: runs learned and not yet written (the entry is among the cache's dirty ones)
     store_dirty: bool = False
     #: the send of the last record written: the agent stays in memory until it is stored
     receipt: Any = None
@@ -120,9 +121,11 @@ class StateCache:
         #: decoded agents not used again since they were decoded, with the commit count then
         self._probation: dict[str, int] = {}
         self._flushes = 0
-        self._dirty: dict[str, Entry] = {}
+        #: by partition, as they are written: agents with runs not yet written, and those
+        #: with `unlogged` ids
+        self._dirty: dict[int, dict[str, Entry]] = {}
+        self._unlogged: dict[int, dict[str, Entry]] = {}
         self._to_publish: dict[str, Entry] = {}
-        self._unlogged: dict[str, Entry] = {}  # entries with `unlogged` ids
         self._logs: dict[int, PartitionLog] = {}
         self.state_bytes = 0
         #: a walk of `_fit` found nothing it may serialize (the decoded agents) or drop (the
@@ -169,7 +172,7 @@ class StateCache:
             return entry
         entry = self._load(agent_id, partition, part)
         if entry.unlogged:
-            self._unlogged[agent_id] = entry
+            self._unlogged.setdefault(partition, {})[agent_id] = entry
         self._entries[agent_id] = entry
         self._decoded[agent_id] = entry
         self._probation[agent_id] = self._flushes
@@ -216,7 +219,7 @@ class StateCache:
         entry.pending_runs += 1
         if self.window:
             entry.pending_ids += id_bytes(run_id)  # type: ignore[operator]
-        self._dirty[agent_id] = entry
+        self._dirty.setdefault(entry.partition, {})[agent_id] = entry
         if entry.consumed_at is None:
             entry.consumed_at = consumed_at
         entry.run_end_ns = end_ns if entry.run_end_ns is None else max(entry.run_end_ns, end_ns)
@@ -232,7 +235,7 @@ class StateCache:
 
     def partitions_to_write(self) -> list[int]:
         """The partitions with changes not written yet."""
-        partitions = {entry.partition for entry in self._dirty.values()}
+        partitions = set(self._dirty)
         partitions.update(p for p, part in self._logs.items() if part.unwritten)
         return sorted(partitions)
 
@@ -248,15 +251,16 @@ class StateCache:
         wanted = set(partitions)
         owned = self.owned() if self.owned is not None else None
         by_partition: dict[int, list[Entry]] = {}
-        for agent_id, entry in list(self._dirty.items()):
-            if entry.partition not in wanted:
+        for partition in wanted:
+            dirty = self._dirty.pop(partition, None)
+            if not dirty:
                 continue
-            del self._dirty[agent_id]
-            if owned is not None and entry.partition not in owned:
-                log.warning("not writing state of %s: partition no longer owned", entry.agent_id)
-                self._clean(entry)
+            if owned is not None and partition not in owned:
+                for agent_id, entry in dirty.items():
+                    log.warning("not writing state of %s: partition no longer owned", agent_id)
+                    self._clean(entry)
                 continue
-            by_partition.setdefault(entry.partition, []).append(entry)
+            by_partition[partition] = list(dirty.values())
         queues: list[tuple[int, list[_Write]]] = []
         for partition in sorted(wanted):
             part = self._logs.get(partition)
@@ -289,10 +293,9 @@ class StateCache:
             for entry in entries:
                 self._clean(entry)
         written = self._send(queues)
-        for agent_id, entry in list(self._unlogged.items()):
-            if entry.partition in wanted:  # the run ids were just written, after its records
+        for partition in wanted:  # their run ids were just written, after their agents' records
+            for entry in self._unlogged.pop(partition, {}).values():
                 entry.unlogged = None
-                del self._unlogged[agent_id]
         return written
 
     def flush_done(self) -> None:
@@ -349,15 +352,17 @@ class StateCache:
         """Forget agents (and run ids) of partitions this worker no longer owns; returns how
         many agents."""
         keep = set(partitions)
+        for partition in [p for p in self._dirty if p not in keep]:
+            for agent_id in self._dirty.pop(partition):
+                log.warning("dropping unwritten state of revoked agent %s", agent_id)
+        for partition in [p for p in self._unlogged if p not in keep]:
+            del self._unlogged[partition]
         gone = [a for a, e in self._entries.items() if e.partition not in keep]
         for agent_id in gone:
             entry = self._entries.pop(agent_id)
             self._decoded.pop(agent_id, None)
             self._probation.pop(agent_id, None)
             self._to_publish.pop(agent_id, None)
-            self._unlogged.pop(agent_id, None)
-            if self._dirty.pop(agent_id, None) is not None:
-                log.warning("dropping unwritten state of revoked agent %s", agent_id)
             self.state_bytes -= entry.size
         for partition in [p for p in self._logs if p not in keep]:
             del self._logs[partition]
@@ -374,9 +379,9 @@ class StateCache:
         holding run ids that only its records have (a read would not know them as such)."""
         receipt = entry.receipt
         return (
-            agent_id in self._dirty
+            entry.store_dirty
             or agent_id in self._to_publish
-            or agent_id in self._unlogged
+            or entry.unlogged is not None
             or (receipt is not None and not receipt.applied)
         )
 
