@@ -199,7 +199,7 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_json: bool = False
     processing_guarantee: Literal["at_least_once", "exactly_once"] = "at_least_once"
-    #: how often dirty agents' hints and tries are published (coalescing window)
+    #: how often changed agents' hints are published (coalescing window; tries: per commit)
     publish_interval_ms: int = Field(default=100, ge=10, le=900)
     #: how often processed offsets (and the agent states and tries behind them) are committed
     commit_interval_s: float = Field(default=1.0, gt=0, le=60)

@@ -163,14 +163,15 @@ def guard_commits(
     changelog record sent so far and every other send the offsets depend on (`in_flight`:
     dead letters, rekeyed runs, the published outputs) is acknowledged. If one failed, the
     commit fails: the runs will be replayed rather than lost. The work takes at most
-    `share()` of the loop (`pacing`; `in_flight` gets it too).
+    `share()` of the loop, decided once per commit (`pacing`; `in_flight` gets it too).
     """
     consumer = app.consumer
 
     def after_changelog(commit: Commit) -> Commit:
         async def commit_after_changelog(offsets: Any) -> bool:
-            await write_states_paced(cache, metrics, share())
-            await in_flight(share())
+            paced = share()
+            await write_states_paced(cache, metrics, paced)
+            await in_flight(paced)
             waited = await table.wait_changelog()
             log.debug("changelog acknowledged before commit", extra={"records": waited})
             # the writes above take a while: partitions revoked meanwhile are not ours to commit
@@ -188,9 +189,10 @@ def guard_commits(
         async def commit_transaction_after_changelog(
             offsets: Any, start_new_transaction: bool = True
         ) -> bool:
-            await write_states_paced(cache, metrics, share())
+            paced = share()
+            await write_states_paced(cache, metrics, paced)
             await app.producer.flush()
-            await in_flight(share())
+            await in_flight(paced)
             await table.wait_changelog()
             committed = await transaction_commit(
                 offsets, start_new_transaction=start_new_transaction
