@@ -113,7 +113,7 @@ def test_produce_demo_creates_the_worker_topics(kafka_broker: Any, topic_name: s
 
 
 def _vector(agent: str) -> dict[str, Any]:
-    assert BASIC.exists(), f"{BASIC} not found: the shared vectors must sit beside the repo"
+    assert BASIC.exists(), f"{BASIC} not found: the test vectors are part of the repository"
     rows = [json.loads(line) for line in BASIC.read_text().splitlines() if line.strip()]
     return next(row for row in rows if row["agent_id"] == agent)
 

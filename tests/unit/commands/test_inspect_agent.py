@@ -1,4 +1,4 @@
-"""The inspect tree renderer, on the tries of the shared basic test vector."""
+"""The inspect tree renderer, on the tries of the basic test vector."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ BASIC = VECTORS / "basic.expected.jsonl"
 
 
 def _expected() -> dict[str, dict[str, Any]]:
-    assert BASIC.exists(), f"{BASIC} not found: the shared vectors must sit beside the repo"
+    assert BASIC.exists(), f"{BASIC} not found: the test vectors are part of the repository"
     rows = [json.loads(line) for line in BASIC.read_text().splitlines() if line.strip()]
     return {row["agent_id"]: row for row in rows}
 

@@ -1,4 +1,4 @@
-"""Every shared vector, through the replay CLI, in both semantics (SPEC section 7)."""
+"""Every test vector in tests/vectors, through the replay CLI, in both semantics (SPEC 7)."""
 
 from __future__ import annotations
 
