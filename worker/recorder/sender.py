@@ -39,6 +39,7 @@ from aiokafka.errors import (
 )
 from aiokafka.partitioner import murmur2
 
+from worker.recorder.delivery import Delivery, RunState
 from worker.recorder.ledger import Ledger
 from worker.recorder.metrics import RecorderMetrics
 from worker.recorder.spool import MAGIC, Segment, Spool, frame_size
@@ -55,12 +56,6 @@ PERMANENT_ERRORS = (
     InvalidTopicError,
 )
 
-# record states within a segment being delivered
-TODO = 0  # not acknowledged yet, never failed
-WAITED = 1  # not acknowledged yet, already counted as spooled
-ACKED = 2
-REJECTED = 3
-
 
 @dataclass(frozen=True)
 class SenderConfig:
@@ -73,25 +68,6 @@ class SenderConfig:
     spooled_after_s: float = 1.0
     retry_backoff_s: float = 0.5
     max_retry_backoff_s: float = 5.0
-
-
-class _Delivery:
-    """One segment being sent: per-record state, and whether it left earlier processes."""
-
-    def __init__(self, segment: Segment, from_backlog: bool) -> None:
-        self.segment = segment
-        self.from_backlog = from_backlog
-        self.state = bytearray()
-        #: marks the runs still unacknowledged `spooled_after_s` after the write as spooled
-        self.timer: asyncio.TimerHandle | None = None
-
-    def ensure_state(self) -> None:
-        if len(self.state) != self.segment.runs:
-            initial = WAITED if self.from_backlog else TODO
-            self.state = bytearray([initial]) * self.segment.runs
-
-    def open_indices(self) -> list[int]:
-        return [i for i, s in enumerate(self.state) if s in (TODO, WAITED)]
 
 
 class Sender:
@@ -195,14 +171,16 @@ class Sender:
     async def _main(self) -> None:
         self._io_pool = ThreadPoolExecutor(1, thread_name_prefix="run-recorder-spool")
         self._producer: AIOKafkaProducer | None = None
-        self._ready: deque[_Delivery] = deque()
-        self._active: dict[asyncio.Task[None], _Delivery] = {}
+        self._ready: deque[Delivery] = deque()
+        self._active: dict[asyncio.Task[None], Delivery] = {}
+        #: mark the runs still unacknowledged `spooled_after_s` after the write as spooled
+        self._timers: dict[Delivery, asyncio.TimerHandle] = {}
         try:
             backlog, damaged = await self._io(self.spool.scan)
             if damaged:
                 self.metrics.spool_damaged_files.inc(damaged)
             for segment in backlog:
-                self._ready.append(_Delivery(segment, from_backlog=True))
+                self._ready.append(Delivery(segment, from_backlog=True))
                 self.ledger.disk_changed(segment.runs, segment.size)
             if backlog:
                 runs = sum(s.runs for s in backlog)
@@ -262,22 +240,27 @@ class Sender:
                     return
                 continue
             self.ledger.disk_changed(segment.runs, segment.size)
-            delivery = _Delivery(segment, from_backlog=False)
-            delivery.timer = self._loop.call_later(
-                self.config.spooled_after_s, self._mark_waited, delivery, None
+            delivery = Delivery(segment, from_backlog=False)
+            self._timers[delivery] = self._loop.call_later(
+                self.config.spooled_after_s, self._spooled_timer, delivery
             )
             self._ready.append(delivery)
             self._start_deliveries()  # under steady load this loop may not end for a while
 
-    def _mark_waited(self, delivery: _Delivery, indices: list[int] | None) -> None:
+    def _spooled_timer(self, delivery: Delivery) -> None:
+        del self._timers[delivery]
+        self._mark_spooled(delivery, None)
+
+    def _cancel_timer(self, delivery: Delivery) -> None:
+        timer = self._timers.pop(delivery, None)
+        if timer is not None:
+            timer.cancel()
+
+    def _mark_spooled(self, delivery: Delivery, indices: list[int] | None) -> None:
         """Count runs (all still open, or those at `indices`) as spooled, once each."""
-        delivery.ensure_state()
-        state = delivery.state
-        newly = [i for i in (range(len(state)) if indices is None else indices) if state[i] == TODO]
-        for i in newly:
-            state[i] = WAITED
+        newly = delivery.mark_spooled(indices)
         if newly:
-            self.metrics.runs_spooled.inc(len(newly))
+            self.metrics.runs_spooled.inc(newly)
 
     def _start_deliveries(self) -> None:
         while self._ready and len(self._active) < self.config.max_inflight_segments:
@@ -330,7 +313,7 @@ class Sender:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._retry_now.wait(), seconds)
 
-    async def _deliver(self, delivery: _Delivery) -> None:
+    async def _deliver(self, delivery: Delivery) -> None:
         segment = delivery.segment
         if not segment.loaded:
             runs_before, frames_before = segment.runs, segment.size - len(MAGIC)
@@ -343,7 +326,7 @@ class Sender:
                 self.metrics.spool_damaged_files.inc()
                 frames = sum(map(frame_size, segment.keys, segment.values))
                 self.ledger.settled(runs_before - segment.runs, frames_before - frames)
-        delivery.ensure_state()
+            delivery.loaded()
         backoff = self.config.retry_backoff_s
         while True:
             await self._connected.wait()
@@ -357,18 +340,17 @@ class Sender:
             failed = await self._send(producer, delivery, todo)
             if not failed:
                 break
-            self._mark_waited(delivery, failed)
+            self._mark_spooled(delivery, failed)
             if self._halt:
                 return
             await self._pause(backoff)
             backoff = min(backoff * 2, self.config.max_retry_backoff_s)
-        if delivery.timer is not None:
-            delivery.timer.cancel()
+        self._cancel_timer(delivery)
         await self._io(self.spool.delete, segment)
         self.ledger.disk_changed(-segment.runs, -segment.size)
 
     async def _send(
-        self, producer: AIOKafkaProducer, delivery: _Delivery, todo: list[int]
+        self, producer: AIOKafkaProducer, delivery: Delivery, todo: list[int]
     ) -> list[int]:
         """Send the records at `todo`; returns those that failed and may be retried."""
         segment, topic = delivery.segment, self.config.topic
@@ -413,8 +395,7 @@ class Sender:
                 acked.append(i)
         if failed:
             log.debug("recorder: %d runs not acknowledged; retrying", len(failed))
-        for i in acked:
-            delivery.state[i] = ACKED
+        delivery.settle(acked, RunState.ACKED)
         if acked:
             self.metrics.runs_sent.inc(len(acked))
             self.ledger.settled(len(acked), self._frames(segment, acked))
@@ -438,7 +419,7 @@ class Sender:
     def _note_rejected(self, exc: BaseException) -> None:
         self.last_error = f"broker refused a run: {exc!r}"
 
-    async def _reject(self, delivery: _Delivery, indices: list[int]) -> None:
+    async def _reject(self, delivery: Delivery, indices: list[int]) -> None:
         segment = delivery.segment
         keys = [segment.keys[i] for i in indices]
         values = [segment.values[i] for i in indices]
@@ -447,8 +428,7 @@ class Sender:
         except OSError as exc:
             log.error("recorder: cannot keep %d refused runs (%s); retrying", len(keys), exc)
             return  # their state stays open: they are tried again, nothing is dropped
-        for i in indices:
-            delivery.state[i] = REJECTED
+        delivery.settle(indices, RunState.REJECTED)
         self.metrics.runs_failed.labels("rejected_by_broker").inc(len(indices))
         self.ledger.settled(len(indices), self._frames(segment, indices))
         log.error(
@@ -473,9 +453,8 @@ class Sender:
         for _, delivery in in_flight:
             await self._keep_rest(delivery)
         for delivery in [*(d for _, d in in_flight), *self._ready]:
-            if delivery.timer is not None:
-                delivery.timer.cancel()
-            self._mark_waited(delivery, None)  # unsent at close: they wait in the spool
+            self._cancel_timer(delivery)
+            self._mark_spooled(delivery, None)  # unsent at close: they wait in the spool
         if self.ledger.pending_runs():
             log.warning(
                 "recorder: closing with %d runs unsent; they stay in %s for the next recorder",
@@ -496,10 +475,10 @@ class Sender:
             left = (self._deadline or time.monotonic()) - time.monotonic()
             await asyncio.wait(tasks, timeout=max(left, 1.0))
 
-    async def _keep_rest(self, delivery: _Delivery) -> None:
+    async def _keep_rest(self, delivery: Delivery) -> None:
         """After a cancelled delivery: the segment keeps only its unacknowledged runs."""
         segment = delivery.segment
-        if len(delivery.state) != segment.runs:  # cancelled before it started sending
+        if len(delivery.states) != segment.runs:  # cancelled while its segment was being read
             return
         keep = delivery.open_indices()
         if len(keep) == segment.runs:
