@@ -25,10 +25,8 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import (
@@ -42,11 +40,11 @@ from aiokafka.partitioner import murmur2
 from worker.recorder.delivery import Delivery, RunState
 from worker.recorder.ledger import Ledger
 from worker.recorder.metrics import RecorderMetrics
+from worker.recorder.signals import Signals
 from worker.recorder.spool import MAGIC, Segment, Spool, frame_size
+from worker.recorder.spool_io import SpoolIO
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 #: the broker will never take these records: kept under rejected/, counted as failed
 PERMANENT_ERRORS = (
@@ -87,20 +85,17 @@ class Sender:
         self._incoming: deque[tuple[bytes, bytes]] = deque()
         self._wake_scheduled = False
         self._loop = asyncio.new_event_loop()
-        # made here, not in _main: a caller's first wake-up may run before _main starts
-        # (asyncio.Event binds to the loop that first waits on it)
-        self._wakeup = asyncio.Event()
-        self._retry_now = asyncio.Event()
+        self._signals = Signals()
+        self._spool_io = SpoolIO(spool, self._loop)
         self._connected = asyncio.Event()
         self._thread = threading.Thread(target=self._run, name="run-recorder-sender", daemon=True)
-        self._deadline: float | None = None  # monotonic; set when stopping
-        #: set when deliveries must stop: their tasks end at their next step even if a
-        #: library swallowed the cancellation (aiokafka's start() turns it into an error)
-        self._halt = False
-        self._deliver_until = 0.0
         #: set once everything recorded before the stop request is on disk (or never will be)
         self.spooled = threading.Event()
-        self.last_error: str | None = None
+
+    @property
+    def last_error(self) -> str | None:
+        """The last error met (spool write, connection, send), or None."""
+        return self._signals.last_error
 
     # --- caller side (any thread) ----------------------------------------------------------
 
@@ -115,17 +110,17 @@ class Sender:
         self._incoming.append((key, value))
         if not self._wake_scheduled:
             self._wake_scheduled = True
-            self._loop.call_soon_threadsafe(self._on_wake)
+            self._loop.call_soon_threadsafe(self._signals.wake)
 
     def kick(self) -> None:
         """Work now: write what is queued and retry failed sends without waiting for their
         backoff (for `flush()`)."""
         with contextlib.suppress(RuntimeError):  # loop already closed
-            self._loop.call_soon_threadsafe(self._on_kick)
+            self._loop.call_soon_threadsafe(self._signals.kick)
 
     def request_stop(self, deadline: float) -> None:
         with contextlib.suppress(RuntimeError):
-            self._loop.call_soon_threadsafe(self._on_stop, deadline)
+            self._loop.call_soon_threadsafe(self._signals.stop, deadline)
 
     def join(self, timeout: float) -> bool:
         self._thread.join(max(timeout, 0.0))
@@ -142,7 +137,7 @@ class Sender:
         try:
             self._loop.run_until_complete(self._main())
         except BaseException as exc:  # never die silently: what is unsent stays in the spool
-            self.last_error = f"the sender stopped: {exc!r}"
+            self._signals.last_error = f"the sender stopped: {exc!r}"
             log.exception("recorder sender stopped by an unexpected error")
         finally:
             self.spooled.set()
@@ -150,33 +145,14 @@ class Sender:
                 self.spool.close()
             self._loop.close()
 
-    def _on_wake(self) -> None:
-        self._wakeup.set()
-
-    def _on_kick(self) -> None:
-        self._wakeup.set()
-        self._retry_now.set()
-
-    def _on_stop(self, deadline: float) -> None:
-        self._deadline = deadline if self._deadline is None else min(deadline, self._deadline)
-        # deliveries stop a little before the deadline, leaving time to clean up
-        margin = min(1.0, max(self._deadline - time.monotonic(), 0.0) * 0.25)
-        self._deliver_until = self._deadline - margin
-        self._wakeup.set()
-        self._retry_now.set()
-
-    async def _io(self, func: Callable[..., T], *args: Any) -> T:
-        return await self._loop.run_in_executor(self._io_pool, func, *args)
-
     async def _main(self) -> None:
-        self._io_pool = ThreadPoolExecutor(1, thread_name_prefix="run-recorder-spool")
         self._producer: AIOKafkaProducer | None = None
         self._ready: deque[Delivery] = deque()
         self._active: dict[asyncio.Task[None], Delivery] = {}
         #: mark the runs still unacknowledged `spooled_after_s` after the write as spooled
         self._timers: dict[Delivery, asyncio.TimerHandle] = {}
         try:
-            backlog, damaged = await self._io(self.spool.scan)
+            backlog, damaged = await self._spool_io.scan()
             if damaged:
                 self.metrics.spool_damaged_files.inc(damaged)
             for segment in backlog:
@@ -190,31 +166,32 @@ class Sender:
             try:
                 await self._serve()
             finally:
-                self._halt = True
+                self._signals.halted = True
                 connector.cancel()
-                await self._settle([connector])
+                await self._signals.settle([connector])
                 await self._shutdown()
         finally:
-            self._io_pool.shutdown(wait=True)
+            self._spool_io.shutdown()
 
     async def _serve(self) -> None:
+        signals = self._signals
         while True:
-            self._wakeup.clear()
+            signals.work.clear()
             await self._write_incoming()
             self._start_deliveries()
-            if self._deadline is not None:
+            if signals.stopping:
                 if not (self._incoming or self._ready or self._active):
                     return
-                if time.monotonic() >= self._deliver_until:
+                if time.monotonic() >= signals.deliver_until:
                     return
             # idle from here: callers must wake us again. Checked after clearing the flag, so
             # a record appended meanwhile is either seen now or comes with a wake-up.
             self._wake_scheduled = False
             if self._incoming:
                 continue
-            timeout = None if self._deadline is None else self._deliver_until - time.monotonic()
+            timeout = signals.deliver_until - time.monotonic() if signals.stopping else None
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), timeout)
+                await asyncio.wait_for(signals.work.wait(), timeout)
 
     async def _write_incoming(self) -> None:
         limit_runs, limit_bytes = self.config.max_segment_runs, self.config.max_segment_bytes
@@ -229,14 +206,14 @@ class Sender:
                 values.append(value)
                 size += frame_size(key, value)
             try:
-                segment = await self._io(self.spool.write, keys, values)
+                segment = await self._spool_io.write(keys, values)
             except OSError as exc:
                 # the runs stay owed and in memory; retried after a pause (disk full...)
                 log.error("recorder: cannot write the spool (%s); retrying", exc)
-                self.last_error = f"spool write failed: {exc}"
+                self._signals.last_error = f"spool write failed: {exc}"
                 incoming.extendleft(reversed(list(zip(keys, values, strict=True))))
                 await asyncio.sleep(self.config.retry_backoff_s)
-                if self._deadline is not None and time.monotonic() >= self._deadline:
+                if self._signals.past_deadline():
                     return
                 continue
             self.ledger.disk_changed(segment.runs, segment.size)
@@ -273,7 +250,7 @@ class Sender:
         self._active.pop(task, None)
         if not task.cancelled() and task.exception() is not None:
             log.error("recorder: delivery failed", exc_info=task.exception())
-        self._wakeup.set()
+        self._signals.wake()
 
     async def _connect(self) -> None:
         backoff = self.config.retry_backoff_s
@@ -289,36 +266,28 @@ class Sender:
             except Exception as exc:
                 with contextlib.suppress(Exception):
                     await producer.stop()
-                if self._deadline is not None:
+                if self._signals.stopping:
                     return  # stopping (a cancellation may have surfaced as this error)
                 failures += 1
-                self.last_error = f"cannot connect to Kafka: {exc}"
+                self._signals.last_error = f"cannot connect to Kafka: {exc}"
                 level = logging.WARNING if failures == 1 or failures % 60 == 0 else logging.DEBUG
                 log.log(level, "recorder: cannot reach Kafka (%s); runs wait in the spool", exc)
-                await self._pause(backoff)
+                await self._signals.pause(backoff)
                 backoff = min(backoff * 2, self.config.max_retry_backoff_s)
                 continue
             if failures:
                 log.info("recorder: connected to Kafka after %d failed attempts", failures)
             self._producer = producer
             self._connected.set()
-            self._retry_now.set()
+            self._signals.retry_now.set()
             return
-
-    async def _pause(self, seconds: float) -> None:
-        """Sleep, cut short by a stop request or a `retry now`."""
-        if self._deadline is not None:
-            return
-        self._retry_now.clear()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._retry_now.wait(), seconds)
 
     async def _deliver(self, delivery: Delivery) -> None:
         segment = delivery.segment
         if not segment.loaded:
             runs_before, frames_before = segment.runs, segment.size - len(MAGIC)
             try:
-                await self._io(self.spool.load, segment)
+                await self._spool_io.load(segment)
             except OSError as exc:
                 segment.keys, segment.values, segment.runs = [], [], 0
                 log.error("recorder: cannot read spool segment %s (%s)", segment.path, exc)
@@ -330,7 +299,7 @@ class Sender:
         backoff = self.config.retry_backoff_s
         while True:
             await self._connected.wait()
-            if self._halt:
+            if self._signals.halted:
                 return  # the shutdown keeps what is left of the segment
             producer = self._producer
             assert producer is not None
@@ -341,12 +310,12 @@ class Sender:
             if not failed:
                 break
             self._mark_spooled(delivery, failed)
-            if self._halt:
+            if self._signals.halted:
                 return
-            await self._pause(backoff)
+            await self._signals.pause(backoff)
             backoff = min(backoff * 2, self.config.max_retry_backoff_s)
         self._cancel_timer(delivery)
-        await self._io(self.spool.delete, segment)
+        await self._spool_io.delete(segment)
         self.ledger.disk_changed(-segment.runs, -segment.size)
 
     async def _send(
@@ -364,7 +333,7 @@ class Sender:
                 rejected.append(i)
                 self._note_rejected(exc)
             except Exception as exc:  # broker away, metadata timeout...: retry them all later
-                self.last_error = f"send failed: {exc!r}"
+                self._signals.last_error = f"send failed: {exc!r}"
                 log.debug("recorder: send failed (%r); retrying", exc)
                 failed.extend(todo[position:])
                 break
@@ -380,7 +349,7 @@ class Sender:
                 suspects.append(i)  # maybe only its batch was too large: tried alone below
                 self._note_rejected(result)
             else:
-                self.last_error = f"send failed: {result!r}"
+                self._signals.last_error = f"send failed: {result!r}"
                 failed.append(i)
         for i in suspects:
             try:
@@ -389,7 +358,7 @@ class Sender:
                 rejected.append(i)
                 self._note_rejected(exc)
             except Exception as exc:
-                self.last_error = f"send failed: {exc!r}"
+                self._signals.last_error = f"send failed: {exc!r}"
                 failed.append(i)
             else:
                 acked.append(i)
@@ -417,14 +386,14 @@ class Sender:
         await (await producer.send_batch(batch, topic, partition=partition))
 
     def _note_rejected(self, exc: BaseException) -> None:
-        self.last_error = f"broker refused a run: {exc!r}"
+        self._signals.last_error = f"broker refused a run: {exc!r}"
 
     async def _reject(self, delivery: Delivery, indices: list[int]) -> None:
         segment = delivery.segment
         keys = [segment.keys[i] for i in indices]
         values = [segment.values[i] for i in indices]
         try:
-            path = await self._io(self.spool.reject, keys, values)
+            path = await self._spool_io.reject(keys, values)
         except OSError as exc:
             log.error("recorder: cannot keep %d refused runs (%s); retrying", len(keys), exc)
             return  # their state stays open: they are tried again, nothing is dropped
@@ -434,7 +403,7 @@ class Sender:
         log.error(
             "recorder: the broker refused %d runs for good (%s); kept in %s",
             len(indices),
-            self.last_error,
+            self._signals.last_error,
             path,
         )
 
@@ -449,7 +418,7 @@ class Sender:
         in_flight = list(self._active.items())
         for task, _ in in_flight:
             task.cancel()
-        await self._settle([task for task, _ in in_flight])
+        await self._signals.settle([task for task, _ in in_flight])
         for _, delivery in in_flight:
             await self._keep_rest(delivery)
         for delivery in [*(d for _, d in in_flight), *self._ready]:
@@ -462,18 +431,10 @@ class Sender:
                 self.spool.directory,
             )
         if self._producer is not None:
-            left = max((self._deadline or time.monotonic()) - time.monotonic(), 0.05)
             try:
-                await asyncio.wait_for(self._producer.stop(), left)
+                await asyncio.wait_for(self._producer.stop(), self._signals.time_left(0.05))
             except Exception as exc:  # incl. timeout: the runs are on disk anyway
                 log.debug("recorder: producer stop: %r", exc)
-
-    async def _settle(self, tasks: list[asyncio.Task[None]]) -> None:
-        """Wait for cancelled tasks, but not forever: a task stuck in a library call must
-        not keep the segments from being rewritten and the thread from ending."""
-        if tasks:
-            left = (self._deadline or time.monotonic()) - time.monotonic()
-            await asyncio.wait(tasks, timeout=max(left, 1.0))
 
     async def _keep_rest(self, delivery: Delivery) -> None:
         """After a cancelled delivery: the segment keeps only its unacknowledged runs."""
@@ -485,7 +446,7 @@ class Sender:
             return
         runs_before, size_before = segment.runs, segment.size
         try:
-            await self._io(self.spool.rewrite, segment, keep)
+            await self._spool_io.rewrite(segment, keep)
         except OSError as exc:  # the old file stays: its acknowledged runs are re-sent
             log.error("recorder: cannot rewrite %s (%s)", segment.path, exc)
             return
