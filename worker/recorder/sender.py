@@ -25,7 +25,6 @@ import logging
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -37,6 +36,8 @@ from aiokafka.errors import (
 )
 from aiokafka.partitioner import murmur2
 
+from worker.recorder.config import SenderConfig
+from worker.recorder.connection import Connection
 from worker.recorder.delivery import Delivery, RunState
 from worker.recorder.ledger import Ledger
 from worker.recorder.metrics import RecorderMetrics
@@ -53,19 +54,6 @@ PERMANENT_ERRORS = (
     RecordListTooLargeError,
     InvalidTopicError,
 )
-
-
-@dataclass(frozen=True)
-class SenderConfig:
-    topic: str
-    producer_kwargs: dict[str, Any]
-    max_segment_runs: int = 1000
-    max_segment_bytes: int = 1 << 20
-    max_inflight_segments: int = 4
-    #: a run still unacknowledged this long after reaching the disk counts as spooled
-    spooled_after_s: float = 1.0
-    retry_backoff_s: float = 0.5
-    max_retry_backoff_s: float = 5.0
 
 
 class Sender:
@@ -87,7 +75,7 @@ class Sender:
         self._loop = asyncio.new_event_loop()
         self._signals = Signals()
         self._spool_io = SpoolIO(spool, self._loop)
-        self._connected = asyncio.Event()
+        self._connection = Connection(config, self._signals, self._loop)
         self._thread = threading.Thread(target=self._run, name="run-recorder-sender", daemon=True)
         #: set once everything recorded before the stop request is on disk (or never will be)
         self.spooled = threading.Event()
@@ -146,7 +134,6 @@ class Sender:
             self._loop.close()
 
     async def _main(self) -> None:
-        self._producer: AIOKafkaProducer | None = None
         self._ready: deque[Delivery] = deque()
         self._active: dict[asyncio.Task[None], Delivery] = {}
         #: mark the runs still unacknowledged `spooled_after_s` after the write as spooled
@@ -162,7 +149,7 @@ class Sender:
                 runs = sum(s.runs for s in backlog)
                 self.ledger.add_backlog(runs, sum(s.size - len(MAGIC) for s in backlog))
                 log.info("recorder: %d runs left in the spool by earlier runs, sending", runs)
-            connector = asyncio.create_task(self._connect())
+            connector = asyncio.create_task(self._connection.connect())
             try:
                 await self._serve()
             finally:
@@ -252,36 +239,6 @@ class Sender:
             log.error("recorder: delivery failed", exc_info=task.exception())
         self._signals.wake()
 
-    async def _connect(self) -> None:
-        backoff = self.config.retry_backoff_s
-        failures = 0
-        while True:
-            producer = AIOKafkaProducer(**self.config.producer_kwargs)
-            try:
-                await producer.start()
-            except asyncio.CancelledError:
-                with contextlib.suppress(Exception):
-                    await producer.stop()
-                raise
-            except Exception as exc:
-                with contextlib.suppress(Exception):
-                    await producer.stop()
-                if self._signals.stopping:
-                    return  # stopping (a cancellation may have surfaced as this error)
-                failures += 1
-                self._signals.last_error = f"cannot connect to Kafka: {exc}"
-                level = logging.WARNING if failures == 1 or failures % 60 == 0 else logging.DEBUG
-                log.log(level, "recorder: cannot reach Kafka (%s); runs wait in the spool", exc)
-                await self._signals.pause(backoff)
-                backoff = min(backoff * 2, self.config.max_retry_backoff_s)
-                continue
-            if failures:
-                log.info("recorder: connected to Kafka after %d failed attempts", failures)
-            self._producer = producer
-            self._connected.set()
-            self._signals.retry_now.set()
-            return
-
     async def _deliver(self, delivery: Delivery) -> None:
         segment = delivery.segment
         if not segment.loaded:
@@ -298,11 +255,9 @@ class Sender:
             delivery.loaded()
         backoff = self.config.retry_backoff_s
         while True:
-            await self._connected.wait()
+            producer = await self._connection.producer()
             if self._signals.halted:
                 return  # the shutdown keeps what is left of the segment
-            producer = self._producer
-            assert producer is not None
             todo = delivery.open_indices()
             if not todo:
                 break
@@ -313,7 +268,7 @@ class Sender:
             if self._signals.halted:
                 return
             await self._signals.pause(backoff)
-            backoff = min(backoff * 2, self.config.max_retry_backoff_s)
+            backoff = self.config.next_backoff(backoff)
         self._cancel_timer(delivery)
         await self._spool_io.delete(segment)
         self.ledger.disk_changed(-segment.runs, -segment.size)
@@ -430,11 +385,7 @@ class Sender:
                 self.ledger.pending_runs(),
                 self.spool.directory,
             )
-        if self._producer is not None:
-            try:
-                await asyncio.wait_for(self._producer.stop(), self._signals.time_left(0.05))
-            except Exception as exc:  # incl. timeout: the runs are on disk anyway
-                log.debug("recorder: producer stop: %r", exc)
+        await self._connection.stop()
 
     async def _keep_rest(self, delivery: Delivery) -> None:
         """After a cancelled delivery: the segment keeps only its unacknowledged runs."""
