@@ -17,32 +17,28 @@ class SpoolIO:
     """`Spool`'s operations as coroutines, for the loop the sender runs."""
 
     def __init__(self, spool: Spool, loop: asyncio.AbstractEventLoop) -> None:
-        self.spool = spool
+        self._spool = spool
         self._loop = loop
         # no thread yet: the executor starts one on first use, on the sender's thread
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="run-recorder-spool")
 
-    @property
-    def directory(self) -> Path:
-        return self.spool.directory
-
     async def scan(self) -> tuple[list[Segment], int]:
-        return await self._loop.run_in_executor(self._pool, self.spool.scan)
+        return await self._loop.run_in_executor(self._pool, self._spool.scan)
 
     async def write(self, keys: list[bytes], values: list[bytes]) -> Segment:
-        return await self._loop.run_in_executor(self._pool, self.spool.write, keys, values)
+        return await self._loop.run_in_executor(self._pool, self._spool.write, keys, values)
 
     async def load(self, segment: Segment) -> Segment:
-        return await self._loop.run_in_executor(self._pool, self.spool.load, segment)
+        return await self._loop.run_in_executor(self._pool, self._spool.load, segment)
 
     async def rewrite(self, segment: Segment, keep: list[int]) -> None:
-        await self._loop.run_in_executor(self._pool, self.spool.rewrite, segment, keep)
+        await self._loop.run_in_executor(self._pool, self._spool.rewrite, segment, keep)
 
     async def delete(self, segment: Segment) -> None:
-        await self._loop.run_in_executor(self._pool, self.spool.delete, segment)
+        await self._loop.run_in_executor(self._pool, self._spool.delete, segment)
 
     async def reject(self, keys: list[bytes], values: list[bytes]) -> Path:
-        return await self._loop.run_in_executor(self._pool, self.spool.reject, keys, values)
+        return await self._loop.run_in_executor(self._pool, self._spool.reject, keys, values)
 
     def shutdown(self) -> None:
         """Wait for the operation under way, if any, and end the helper thread."""
