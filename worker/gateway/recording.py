@@ -37,8 +37,10 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from worker.client import CallCounter
 from worker.gateway.observer import CallObserver, CompletedCall, StartedCall
+from worker.models import UINT32_MAX
 from worker.recorder import RecorderError, RunRecorder
-from worker.recorder.record import UINT32_MAX, Run, check_name
+from worker.recorder.checks import check_name
+from worker.recorder.record import Run
 from worker.settings import Settings
 
 log = logging.getLogger("worker.gateway")

@@ -5,6 +5,7 @@ Imports neither faust nor RocksDB. The adapters `worker.recorder.nemo_relay` and
 See docs/recording.md.
 """
 
+from worker.recorder.call import Call
 from worker.recorder.errors import (
     RecorderClosedError,
     RecorderError,
@@ -14,7 +15,7 @@ from worker.recorder.errors import (
     SpoolFullError,
     SpoolLockedError,
 )
-from worker.recorder.record import Call, Run
+from worker.recorder.record import Run
 from worker.recorder.recorder import RecorderStats, RunRecorder
 from worker.recorder.uuid7 import uuid7
 

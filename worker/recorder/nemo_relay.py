@@ -34,7 +34,9 @@ from typing import Any
 import nemo_relay
 
 from worker.models.timestamps import parse_timestamp_ns
-from worker.recorder.record import Call, Run, check_uint32
+from worker.recorder.call import Call
+from worker.recorder.checks import check_uint32
+from worker.recorder.record import Run
 from worker.recorder.recorder import RunRecorder
 
 log = logging.getLogger(__name__)

@@ -39,7 +39,7 @@ from typing import Any
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
-from worker.recorder.record import UINT32_MAX
+from worker.models import UINT32_MAX
 from worker.recorder.recorder import RunRecorder
 
 log = logging.getLogger(__name__)

@@ -1,11 +1,12 @@
 """A run being recorded and its calls: what the agent's code touches, and the record they make.
 
-`Run` and `Call` are plain objects with `end()` methods, usable as context managers (`with`
-and `async with`) or driven explicitly with timestamps (a gateway that times calls itself:
-`run.add_call(...)`, `run.end(ended_at=...)`). When a run ends its record is encoded once,
-as SPEC 9 wants it (section 2's RunRecord, calls in start order, UTC timestamps with nine
-fraction digits, absent fields left out), and handed to the recorder's sink; the bytes never
-change afterwards, so every retry sends the same bytes.
+`Run` and `Call` (call.py) are plain objects with `end()` methods, usable as context
+managers (`with` and `async with`) or driven explicitly with timestamps (a gateway that times
+calls itself: `run.add_call(...)`, `run.end(ended_at=...)`). When a run ends its record is
+encoded once, as SPEC 9 wants it (section 2's RunRecord, calls in start order, UTC timestamps
+with nine fraction digits, absent fields left out), and handed to the recorder's sink; the
+bytes never change afterwards, so every retry sends the same bytes. Values the worker would
+refuse are refused when given (checks.py).
 
 Times measured here (no explicit timestamp) come from one wall-clock reading when the run
 starts plus the monotonic clock: a clock step during a run never makes an `ended_at` earlier
@@ -15,30 +16,23 @@ than its `started_at`.
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import time
 from collections.abc import Mapping
 from types import TracebackType
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 from uuid import UUID
 
 import orjson
 
 from worker.models.timestamps import format_timestamp_ns
+from worker.recorder.call import CALL_KINDS, Call, CallKind
+from worker.recorder.checks import check_name
 from worker.recorder.errors import RunEndedError
 from worker.recorder.timestamps import TimestampInput, to_ns
 from worker.recorder.uuid7 import uuid7
 
 log = logging.getLogger(__name__)
-
-UINT32_MAX = 2**32 - 1
-CallKind = Literal["llm", "tool"]
-_KINDS = ("llm", "tool")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-#: names already checked (agents and calls repeat a handful of names over and over)
-_checked_names: set[str] = set()
-_CHECKED_NAMES_MAX = 10_000
 
 
 class RunSink(Protocol):
@@ -47,210 +41,6 @@ class RunSink(Protocol):
     record_payloads: bool
 
     def submit(self, run: Run, record: bytes) -> None: ...
-
-
-def check_name(value: object, what: str, *, allow_empty: bool = True) -> str:
-    """`value` if it is a string the worker accepts as a name (SPEC 2), else ValueError."""
-    if type(value) is str and value in _checked_names:
-        return value
-    if not isinstance(value, str):
-        raise ValueError(f"{what} must be a string, got {type(value).__name__}")
-    if not value and not allow_empty:
-        raise ValueError(f"{what} must not be empty")
-    match = _CONTROL.search(value)
-    if match is not None:
-        raise ValueError(
-            f"{what} {value!r} contains the control character U+{ord(match.group()):04X}; "
-            "the worker rejects such records"
-        )
-    if len(_checked_names) >= _CHECKED_NAMES_MAX:
-        _checked_names.clear()
-    if value:
-        _checked_names.add(value)
-    return value
-
-
-def check_uint32(value: object, what: str) -> int | None:
-    """None, or an int in 0..2^32-1 (serde's u32), else ValueError."""
-    if type(value) is int and 0 <= value <= UINT32_MAX:
-        return value
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{what} must be an integer, got {type(value).__name__}")
-    if not 0 <= value <= UINT32_MAX:
-        raise ValueError(f"{what} must be in 0..{UINT32_MAX}, got {value}")
-    return int(value)
-
-
-def json_object(value: object, what: str) -> orjson.Fragment:
-    """A JSON object, encoded once now: bad values fail here, at the caller, not at send time."""
-    if not isinstance(value, Mapping):
-        raise ValueError(f"{what} must be a mapping (a JSON object), got {type(value).__name__}")
-    try:
-        return orjson.Fragment(orjson.dumps(dict(value)))
-    except TypeError as exc:  # orjson.JSONEncodeError is a TypeError
-        raise ValueError(f"{what} is not JSON-serialisable: {exc}") from None
-
-
-#: CallRecord fields written as they are, when set
-_OPTIONAL_FIELDS = (
-    "output_tokens",
-    "prompt_tokens",
-    "total_tokens",
-    "model_name",
-    "tool_call_count",
-    "metadata_snapshot",
-    "annotated_request",
-    "annotated_response",
-)
-
-
-class Call:
-    """One LLM or tool call of a run. Started when made; `end()` (or leaving `with`) ends it."""
-
-    __slots__ = (
-        "_run",
-        "annotated_request",
-        "annotated_response",
-        "ended_at",
-        "kind",
-        "metadata_snapshot",
-        "model_name",
-        "name",
-        "output_tokens",
-        "prompt_tokens",
-        "started_at",
-        "tool_call_count",
-        "total_tokens",
-    )
-
-    def __init__(self, run: Run, kind: CallKind, name: str, started_at: int) -> None:
-        self._run = run
-        self.kind = kind
-        self.name = name
-        #: nanoseconds since the Unix epoch
-        self.started_at = started_at
-        self.ended_at: int | None = None
-        self.output_tokens: int | None = None
-        self.prompt_tokens: int | None = None
-        self.total_tokens: int | None = None
-        self.model_name: str | None = None
-        self.tool_call_count: int | None = None
-        self.metadata_snapshot: orjson.Fragment | None = None
-        self.annotated_request: orjson.Fragment | None = None
-        self.annotated_response: orjson.Fragment | None = None
-
-    def set_usage(
-        self,
-        *,
-        output_tokens: int | None = None,
-        prompt_tokens: int | None = None,
-        total_tokens: int | None = None,
-    ) -> Call:
-        """Token counts from the response's usage (each an int in 0..2^32-1, or None)."""
-        self.output_tokens = check_uint32(output_tokens, "output_tokens")
-        self.prompt_tokens = check_uint32(prompt_tokens, "prompt_tokens")
-        self.total_tokens = check_uint32(total_tokens, "total_tokens")
-        return self
-
-    def set_model_name(self, model_name: str | None) -> Call:
-        """The model that answered (the response's `model`)."""
-        self.model_name = None if model_name is None else check_name(model_name, "model_name")
-        return self
-
-    def set_tool_call_count(self, count: int | None) -> Call:
-        """How many tool calls the response asked for."""
-        self.tool_call_count = check_uint32(count, "tool_call_count")
-        return self
-
-    def set_metadata(self, metadata: Mapping[str, Any] | None) -> Call:
-        """`metadata_snapshot`: a JSON object the caller chooses to attach."""
-        self.metadata_snapshot = None if metadata is None else json_object(metadata, "metadata")
-        return self
-
-    def set_payloads(
-        self,
-        *,
-        request: Mapping[str, Any] | None = None,
-        response: Mapping[str, Any] | None = None,
-    ) -> Call:
-        """`annotated_request` / `annotated_response` (prompts and answers).
-
-        Kept only when the recorder was made with `record_payloads=True` (SPEC 9: left out
-        unless asked for); otherwise ignored without encoding them."""
-        if self._run._sink.record_payloads:
-            if request is not None:
-                self.annotated_request = json_object(request, "annotated_request")
-            if response is not None:
-                self.annotated_response = json_object(response, "annotated_response")
-        return self
-
-    def end(self, ended_at: TimestampInput | None = None) -> None:
-        """End the call now, or at `ended_at` (ns since the epoch or an aware datetime).
-
-        Ending a call twice keeps the first end. A call that ends after its run has ended is
-        already recorded without `ended_at`; a warning says so."""
-        run = self._run
-        if ended_at is None:
-            ns = max(run.now_ns(), self.started_at)  # a start given explicitly may be ahead
-        else:
-            ns = to_ns(ended_at, "ended_at")
-            if ns < self.started_at:
-                raise ValueError(
-                    f"call {self.name!r}: ended_at ({ns}) is earlier than started_at "
-                    f"({self.started_at})"
-                )
-        with run._lock:
-            if run._record is not None:
-                log.warning(
-                    "call %r ended after its run %s had ended: recorded without ended_at",
-                    self.name,
-                    run.id,
-                )
-                return
-            if self.ended_at is None:
-                self.ended_at = ns
-
-    def to_dict(self) -> dict[str, Any]:
-        """The call as SPEC 2's CallRecord (JSON-ready: timestamps formatted, absent left out)."""
-        item: dict[str, Any] = {
-            "kind": self.kind,
-            "name": self.name,
-            "started_at": format_timestamp_ns(self.started_at),
-        }
-        if self.ended_at is not None:
-            item["ended_at"] = format_timestamp_ns(self.ended_at)
-        for name in _OPTIONAL_FIELDS:
-            value = getattr(self, name)
-            if value is not None:
-                item[name] = value
-        return item
-
-    def __enter__(self) -> Call:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.end()  # a call that raised still happened: it is recorded
-
-    async def __aenter__(self) -> Call:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.end()
-
-    def __repr__(self) -> str:
-        return f"Call({self.kind!r}, {self.name!r}, started_at={self.started_at})"
 
 
 class Run:
@@ -316,6 +106,25 @@ class Run:
         """The run's clock: its start's wall time plus monotonic time elapsed since."""
         return self._wall0 + (time.monotonic_ns() - self._mono0)
 
+    @property
+    def record_payloads(self) -> bool:
+        """Whether its calls keep their payloads (the recorder's `record_payloads`)."""
+        return self._sink.record_payloads
+
+    def end_call(self, call: Call, ns: int) -> None:
+        """End one of its calls at `ns` (for `Call.end`): the first end counts, and none
+        once the run has ended (its record was made without it)."""
+        with self._lock:
+            if self._record is not None:
+                log.warning(
+                    "call %r ended after its run %s had ended: recorded without ended_at",
+                    call.name,
+                    self.id,
+                )
+                return
+            if call.ended_at is None:
+                call.ended_at = ns
+
     def llm_call(
         self,
         name: str,
@@ -337,7 +146,7 @@ class Run:
         self, kind: CallKind, name: str, *, started_at: TimestampInput | None = None
     ) -> Call:
         """Start a call of `kind` ("llm" or "tool")."""
-        if kind not in _KINDS:
+        if kind not in CALL_KINDS:
             raise ValueError(f"kind must be 'llm' or 'tool', got {kind!r}")
         name = check_name(name, "call name")
         ns = self.now_ns() if started_at is None else to_ns(started_at, "started_at")
@@ -364,7 +173,7 @@ class Run:
         """Add a call timed elsewhere (a gateway, a trace): every field given at once.
 
         Nothing is added when a value is invalid (ValueError names it)."""
-        if kind not in _KINDS:
+        if kind not in CALL_KINDS:
             raise ValueError(f"kind must be 'llm' or 'tool', got {kind!r}")
         call = Call(self, kind, check_name(name, "call name"), to_ns(started_at, "started_at"))
         if ended_at is not None:

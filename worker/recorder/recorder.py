@@ -34,11 +34,12 @@ from uuid import UUID
 from prometheus_client import REGISTRY, CollectorRegistry
 
 from worker.kafka.clients import bootstrap_list, client_kwargs
+from worker.recorder.config import SenderConfig
 from worker.recorder.errors import RecorderClosedError, RecordTooLargeError, SpoolFullError
 from worker.recorder.ledger import Ledger
 from worker.recorder.metrics import metrics_for
 from worker.recorder.record import Run
-from worker.recorder.sender import Sender, SenderConfig
+from worker.recorder.sender import Sender
 from worker.recorder.spool import Spool, frame_size
 from worker.recorder.timestamps import TimestampInput
 from worker.settings import DEFAULT_TOPICS, KafkaSettings

@@ -1,20 +1,22 @@
 """The recorder's background thread: finished runs to the spool, then to Kafka.
 
 Callers only append `(key, value)` to a deque and, when the thread is idle, wake it; they
-never wait for disk or network. The thread runs its own asyncio loop with:
+never wait for disk or network. The thread runs an asyncio loop of its own, shared by
+three parts (the way aiokafka's producer splits into an accumulator and a sender):
 
-- the writer: drains the deque into spool segments (disk I/O on one helper thread, so the
-  loop keeps serving the producer while a segment is fsync'ed);
-- the connector: starts the AIOKafkaProducer (acks=all, idempotent), retrying with backoff
-  while the broker is unreachable;
-- deliveries: up to `max_inflight_segments` segments at a time, each sending its unacked
-  records (the same bytes every time) until the broker acknowledged all of them, then
-  deleting the segment.
+- `SpoolWriter` (spool_writer.py): drains the deque into spool segments (disk I/O on one
+  helper thread, `SpoolIO`, so the loop keeps serving the producer during an fsync);
+- `Connection` (connection.py): starts the AIOKafkaProducer (acks=all, idempotent),
+  retrying with backoff while the broker is unreachable;
+- `Deliveries` (deliveries.py): up to `max_inflight_segments` segments at a time, each
+  sending its open runs (`produce.py`; the same bytes every time) until the broker has
+  acknowledged or refused every one, then deleting the segment.
 
-Stopping (`request_stop(deadline)`): the deque is written to disk, however long that takes
-(`spooled` is set then), deliveries go on until nothing is owed or the deadline is near,
-then they are cancelled, partly delivered segments are rewritten with what is left, and
-the producer is stopped.
+They signal each other through `Signals` (work arrived, retry now, stop); the `Sender`
+below wires them and owns start and shutdown. Stopping (`request_stop(deadline)`): the
+deque is written to disk, however long that takes (`spooled` is set then), deliveries go
+on until nothing is owed or the deadline is near, then they are cancelled, partly
+delivered segments are rewritten with what is left, and the producer is stopped.
 """
 
 from __future__ import annotations
@@ -24,74 +26,18 @@ import contextlib
 import logging
 import threading
 import time
-from collections import deque
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import Any, TypeVar
 
-from aiokafka import AIOKafkaProducer
-from aiokafka.errors import (
-    InvalidTopicError,
-    MessageSizeTooLargeError,
-    RecordListTooLargeError,
-    RecordTooLargeError,
-)
-from aiokafka.partitioner import murmur2
-
+from worker.recorder.config import SenderConfig
+from worker.recorder.connection import Connection
+from worker.recorder.deliveries import Deliveries
 from worker.recorder.ledger import Ledger
 from worker.recorder.metrics import RecorderMetrics
-from worker.recorder.spool import MAGIC, Segment, Spool, frame_size
+from worker.recorder.signals import Signals
+from worker.recorder.spool import Spool
+from worker.recorder.spool_io import SpoolIO
+from worker.recorder.spool_writer import SpoolWriter
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
-
-#: the broker will never take these records: kept under rejected/, counted as failed
-PERMANENT_ERRORS = (
-    MessageSizeTooLargeError,
-    RecordTooLargeError,
-    RecordListTooLargeError,
-    InvalidTopicError,
-)
-
-# record states within a segment being delivered
-TODO = 0  # not acknowledged yet, never failed
-WAITED = 1  # not acknowledged yet, already counted as spooled
-ACKED = 2
-REJECTED = 3
-
-
-@dataclass(frozen=True)
-class SenderConfig:
-    topic: str
-    producer_kwargs: dict[str, Any]
-    max_segment_runs: int = 1000
-    max_segment_bytes: int = 1 << 20
-    max_inflight_segments: int = 4
-    #: a run still unacknowledged this long after reaching the disk counts as spooled
-    spooled_after_s: float = 1.0
-    retry_backoff_s: float = 0.5
-    max_retry_backoff_s: float = 5.0
-
-
-class _Delivery:
-    """One segment being sent: per-record state, and whether it left earlier processes."""
-
-    def __init__(self, segment: Segment, from_backlog: bool) -> None:
-        self.segment = segment
-        self.from_backlog = from_backlog
-        self.state = bytearray()
-        #: marks the runs still unacknowledged `spooled_after_s` after the write as spooled
-        self.timer: asyncio.TimerHandle | None = None
-
-    def ensure_state(self) -> None:
-        if len(self.state) != self.segment.runs:
-            initial = WAITED if self.from_backlog else TODO
-            self.state = bytearray([initial]) * self.segment.runs
-
-    def open_indices(self) -> list[int]:
-        return [i for i, s in enumerate(self.state) if s in (TODO, WAITED)]
 
 
 class Sender:
@@ -104,27 +50,28 @@ class Sender:
         ledger: Ledger,
         metrics: RecorderMetrics,
     ) -> None:
-        self.config = config
         self.spool = spool
-        self.ledger = ledger
-        self.metrics = metrics
-        self._incoming: deque[tuple[bytes, bytes]] = deque()
-        self._wake_scheduled = False
+        self._ledger = ledger
         self._loop = asyncio.new_event_loop()
-        # made here, not in _main: a caller's first wake-up may run before _main starts
-        # (asyncio.Event binds to the loop that first waits on it)
-        self._wakeup = asyncio.Event()
-        self._retry_now = asyncio.Event()
-        self._connected = asyncio.Event()
+        self._signals = signals = Signals()
+        self._spool_io = SpoolIO(spool, self._loop)
+        self._connection = Connection(config, signals, self._loop)
+        self._deliveries = Deliveries(
+            config, self._spool_io, self._connection, ledger, metrics, signals
+        )
+        self._writer = SpoolWriter(config, self._spool_io, self._deliveries, signals)
+        #: the writer's queue, appended to by callers (the recording hot path)
+        self._pending = self._writer.pending
+        #: True while the thread has work or a wake-up is on its way
+        self._wake_scheduled = False
         self._thread = threading.Thread(target=self._run, name="run-recorder-sender", daemon=True)
-        self._deadline: float | None = None  # monotonic; set when stopping
-        #: set when deliveries must stop: their tasks end at their next step even if a
-        #: library swallowed the cancellation (aiokafka's start() turns it into an error)
-        self._halt = False
-        self._deliver_until = 0.0
         #: set once everything recorded before the stop request is on disk (or never will be)
         self.spooled = threading.Event()
-        self.last_error: str | None = None
+
+    @property
+    def last_error(self) -> str | None:
+        """The last error met (spool write, connection, send), or None."""
+        return self._signals.last_error
 
     # --- caller side (any thread) ----------------------------------------------------------
 
@@ -136,20 +83,20 @@ class Sender:
 
         Wakes the thread only when it is idle (`_wake_scheduled` False): while it works, it
         finds new records itself, and the caller makes no syscall."""
-        self._incoming.append((key, value))
+        self._pending.append((key, value))
         if not self._wake_scheduled:
             self._wake_scheduled = True
-            self._loop.call_soon_threadsafe(self._on_wake)
+            self._loop.call_soon_threadsafe(self._signals.wake)
 
     def kick(self) -> None:
         """Work now: write what is queued and retry failed sends without waiting for their
         backoff (for `flush()`)."""
         with contextlib.suppress(RuntimeError):  # loop already closed
-            self._loop.call_soon_threadsafe(self._on_kick)
+            self._loop.call_soon_threadsafe(self._signals.kick)
 
     def request_stop(self, deadline: float) -> None:
         with contextlib.suppress(RuntimeError):
-            self._loop.call_soon_threadsafe(self._on_stop, deadline)
+            self._loop.call_soon_threadsafe(self._signals.stop, deadline)
 
     def join(self, timeout: float) -> bool:
         self._thread.join(max(timeout, 0.0))
@@ -166,7 +113,7 @@ class Sender:
         try:
             self._loop.run_until_complete(self._main())
         except BaseException as exc:  # never die silently: what is unsent stays in the spool
-            self.last_error = f"the sender stopped: {exc!r}"
+            self._signals.last_error = f"the sender stopped: {exc!r}"
             log.exception("recorder sender stopped by an unexpected error")
         finally:
             self.spooled.set()
@@ -174,343 +121,49 @@ class Sender:
                 self.spool.close()
             self._loop.close()
 
-    def _on_wake(self) -> None:
-        self._wakeup.set()
-
-    def _on_kick(self) -> None:
-        self._wakeup.set()
-        self._retry_now.set()
-
-    def _on_stop(self, deadline: float) -> None:
-        self._deadline = deadline if self._deadline is None else min(deadline, self._deadline)
-        # deliveries stop a little before the deadline, leaving time to clean up
-        margin = min(1.0, max(self._deadline - time.monotonic(), 0.0) * 0.25)
-        self._deliver_until = self._deadline - margin
-        self._wakeup.set()
-        self._retry_now.set()
-
-    async def _io(self, func: Callable[..., T], *args: Any) -> T:
-        return await self._loop.run_in_executor(self._io_pool, func, *args)
-
     async def _main(self) -> None:
-        self._io_pool = ThreadPoolExecutor(1, thread_name_prefix="run-recorder-spool")
-        self._producer: AIOKafkaProducer | None = None
-        self._ready: deque[_Delivery] = deque()
-        self._active: dict[asyncio.Task[None], _Delivery] = {}
         try:
-            backlog, damaged = await self._io(self.spool.scan)
-            if damaged:
-                self.metrics.spool_damaged_files.inc(damaged)
-            for segment in backlog:
-                self._ready.append(_Delivery(segment, from_backlog=True))
-                self.ledger.disk_changed(segment.runs, segment.size)
-            if backlog:
-                runs = sum(s.runs for s in backlog)
-                self.ledger.add_backlog(runs, sum(s.size - len(MAGIC) for s in backlog))
-                log.info("recorder: %d runs left in the spool by earlier runs, sending", runs)
-            connector = asyncio.create_task(self._connect())
+            await self._deliveries.take_backlog()
+            connector = asyncio.create_task(self._connection.connect())
             try:
                 await self._serve()
             finally:
-                self._halt = True
+                self._signals.halted = True
                 connector.cancel()
-                await self._settle([connector])
+                await self._signals.settle([connector])
                 await self._shutdown()
         finally:
-            self._io_pool.shutdown(wait=True)
+            self._spool_io.shutdown()
 
     async def _serve(self) -> None:
+        signals, writer, deliveries = self._signals, self._writer, self._deliveries
         while True:
-            self._wakeup.clear()
-            await self._write_incoming()
-            self._start_deliveries()
-            if self._deadline is not None:
-                if not (self._incoming or self._ready or self._active):
+            signals.work.clear()
+            await writer.write()
+            deliveries.start()
+            if signals.stopping:
+                if not self._pending and deliveries.idle:
                     return
-                if time.monotonic() >= self._deliver_until:
+                if time.monotonic() >= signals.deliver_until:
                     return
             # idle from here: callers must wake us again. Checked after clearing the flag, so
             # a record appended meanwhile is either seen now or comes with a wake-up.
             self._wake_scheduled = False
-            if self._incoming:
+            if self._pending:
                 continue
-            timeout = None if self._deadline is None else self._deliver_until - time.monotonic()
+            timeout = signals.deliver_until - time.monotonic() if signals.stopping else None
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), timeout)
-
-    async def _write_incoming(self) -> None:
-        limit_runs, limit_bytes = self.config.max_segment_runs, self.config.max_segment_bytes
-        incoming = self._incoming
-        while incoming:
-            keys: list[bytes] = []
-            values: list[bytes] = []
-            size = 0
-            while incoming and len(values) < limit_runs and size < limit_bytes:
-                key, value = incoming.popleft()
-                keys.append(key)
-                values.append(value)
-                size += frame_size(key, value)
-            try:
-                segment = await self._io(self.spool.write, keys, values)
-            except OSError as exc:
-                # the runs stay owed and in memory; retried after a pause (disk full...)
-                log.error("recorder: cannot write the spool (%s); retrying", exc)
-                self.last_error = f"spool write failed: {exc}"
-                incoming.extendleft(reversed(list(zip(keys, values, strict=True))))
-                await asyncio.sleep(self.config.retry_backoff_s)
-                if self._deadline is not None and time.monotonic() >= self._deadline:
-                    return
-                continue
-            self.ledger.disk_changed(segment.runs, segment.size)
-            delivery = _Delivery(segment, from_backlog=False)
-            delivery.timer = self._loop.call_later(
-                self.config.spooled_after_s, self._mark_waited, delivery, None
-            )
-            self._ready.append(delivery)
-            self._start_deliveries()  # under steady load this loop may not end for a while
-
-    def _mark_waited(self, delivery: _Delivery, indices: list[int] | None) -> None:
-        """Count runs (all still open, or those at `indices`) as spooled, once each."""
-        delivery.ensure_state()
-        state = delivery.state
-        newly = [i for i in (range(len(state)) if indices is None else indices) if state[i] == TODO]
-        for i in newly:
-            state[i] = WAITED
-        if newly:
-            self.metrics.runs_spooled.inc(len(newly))
-
-    def _start_deliveries(self) -> None:
-        while self._ready and len(self._active) < self.config.max_inflight_segments:
-            delivery = self._ready.popleft()
-            task = asyncio.create_task(self._deliver(delivery))
-            self._active[task] = delivery
-            task.add_done_callback(self._delivery_done)
-
-    def _delivery_done(self, task: asyncio.Task[None]) -> None:
-        self._active.pop(task, None)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("recorder: delivery failed", exc_info=task.exception())
-        self._wakeup.set()
-
-    async def _connect(self) -> None:
-        backoff = self.config.retry_backoff_s
-        failures = 0
-        while True:
-            producer = AIOKafkaProducer(**self.config.producer_kwargs)
-            try:
-                await producer.start()
-            except asyncio.CancelledError:
-                with contextlib.suppress(Exception):
-                    await producer.stop()
-                raise
-            except Exception as exc:
-                with contextlib.suppress(Exception):
-                    await producer.stop()
-                if self._deadline is not None:
-                    return  # stopping (a cancellation may have surfaced as this error)
-                failures += 1
-                self.last_error = f"cannot connect to Kafka: {exc}"
-                level = logging.WARNING if failures == 1 or failures % 60 == 0 else logging.DEBUG
-                log.log(level, "recorder: cannot reach Kafka (%s); runs wait in the spool", exc)
-                await self._pause(backoff)
-                backoff = min(backoff * 2, self.config.max_retry_backoff_s)
-                continue
-            if failures:
-                log.info("recorder: connected to Kafka after %d failed attempts", failures)
-            self._producer = producer
-            self._connected.set()
-            self._retry_now.set()
-            return
-
-    async def _pause(self, seconds: float) -> None:
-        """Sleep, cut short by a stop request or a `retry now`."""
-        if self._deadline is not None:
-            return
-        self._retry_now.clear()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._retry_now.wait(), seconds)
-
-    async def _deliver(self, delivery: _Delivery) -> None:
-        segment = delivery.segment
-        if not segment.loaded:
-            runs_before, frames_before = segment.runs, segment.size - len(MAGIC)
-            try:
-                await self._io(self.spool.load, segment)
-            except OSError as exc:
-                segment.keys, segment.values, segment.runs = [], [], 0
-                log.error("recorder: cannot read spool segment %s (%s)", segment.path, exc)
-            if segment.runs != runs_before:  # damaged since start-up: fewer runs to send
-                self.metrics.spool_damaged_files.inc()
-                frames = sum(map(frame_size, segment.keys, segment.values))
-                self.ledger.settled(runs_before - segment.runs, frames_before - frames)
-        delivery.ensure_state()
-        backoff = self.config.retry_backoff_s
-        while True:
-            await self._connected.wait()
-            if self._halt:
-                return  # the shutdown keeps what is left of the segment
-            producer = self._producer
-            assert producer is not None
-            todo = delivery.open_indices()
-            if not todo:
-                break
-            failed = await self._send(producer, delivery, todo)
-            if not failed:
-                break
-            self._mark_waited(delivery, failed)
-            if self._halt:
-                return
-            await self._pause(backoff)
-            backoff = min(backoff * 2, self.config.max_retry_backoff_s)
-        if delivery.timer is not None:
-            delivery.timer.cancel()
-        await self._io(self.spool.delete, segment)
-        self.ledger.disk_changed(-segment.runs, -segment.size)
-
-    async def _send(
-        self, producer: AIOKafkaProducer, delivery: _Delivery, todo: list[int]
-    ) -> list[int]:
-        """Send the records at `todo`; returns those that failed and may be retried."""
-        segment, topic = delivery.segment, self.config.topic
-        sent: list[tuple[int, asyncio.Future[Any]]] = []
-        failed: list[int] = []
-        rejected: list[int] = []
-        for position, i in enumerate(todo):
-            try:
-                future = await producer.send(topic, segment.values[i], key=segment.keys[i])
-            except PERMANENT_ERRORS as exc:
-                rejected.append(i)
-                self._note_rejected(exc)
-            except Exception as exc:  # broker away, metadata timeout...: retry them all later
-                self.last_error = f"send failed: {exc!r}"
-                log.debug("recorder: send failed (%r); retrying", exc)
-                failed.extend(todo[position:])
-                break
-            else:
-                sent.append((i, future))
-        results = await asyncio.gather(*(f for _, f in sent), return_exceptions=True)
-        acked: list[int] = []
-        suspects: list[int] = []
-        for (i, _), result in zip(sent, results, strict=True):
-            if not isinstance(result, BaseException):
-                acked.append(i)
-            elif isinstance(result, PERMANENT_ERRORS):
-                suspects.append(i)  # maybe only its batch was too large: tried alone below
-                self._note_rejected(result)
-            else:
-                self.last_error = f"send failed: {result!r}"
-                failed.append(i)
-        for i in suspects:
-            try:
-                await self._send_alone(producer, segment.keys[i], segment.values[i])
-            except PERMANENT_ERRORS as exc:
-                rejected.append(i)
-                self._note_rejected(exc)
-            except Exception as exc:
-                self.last_error = f"send failed: {exc!r}"
-                failed.append(i)
-            else:
-                acked.append(i)
-        if failed:
-            log.debug("recorder: %d runs not acknowledged; retrying", len(failed))
-        for i in acked:
-            delivery.state[i] = ACKED
-        if acked:
-            self.metrics.runs_sent.inc(len(acked))
-            self.ledger.settled(len(acked), self._frames(segment, acked))
-        if rejected:
-            await self._reject(delivery, rejected)
-        return failed
-
-    async def _send_alone(self, producer: AIOKafkaProducer, key: bytes, value: bytes) -> None:
-        """Send one record in a batch of its own, to the partition the default partitioner
-        picks: a batch-level refusal (batch over the topic's max.message.bytes) is then about
-        this record alone."""
-        topic = self.config.topic
-        partitions = sorted(await producer.partitions_for(topic))
-        partition = partitions[(murmur2(key) & 0x7FFFFFFF) % len(partitions)]
-        batch = producer.create_batch()
-        if batch.append(key=key, value=value, timestamp=None) is None:
-            raise MessageSizeTooLargeError(f"a record of {len(value)} bytes fits in no batch")
-        batch.close()
-        await (await producer.send_batch(batch, topic, partition=partition))
-
-    def _note_rejected(self, exc: BaseException) -> None:
-        self.last_error = f"broker refused a run: {exc!r}"
-
-    async def _reject(self, delivery: _Delivery, indices: list[int]) -> None:
-        segment = delivery.segment
-        keys = [segment.keys[i] for i in indices]
-        values = [segment.values[i] for i in indices]
-        try:
-            path = await self._io(self.spool.reject, keys, values)
-        except OSError as exc:
-            log.error("recorder: cannot keep %d refused runs (%s); retrying", len(keys), exc)
-            return  # their state stays open: they are tried again, nothing is dropped
-        for i in indices:
-            delivery.state[i] = REJECTED
-        self.metrics.runs_failed.labels("rejected_by_broker").inc(len(indices))
-        self.ledger.settled(len(indices), self._frames(segment, indices))
-        log.error(
-            "recorder: the broker refused %d runs for good (%s); kept in %s",
-            len(indices),
-            self.last_error,
-            path,
-        )
-
-    @staticmethod
-    def _frames(segment: Segment, indices: list[int]) -> int:
-        return sum(frame_size(segment.keys[i], segment.values[i]) for i in indices)
+                await asyncio.wait_for(signals.work.wait(), timeout)
 
     async def _shutdown(self) -> None:
-        await self._write_incoming()  # whatever was recorded last reaches the disk first
-        if not self._incoming:
+        await self._writer.write()  # whatever was recorded last reaches the disk first
+        if not self._pending:
             self.spooled.set()
-        in_flight = list(self._active.items())
-        for task, _ in in_flight:
-            task.cancel()
-        await self._settle([task for task, _ in in_flight])
-        for _, delivery in in_flight:
-            await self._keep_rest(delivery)
-        for delivery in [*(d for _, d in in_flight), *self._ready]:
-            if delivery.timer is not None:
-                delivery.timer.cancel()
-            self._mark_waited(delivery, None)  # unsent at close: they wait in the spool
-        if self.ledger.pending_runs():
+        await self._deliveries.stop()
+        if self._ledger.pending_runs():
             log.warning(
                 "recorder: closing with %d runs unsent; they stay in %s for the next recorder",
-                self.ledger.pending_runs(),
+                self._ledger.pending_runs(),
                 self.spool.directory,
             )
-        if self._producer is not None:
-            left = max((self._deadline or time.monotonic()) - time.monotonic(), 0.05)
-            try:
-                await asyncio.wait_for(self._producer.stop(), left)
-            except Exception as exc:  # incl. timeout: the runs are on disk anyway
-                log.debug("recorder: producer stop: %r", exc)
-
-    async def _settle(self, tasks: list[asyncio.Task[None]]) -> None:
-        """Wait for cancelled tasks, but not forever: a task stuck in a library call must
-        not keep the segments from being rewritten and the thread from ending."""
-        if tasks:
-            left = (self._deadline or time.monotonic()) - time.monotonic()
-            await asyncio.wait(tasks, timeout=max(left, 1.0))
-
-    async def _keep_rest(self, delivery: _Delivery) -> None:
-        """After a cancelled delivery: the segment keeps only its unacknowledged runs."""
-        segment = delivery.segment
-        if len(delivery.state) != segment.runs:  # cancelled before it started sending
-            return
-        keep = delivery.open_indices()
-        if len(keep) == segment.runs:
-            return
-        runs_before, size_before = segment.runs, segment.size
-        try:
-            await self._io(self.spool.rewrite, segment, keep)
-        except OSError as exc:  # the old file stays: its acknowledged runs are re-sent
-            log.error("recorder: cannot rewrite %s (%s)", segment.path, exc)
-            return
-        if keep:
-            self.ledger.disk_changed(segment.runs - runs_before, segment.size - size_before)
-        else:
-            self.ledger.disk_changed(-runs_before, -size_before)
+        await self._connection.stop()

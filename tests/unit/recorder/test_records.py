@@ -11,10 +11,9 @@ from uuid import UUID
 import orjson
 import pytest
 
-from worker.models import parse_run
+from worker.models import UINT32_MAX, parse_run
 from worker.models.timestamps import parse_timestamp_ns
 from worker.recorder import Run, RunEndedError
-from worker.recorder.record import UINT32_MAX
 
 NINE_DIGITS_Z = r"\.\d{9}Z$"
 
