@@ -42,13 +42,16 @@ def rss_bytes() -> int:
 
 
 class _NoTable:
-    """The state table without storage (RocksDB keeps the records on disk)."""
+    """The state table without storage (RocksDB keeps the records on disk); every write
+    counts as in the local store at once."""
+
+    applied = True  # what `put` returns is its own receipt
 
     def get(self, key: bytes) -> bytes | None:
         return None
 
-    def put(self, partition: int, key: bytes, value: bytes | None) -> None:
-        return None
+    def put(self, partition: int, key: bytes, value: bytes | None) -> _NoTable:
+        return self
 
 
 def measure_cache(agents: int, max_decoded: int | None = None) -> dict[str, float]:
@@ -56,18 +59,20 @@ def measure_cache(agents: int, max_decoded: int | None = None) -> dict[str, floa
     from worker.learner import LearnerConfig, state_hints, trie_dict
     from worker.learner.limits import Limits
     from worker.stream.processor import Processor
-    from worker.stream.state_cache import StateCache
+    from worker.stream.publish_queue import PublishQueue
+    from worker.stream.state.store import StateStore
 
     config = LearnerConfig()
     options = {} if max_decoded is None else {"max_decoded": max_decoded}
-    cache = StateCache(_NoTable(), max_bytes=1 << 40, **options)
-    processor = Processor(cache, config, Limits(), 1)
+    store = StateStore(_NoTable(), max_bytes=1 << 40, **options)
+    to_publish = PublishQueue(store.cache)
+    processor = Processor(store, to_publish, config, Limits(), 1)
     runs = generate_runs(agents * 3, 1, seed=5, start_ns=1_700_000_000_000_000_000)
     for _ in range(50):  # warm the module-level memos with a throwaway agent
         processor.process(orjson.dumps(next(runs)), 0, event=None)
-    cache.flush_to_table()
-    cache.take_to_publish()
-    cache.keep_partitions([])
+    store.write_all()
+    to_publish.take()
+    store.keep([])
     gc.collect()
     before = rss_bytes()
     began = time.perf_counter()
@@ -75,19 +80,20 @@ def measure_cache(agents: int, max_decoded: int | None = None) -> dict[str, floa
         run["agent_id"] = f"agent-{(i - 50) % agents:06d}"
         processor.process(orjson.dumps(run), 0, event=None)
         if i % 400 == 0:
-            cache.flush_to_table()
-            for agent_id, entry in cache.take_to_publish():
-                state_hints(entry.state, config)
-                trie_dict(agent_id, entry.state, config)
-    cache.flush_to_table()
-    cache.take_to_publish()
-    cache.fit()
+            store.write_all()
+            for change in to_publish.take():
+                state_hints(store.state(change.entry), config)
+                trie_dict(change.agent_id, store.state(change.entry), config)
+    store.write_all()
+    to_publish.take()
+    store.acknowledged()
+    store.cache.fit()
     gc.collect()
     return {
-        "agents": len(cache),
-        "rss_per_agent": (rss_bytes() - before) / len(cache),
-        "estimate_per_agent": cache.state_bytes / len(cache),
-        "decoded": cache.decoded_count,
+        "agents": len(store),
+        "rss_per_agent": (rss_bytes() - before) / len(store),
+        "estimate_per_agent": store.state_bytes / len(store),
+        "decoded": store.decoded_count,
         "runs_per_s": agents * 3 / (time.perf_counter() - began),
     }
 

@@ -123,7 +123,10 @@ def run(args: argparse.Namespace) -> int:
         loop.close()
         return exc.exit_code
 
-    service = StreamService(settings, layout)
+    async def build() -> Any:  # inside the running loop, which the Kafka producer needs
+        return StreamService(settings, layout)
+
+    service = loop.run_until_complete(build())
     _tune_gc()
     worker = FaustWorker(
         service,

@@ -26,12 +26,18 @@ CREATED_VISIBLE_S = 10.0
 
 @dataclass(frozen=True)
 class TopicLayout:
-    """What the worker found or created: the partition count all its topics share, and
-    the largest record each output topic accepts (`max.message.bytes`)."""
+    """What the worker found or created: the partition count of its input topic, each
+    topic's own count, and the largest record each output topic accepts
+    (`max.message.bytes`)."""
 
     partitions: int
     created: tuple[str, ...] = ()
     max_message_bytes: dict[str, int] = field(default_factory=dict)
+    partition_counts: dict[str, int] = field(default_factory=dict)
+
+    def partitions_of(self, topic: str) -> int:
+        """The partition count of `topic` (the input topic's when not known)."""
+        return self.partition_counts.get(topic, self.partitions)
 
     def record_limit(self, topic: str, default: int = 1_048_588) -> int:
         """The largest record batch `topic` accepts (the broker's default when unknown)."""
@@ -122,7 +128,8 @@ async def ensure_topics(admin: AIOKafkaAdminClient, settings: Settings) -> Topic
         for name, values in configs.items()
         if values.get("max.message.bytes", "").isdigit()
     }
-    return TopicLayout(partitions, tuple(missing), limits)
+    counts.update(dict.fromkeys(missing, partitions))
+    return TopicLayout(partitions, tuple(missing), limits, counts)
 
 
 async def prepare_topics(settings: Settings, timeout_s: float = 30.0) -> TopicLayout:

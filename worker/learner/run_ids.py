@@ -3,7 +3,7 @@
 Ids are kept as 16-byte big-endian values in chunks of `CHUNK_IDS`, oldest first, plus an open
 chunk still filling up. A chunk, once full, never changes, and the oldest goes as a whole once
 the newer ones hold `window` ids without it: so between `window` and `window + CHUNK_IDS` ids
-are remembered, and the worker can store each full chunk once (`worker.stream.run_id_log`).
+are remembered, and the worker can store each full chunk once (`worker.stream.state.run_id_log`).
 Chunks are numbered from 0 in the order they filled; `first_chunk` is the oldest one held.
 """
 

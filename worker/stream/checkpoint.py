@@ -1,202 +1,132 @@
-"""Checkpoints: agent states written, and acknowledged by the changelog, before offsets commit.
+"""The offset commit, and everything that must happen before it, in one place.
 
-A run's statistics and its id are stored in one record (see `state_cache`), so after a crash
-a replayed run is either in the stored state (a duplicate) or not learned at all, provided an
-offset is never committed ahead of the records that hold its run. Two pieces keep that:
-`StateTable` remembers the changelog sends, and `guard_commits` writes what changed once
-faust has chosen a commit's offsets, then makes the offset commit wait for those sends.
+A run's statistics and its id are stored in one record, so after a crash a replayed run is
+either in the stored state (skipped as a duplicate) or not learned at all, provided an offset
+is never committed ahead of the records that hold its run (docs/operations.md, "Exactly
+once: the argument"). `Checkpoint.commit` is that order, step by step; it runs once faust has
+chosen the offsets, so every run before them is in memory.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Iterator
-from typing import Any
-
-import faust
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from typing import Any, Protocol
 
 from worker.observability.metrics import WorkerMetrics
-from worker.stream.faust_internals import Commit, wrap_offset_commit, write_local
+from worker.stream.faust_internals import Commit, wrap_offset_commit
 from worker.stream.pacing import Pacer
-from worker.stream.state_cache import StateCache
+from worker.stream.pending_sends import PendingSends
+from worker.stream.publisher import Publisher
+from worker.stream.state.store import StateStore
+from worker.stream.state.table import StateTable
 
 log = logging.getLogger(__name__)
 
 
-class Receipt:
-    """A record sent to the changelog: `applied` once the broker acknowledged it and it was
-    written to the local store; `failed` if the send failed."""
+class Assignment(Protocol):
+    """The consumer, as far as a commit needs it."""
 
-    __slots__ = ("applied", "sent")
-
-    def __init__(self, sent: asyncio.Future[Any]) -> None:
-        self.sent = sent
-        self.applied = False
-
-    @property
-    def failed(self) -> bool:
-        sent = self.sent
-        return sent.done() and (sent.cancelled() or sent.exception() is not None)
+    def assignment(self) -> set[Any]: ...
 
 
-class StateTable(faust.Table[bytes, bytes]):
-    """faust's table, written changelog first: `put` sends a record to the changelog and
-    writes it to the local RocksDB only once the broker acknowledged it.
+class Checkpoint:
+    """Writes what was learned, waits for everything the offsets depend on, then commits."""
 
-    faust's own `table[key] = value` writes RocksDB first. After a crash the local store
-    could then hold records the changelog never got, and faust's recovery, which re-applies
-    the changelog records after the last acknowledged offset, could even put older values
-    back over newer ones: a worker restarting on its disk would see a state nobody else
-    sees. Written this way, every store (this worker's after a restart, another worker's, a
-    rebuilt one) holds a prefix of the changelog.
+    def __init__(
+        self,
+        store: StateStore,
+        table: StateTable,
+        sends: PendingSends,
+        publisher: Publisher,
+        metrics: WorkerMetrics,
+    ) -> None:
+        self.store = store
+        self.table = table
+        self.sends = sends
+        self.publisher = publisher
+        self.metrics = metrics
 
-    It also remembers the changelog sends not seen acknowledged yet: faust's flush before an
-    offset commit gives up on its producer buffer after 100 ms without progress
-    (`ProducerBuffer.flush_atmost`) and does not see a record that left the buffer but has
-    not reached the Kafka client yet; `wait_changelog` waits for every record sent so far.
-    """
+    async def commit(
+        self,
+        offsets: Mapping[Any, int],
+        consumer: Assignment,
+        commit_offsets: Commit,
+        share: float,
+    ) -> bool:
+        """Commit `offsets` once everything before them is stored; the background work
+        (state writes, trie builds) takes at most `share` of the loop (`pacing`)."""
+        await self.flush(share)
+        # 5. the offsets of the partitions still ours (the steps above take a while)
+        assigned = consumer.assignment()
+        mine = {tp: offset for tp, offset in offsets.items() if tp in assigned}
+        return bool(mine) and await commit_offsets(mine)
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self._unacked: list[asyncio.Future[Any]] = []
-        self._to_apply: dict[int, tuple[int, bytes, bytes | None, Receipt]] = {}
-        #: the first failed changelog send: memory is then ahead of the changelog for good,
-        #: so no offset may be committed again (the worker must restart and replay)
-        self.failure: BaseException | None = None
-        super().__init__(*args, **kwargs)
+    async def flush(self, share: float = 1.0) -> int:
+        """Steps 1-4 of a commit: after it, every run learned so far is stored and its
+        outputs published. Rebalances and shutdown run it at full speed. Raises when a send
+        failed: then no offset may be committed again (the runs will be replayed)."""
+        # 1. the states of every agent learned since the last commit, one partition at a time
+        written = await self._write_states(share)
+        # 2. the dead letters and rekeyed runs sent so far, acknowledged
+        await self.sends.wait()
+        # 3. the hints and tries of every run learned so far, published: otherwise a crash
+        #    right after the commit leaves those agents' outputs behind until their next run
+        #    (the replay skips their runs as learned)
+        await self.publisher.publish_pending(share)
+        # 4. every state record of step 1 acknowledged by the changelog
+        acknowledged = await self.table.wait_changelog()
+        self.store.acknowledged()
+        log.debug("changelog acknowledged", extra={"written": written, "acked": acknowledged})
+        return written
 
-    def send_changelog(self, *args: Any, **kwargs: Any) -> Any:
-        fut = super().send_changelog(*args, **kwargs)
-        self._unacked.append(fut)
-        return fut
+    async def _write_states(self, share: float) -> int:
+        """Each partition's records whole, with at most `share` of the loop between them."""
+        written, pacer = 0, Pacer(share, slice_s=0)
+        for partition in self.store.partitions_to_write():
+            with self._counted():
+                count = self.store.write([partition])
+            self.metrics.state_writes.inc(count)
+            written += count
+            await pacer.tick()
+        self.store.committed()
+        return written
 
-    def put(self, partition: int, key: bytes, value: bytes | None) -> Receipt:
-        """Send `key` = `value` (None: delete it) to the changelog partition `partition`; the
-        local store gets it once the broker has it."""
-        sent = self.send_changelog(partition, key, value, value_serializer="raw")
-        receipt = Receipt(sent)
-        self._to_apply[id(sent)] = (partition, key, value, receipt)
-        return receipt
+    @contextlib.contextmanager
+    def _counted(self) -> Iterator[None]:
+        try:
+            yield
+        except Exception:
+            self.metrics.errors.labels("state_write").inc()
+            log.exception("writing agent states to the table failed")
+            raise
 
-    def _on_changelog_sent(self, fut: Any) -> None:
-        """faust calls this once the broker acknowledged a changelog record, before it marks
-        the record's offset as stored locally (`set_persisted_offset`)."""
-        pending = self._to_apply.pop(id(fut), None)
-        if pending is not None:
-            partition, key, value, receipt = pending
-            write_local(self, partition, key, value)
-            receipt.applied = True
-        super()._on_changelog_sent(fut)
+    def install(self, app: Any, share: Callable[[], float]) -> None:
+        """Make faust's offset commits go through `commit`: the consumer's (at_least_once)
+        and the transaction's (exactly_once). `share()` is decided once per commit."""
+        consumer = app.consumer
 
-    def forget_failed(self) -> None:
-        """Drop the bookkeeping of sends that failed (faust calls nothing for them)."""
-        for ident, (_, _, _, receipt) in list(self._to_apply.items()):
-            if receipt.failed:
-                del self._to_apply[ident]
+        def through_checkpoint(commit: Commit) -> Commit:
+            async def commit_after_checkpoint(offsets: Any) -> bool:
+                return await self.commit(offsets, consumer, commit, share())
 
-    async def wait_changelog(self) -> int:
-        """Wait until the broker acknowledged every changelog record sent so far.
+            return commit_after_checkpoint
 
-        Raises the send error if one failed, then and at every later call: the caller must
-        not commit offsets (the states in memory hold runs the changelog does not)."""
-        waited = 0
-        while self._unacked and self.failure is None:
-            pending, self._unacked = self._unacked, []
-            waited += len(pending)
-            results = await asyncio.gather(*pending, return_exceptions=True)
-            errors = [r for r in results if isinstance(r, BaseException)]
-            if errors:
-                self.forget_failed()
-                self.failure = errors[0]
-        if self.failure is not None:
-            raise self.failure
-        return waited
+        wrap_offset_commit(consumer, through_checkpoint)
+        transactions = getattr(consumer, "transactions", None)
+        if transactions is None:
+            return
+        transaction_commit: Callable[..., Awaitable[bool]] = transactions.commit
 
-
-def write_states(cache: StateCache, metrics: WorkerMetrics) -> int:
-    """Write every dirty agent state into the table at once; count it in the metrics."""
-    with _counted(metrics):
-        written = cache.flush_to_table()
-    metrics.state_writes.inc(written)
-    return written
-
-
-async def write_states_paced(cache: StateCache, metrics: WorkerMetrics, share: float) -> int:
-    """Write every dirty agent state into the table, one partition at a time, with at most
-    `share` of the loop (`pacing`): a commit's writes (tens of milliseconds at thousands of
-    runs a second) never hold the runs consumed meanwhile back in one block."""
-    written, pacer = 0, Pacer(share, slice_s=0)
-    for partition in cache.partitions_to_write():
-        with _counted(metrics):
-            count = cache.flush_partitions([partition])
-        metrics.state_writes.inc(count)
-        written += count
-        await pacer.tick()
-    cache.flush_done()
-    return written
-
-
-@contextlib.contextmanager
-def _counted(metrics: WorkerMetrics) -> Iterator[None]:
-    try:
-        yield
-    except Exception:
-        metrics.errors.labels("state_write").inc()
-        log.exception("writing agent states to the table failed")
-        raise
-
-
-def guard_commits(
-    app: faust.App,
-    table: StateTable,
-    cache: StateCache,
-    metrics: WorkerMetrics,
-    in_flight: Callable[[float], Awaitable[int]],
-    share: Callable[[], float],
-) -> None:
-    """Commit offsets only after the changelog holds the states of every run before them.
-
-    Wraps the consumer's offset commit (at_least_once) and the transaction commit
-    (exactly_once). faust has chosen the offsets by then, so every run before them is in
-    memory: both write the changed states (`write_states_paced`), then wait until every
-    changelog record sent so far and every other send the offsets depend on (`in_flight`:
-    dead letters, rekeyed runs, the published outputs) is acknowledged. If one failed, the
-    commit fails: the runs will be replayed rather than lost. The work takes at most
-    `share()` of the loop, decided once per commit (`pacing`; `in_flight` gets it too).
-    """
-    consumer = app.consumer
-
-    def after_changelog(commit: Commit) -> Commit:
-        async def commit_after_changelog(offsets: Any) -> bool:
-            paced = share()
-            await write_states_paced(cache, metrics, paced)
-            await in_flight(paced)
-            waited = await table.wait_changelog()
-            log.debug("changelog acknowledged before commit", extra={"records": waited})
-            # the writes above take a while: partitions revoked meanwhile are not ours to commit
-            assigned = consumer.assignment()
-            offsets = {tp: offset for tp, offset in offsets.items() if tp in assigned}
-            return bool(offsets) and await commit(offsets)
-
-        return commit_after_changelog
-
-    wrap_offset_commit(consumer, after_changelog)
-    transactions = getattr(consumer, "transactions", None)
-    if transactions is not None:
-        transaction_commit = transactions.commit
-
-        async def commit_transaction_after_changelog(
+        async def commit_transaction_after_checkpoint(
             offsets: Any, start_new_transaction: bool = True
         ) -> bool:
-            paced = share()
-            await write_states_paced(cache, metrics, paced)
+            await self.flush(share())
             await app.producer.flush()
-            await in_flight(paced)
-            await table.wait_changelog()
             committed = await transaction_commit(
                 offsets, start_new_transaction=start_new_transaction
             )
             return bool(committed)
 
-        transactions.commit = commit_transaction_after_changelog
+        transactions.commit = commit_transaction_after_checkpoint

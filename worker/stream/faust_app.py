@@ -13,8 +13,8 @@ from faust.sensors import Monitor
 
 from worker.kafka.clients import bootstrap_list, ssl_context
 from worker.settings import KafkaSettings, Settings
-from worker.stream.checkpoint import StateTable
 from worker.stream.consumer import EagerTransport
+from worker.stream.state.table import StateTable
 
 TABLE_NAME = "agent-state"
 
@@ -121,7 +121,7 @@ ROCKSDB_OPTIONS = {
 
 def make_table(app: faust.App, partitions: int) -> StateTable:
     """The agent-state table (RocksDB with a changelog): agent snapshots and deltas, and each
-    partition's learned run ids (`worker.stream.state_records`)."""
+    partition's learned run ids (`worker.stream.state.records`)."""
     table = app.tables.add(
         StateTable(
             app,

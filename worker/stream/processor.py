@@ -10,8 +10,9 @@ from typing import Any
 from worker.errors import RecordError
 from worker.learner import LearnerConfig, intake
 from worker.learner.limits import Limits
+from worker.stream.publish_queue import PublishQueue
 from worker.stream.rekey import partition_for
-from worker.stream.state_cache import StateCache
+from worker.stream.state.store import StateStore
 
 
 class Outcome(StrEnum):
@@ -35,12 +36,14 @@ class Processor:
 
     def __init__(
         self,
-        cache: StateCache,
+        store: StateStore,
+        to_publish: PublishQueue,
         config: LearnerConfig,
         limits: Limits,
         partitions: int,
     ) -> None:
-        self.cache = cache
+        self.store = store
+        self.to_publish = to_publish
         self.config = config
         self.limits = limits
         self.partitions = partitions
@@ -55,18 +58,19 @@ class Processor:
         home = partition_for(run.agent_id, self.partitions)
         if home != partition:
             return Result(Outcome.REKEY, agent_id=run.agent_id, partition=home)
-        cache = self.cache
-        entry = cache.get(run.agent_id, partition)
+        store = self.store
+        entry = store.get(run.agent_id, partition)
         try:
             observations = intake.learn(
-                entry.state, cache.run_ids(partition), run, self.config, self.limits
+                store.state(entry), store.run_ids(partition), run, self.config, self.limits
             )
         except RecordError as exc:
             return Result(
                 Outcome.REJECTED, agent_id=run.agent_id, reason=exc.reason, detail=exc.detail
             )
-        if observations is None:  # stored already (see StateCache): nothing to do
+        if observations is None:  # stored already: nothing to do
             return Result(Outcome.DUPLICATE, agent_id=run.agent_id)
+        store.learned(entry, run.id.int, observations)
         end_ns = run.ended_at if run.ended_at is not None else run.started_at
-        cache.changed(run.agent_id, entry, time.monotonic(), end_ns, run.id.int, observations)
+        self.to_publish.changed(entry, time.monotonic(), end_ns)
         return Result(Outcome.LEARNED, agent_id=run.agent_id)

@@ -29,7 +29,9 @@ from worker.models.timestamps import now_rfc3339
 from worker.observability.metrics import WorkerMetrics
 from worker.settings import TopicSettings
 from worker.stream.pacing import Pacer
-from worker.stream.state_cache import Entry, StateCache
+from worker.stream.publish_queue import PublishQueue
+from worker.stream.state.entry import AgentEntry
+from worker.stream.state.store import StateStore
 
 log = logging.getLogger(__name__)
 
@@ -48,13 +50,13 @@ class Send:
 
     output: str
     agent_id: str
-    entry: Entry
+    entry: AgentEntry
     delivery: asyncio.Future[Any]
 
 
 @dataclass(slots=True)
 class Failing:
-    entry: Entry
+    entry: AgentEntry
     attempts: int
     next_at: float
     error: str
@@ -72,7 +74,7 @@ class Retries:
         return len({agent_id for _, agent_id in self._failing})
 
     def failed(
-        self, output: str, agent_id: str, entry: Entry, error: BaseException, now: float
+        self, output: str, agent_id: str, entry: AgentEntry, error: BaseException, now: float
     ) -> bool:
         """Note a failure; True when the agent's output was not failing before."""
         failing = self._failing.get((output, agent_id))
@@ -89,9 +91,9 @@ class Retries:
         if self._failing.pop((output, agent_id), None) is not None:
             log.info("publishing %s of agent %s works again", output, agent_id)
 
-    def due(self, now: float, skip: set[str]) -> list[tuple[str, Entry]]:
+    def due(self, now: float, skip: set[str]) -> list[tuple[str, AgentEntry]]:
         """Failing agents whose retry time has come (not already in `skip`), once each."""
-        due: dict[str, Entry] = {}
+        due: dict[str, AgentEntry] = {}
         for (_, agent_id), failing in self._failing.items():
             if failing.next_at <= now and agent_id not in skip:
                 due[agent_id] = failing.entry
@@ -115,13 +117,15 @@ class Publisher:
     def __init__(
         self,
         producer: AIOKafkaProducer,
-        cache: StateCache,
+        store: StateStore,
+        to_publish: PublishQueue,
         config: LearnerConfig,
         topics: TopicSettings,
         metrics: WorkerMetrics,
     ) -> None:
         self.producer = producer
-        self.cache = cache
+        self.store = store
+        self.to_publish = to_publish
         self.config = config
         self.topics = topics
         self.metrics = metrics
@@ -131,7 +135,7 @@ class Publisher:
         #: if unchanged, so that an agent's last trie is never older than its last hints (a
         #: trie built between a run and the hints of that run would otherwise stay the older)
         self._hints_newer: set[str] = set()
-        self._tries_due: dict[str, Entry] = {}  # changed since their trie was last sent
+        self._tries_due: dict[str, AgentEntry] = {}  # changed since their trie was last sent
         self._hints_lock = asyncio.Lock()
         self._tries_lock = asyncio.Lock()
         #: when the last hints and tries cycles started, whoever ran them (the timers, a
@@ -140,12 +144,13 @@ class Publisher:
         self._tries_pacer: Pacer | None = None  # of the tries cycle under way
         self.retries = Retries()
 
-    def _hints_record(self, agent_id: str, entry: Entry) -> bytes | None:
+    def _hints_record(self, agent_id: str, entry: AgentEntry) -> bytes | None:
         """The HintsRecord to send, or None when there are none yet or they are unchanged."""
-        hints = state_hints(entry.state, self.config)
+        state = self.store.state(entry)
+        hints = state_hints(state, self.config)
         if hints is None:
             return None
-        runs = entry.state.runs
+        runs = state.runs
         digest = _digest(dumps([hints, runs]))
         if self._last_hints.get(agent_id) == digest:
             self.metrics.publish_skipped.labels("hints").inc()
@@ -155,12 +160,12 @@ class Publisher:
         record = {"agent_id": agent_id, "hints": hints, "runs": runs, "updated_at": now_rfc3339()}
         return dumps(record)
 
-    def _trie_record(self, agent_id: str, entry: Entry) -> bytes | None:
+    def _trie_record(self, agent_id: str, entry: AgentEntry) -> bytes | None:
         """The TrieEnvelope to send, or None when it is unchanged.
 
         Serialized once: the digest covers everything but `generated_at`, which is then
         spliced in front of the same bytes."""
-        trie = trie_dict(agent_id, entry.state, self.config)
+        trie = trie_dict(agent_id, self.store.state(entry), self.config)
         generated_at = trie.pop("generated_at")
         body = dumps(trie)
         digest = _digest(body)
@@ -184,25 +189,20 @@ class Publisher:
         retry is due); their tries become due. Waits for the deliveries."""
         async with self._hints_lock:
             self._hints_started = time.monotonic()
-            batch = self.cache.take_to_publish()
+            changes = self.to_publish.take()
+            batch = [(change.agent_id, change.entry) for change in changes]
             batch += self.retries.due(time.monotonic(), {agent for agent, _ in batch})
             if not batch:
                 return 0
             self._tries_due.update(batch)
-            marks = [(e.consumed_at, e.run_end_ns) for _, e in batch]
-            for _, entry in batch:
-                entry.consumed_at = None
-                entry.run_end_ns = None
             sends: list[Send] = []
             for agent_id, entry in batch:
                 await self._send(sends, "hints", agent_id, entry, self._hints_record)
             await self._settle(sends)
             now_mono, now_ns = time.monotonic(), time.time_ns()
-            for consumed_at, end_ns in marks:
-                if consumed_at is not None:
-                    self.metrics.consume_to_publish.observe(now_mono - consumed_at)
-                if end_ns is not None:
-                    self.metrics.end_to_publish.observe(max(0.0, (now_ns - end_ns) / 1e9))
+            for change in changes:
+                self.metrics.consume_to_publish.observe(now_mono - change.consumed_at)
+                self.metrics.end_to_publish.observe(max(0.0, (now_ns - change.run_end_ns) / 1e9))
             return len(batch)
 
     async def publish_tries(self, share: float = 1.0) -> int:
@@ -241,8 +241,8 @@ class Publisher:
         sends: list[Send],
         output: str,
         agent_id: str,
-        entry: Entry,
-        build: Callable[[str, Entry], bytes | None],
+        entry: AgentEntry,
+        build: Callable[[str, AgentEntry], bytes | None],
     ) -> None:
         """Build one agent's record and queue it; a failure is that agent's alone."""
         topic = self.topics.hints if output == "hints" else self.topics.tries
@@ -256,7 +256,7 @@ class Publisher:
             return
         sends.append(Send(output, agent_id, entry, delivery))
 
-    def _failed(self, output: str, agent_id: str, entry: Entry, error: BaseException) -> None:
+    def _failed(self, output: str, agent_id: str, entry: AgentEntry, error: BaseException) -> None:
         """Forget what was sent for the agent (so it is built again) and retry it later."""
         (self._last_hints if output == "hints" else self._last_trie).pop(agent_id, None)
         self.metrics.publish_failures.labels(output).inc()

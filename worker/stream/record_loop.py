@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from worker.observability.metrics import WorkerMetrics
 from worker.stream.dead_letter import DeadLetters, where
@@ -15,6 +14,14 @@ from worker.stream.pending_sends import PendingSends
 from worker.stream.processor import Outcome, Processor, Result
 
 log = logging.getLogger(__name__)
+
+
+class HasConsumer(Protocol):
+    """The faust app, as far as the loop needs it: its consumer (created once it starts)."""
+
+    @property
+    def consumer(self) -> Any: ...
+
 
 #: the loop gets a turn after this much processing (publishing and heartbeats run meanwhile)
 YIELD_AFTER_S = 0.02
@@ -29,20 +36,20 @@ class RecordLoop:
         rekey_topic: str,
         processor: Processor,
         offsets: Offsets,
+        sends: PendingSends,
+        dead_letters: DeadLetters,
         metrics: WorkerMetrics,
-        consumer: Callable[[], Any],
+        app: HasConsumer,
     ) -> None:
         self.runs_topic = runs_topic
         self.rekey_topic = rekey_topic
         self.processor = processor
         self.offsets = offsets
+        #: rekeyed and dead-lettered records not yet acknowledged (the commit waits for them)
+        self.sends = sends
+        self.dead_letters = dead_letters
         self.metrics = metrics
-        self.consumer = consumer  # faust's consumer, created once the app starts
-        #: rekeyed and dead-lettered records not yet acknowledged (the commit waits for them);
-        #: its producer, and the dead letters, are set once the outputs are started, before
-        #: any record is consumed
-        self.sends = PendingSends(producer=None)
-        self.dead_letters: DeadLetters | None = None
+        self.app = app
         #: the timestamp (Unix seconds) of the last record taken: how far behind the loop is
         self.last_timestamp = 0.0
 
@@ -57,7 +64,7 @@ class RecordLoop:
             message = event.message
             key = (message.topic, message.partition)
             if next_offset.get(key) != message.offset:  # first record, or a jump: check it
-                await self.offsets.check_gap(message, self.consumer())
+                await self.offsets.check_gap(message, self.app.consumer)
             next_offset[key] = message.offset + 1
             self.last_timestamp = message.timestamp or 0.0
             if message.topic == runs_topic:
@@ -83,7 +90,6 @@ class RecordLoop:
         if outcome is Outcome.DUPLICATE:
             self.metrics.duplicates.inc()
         elif outcome is Outcome.REJECTED:
-            assert self.dead_letters is not None
             await self.dead_letters.send(message, result.reason, result.detail)
         else:
             assert result.agent_id is not None and result.partition is not None

@@ -1,10 +1,12 @@
 """The streaming worker assembled: faust app, state, record loop, outputs, health.
 
 Flow per record: decode and check (DLQ on failure) -> re-route to the agent's home partition
-when it arrived elsewhere -> skip duplicate run ids -> learn into the cached state. States
-are written to the table at each offset commit (`checkpoint`), and the publisher
-publishes changed agents on a timer. This module only builds and wires these pieces and
-starts and stops what faust does not (output producer, publisher, health server).
+when it arrived elsewhere -> skip duplicate run ids -> learn into the agent's state. At each
+offset commit the `Checkpoint` stores what was learned and publishes it before the offsets
+go; `Rebalances` does the same before partitions leave; the publisher also publishes changed
+agents on its timers. This module only builds and wires these pieces (every one complete
+when built: construct the service inside the running event loop, which the Kafka producer
+needs) and starts and stops what faust does not (output producer, publisher, health server).
 """
 
 from __future__ import annotations
@@ -21,61 +23,107 @@ from worker.kafka.topics import TopicLayout
 from worker.observability.health import HealthServer
 from worker.observability.metrics import WorkerMetrics
 from worker.settings import Settings
-from worker.stream.checkpoint import guard_commits
+from worker.stream.checkpoint import Checkpoint
 from worker.stream.dead_letter import DeadLetters
 from worker.stream.faust_app import make_app, make_source, make_table
 from worker.stream.offsets import Offsets
 from worker.stream.pacing import background_share
+from worker.stream.pending_sends import PendingSends
 from worker.stream.processor import Processor
+from worker.stream.publish_queue import PublishQueue
 from worker.stream.publisher import Publisher
 from worker.stream.rebalance import Rebalances
 from worker.stream.record_loop import RecordLoop
-from worker.stream.state_cache import StateCache
+from worker.stream.state.store import StateStore
 
 log = logging.getLogger(__name__)
+
+
+def output_producer(settings: Settings, layout: TopicLayout) -> AIOKafkaProducer:
+    """The producer of every output (hints, tries, dead letters, rekeyed runs): idempotent,
+    batches that fit every output topic."""
+    topics = settings.topics
+    outputs = (topics.hints, topics.tries, topics.dlq, topics.rekey_topic)
+    limits = [layout.record_limit(t) for t in outputs]
+    return AIOKafkaProducer(
+        **client_kwargs(settings.bootstrap_servers, settings.kafka),
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=5,
+        # a batch per partition collects SEND_DELAY_S of dead letters or rekeyed runs; a
+        # batch of several records must fit every output topic (a larger single record
+        # gets a batch of its own)
+        max_batch_size=min(256 * 1024, *limits),
+        # the topics' own limits are the ones that count
+        max_request_size=max(limits),
+    )
 
 
 class StreamService:
     """Builds the faust app and owns everything around it (producer, publisher, health)."""
 
     def __init__(self, settings: Settings, layout: TopicLayout) -> None:
-        self.settings = settings
-        self.layout = layout
-        self.partitions = partitions = layout.partitions
-        topics = settings.topics
+        self.settings = s = settings
+        topics = s.topics
+        partitions = layout.partitions
         self.source_topics = {topics.runs, topics.rekey_topic}
-        self.client_kwargs = client_kwargs(settings.bootstrap_servers, settings.kafka)
+        kafka = client_kwargs(s.bootstrap_servers, s.kafka)
         self.metrics = WorkerMetrics()
-        self.learner_config = settings.learner
-        self.app = make_app(settings, partitions)
+        self.metrics.state_cache_limit.set(s.state_cache_bytes)
+        self.app = make_app(s, partitions)
         self.table = make_table(self.app, partitions)
-        self.cache = StateCache(
-            self.table, settings.state_cache_bytes, window=settings.learner.dedupe_window
+        self.store = StateStore(self.table, s.state_cache_bytes, window=s.learner.dedupe_window)
+        self.to_publish = PublishQueue(self.store.cache)
+        self.offsets = Offsets(kafka)
+        self.producer = output_producer(s, layout)
+        sends = PendingSends(self.producer)
+        dlq_partitions = layout.partitions_of(topics.dlq)
+        aligned = dlq_partitions == partitions
+        if not aligned:
+            log.warning(
+                "DLQ topic has %d partitions, %s has %d: a record replayed after a crash can "
+                "reach the DLQ twice",
+                dlq_partitions,
+                topics.runs,
+                partitions,
+            )
+        dead_letters = DeadLetters(
+            sends,
+            topics.dlq,
+            dlq_partitions,
+            self.source_topics,
+            aligned,
+            layout.record_limit(topics.dlq),
+            kafka,
+            self.metrics,
         )
-        self.metrics.state_cache_limit.set(settings.state_cache_bytes)
-        self.offsets = Offsets(self.client_kwargs)
-        processor = Processor(self.cache, self.learner_config, settings.limits, partitions)
+        self.publisher = Publisher(
+            self.producer, self.store, self.to_publish, s.learner, topics, self.metrics
+        )
+        self.checkpoint = Checkpoint(self.store, self.table, sends, self.publisher, self.metrics)
+        processor = Processor(self.store, self.to_publish, s.learner, s.limits, partitions)
         self.records = RecordLoop(
             topics.runs,
             topics.rekey_topic,
             processor,
             self.offsets,
+            sends,
+            dead_letters,
             self.metrics,
-            lambda: self.app.consumer,
+            self.app,
         )
-        self.app.agent(make_source(self.app, settings, partitions), name="learn")(self.records)
+        self.app.agent(make_source(self.app, s, partitions), name="learn")(self.records)
         self.rebalances = Rebalances(
             topics.runs,
             self.source_topics,
-            self.cache,
-            self.table,
+            self.store,
+            self.to_publish,
+            self.checkpoint,
             self.offsets,
-            self.records.sends,
-            self.metrics,
+            dead_letters,
+            self.publisher,
         )
         self.rebalances.connect(self.app)
-        self.producer: AIOKafkaProducer | None = None
-        self.publisher: Publisher | None = None
         self.health = HealthServer(
             self.metrics, self.ready, self.healthy, before_scrape=self._update_gauges
         )
@@ -99,15 +147,15 @@ class StreamService:
         lost = self.table.failure or self.records.sends.failure
         if lost is not None:  # no offset can be committed again: restart and replay
             return False, f"a send the offsets depend on failed: {lost!r}"
-        failing = self.publisher.retries.describe() if self.publisher else None
+        failing = self.publisher.retries.describe()
         # still healthy: a restart would not help an agent whose record cannot be sent
         return True, f"running; {failing}" if failing else "running"
 
     def _update_gauges(self) -> None:
-        self.metrics.agents.set(len(self.cache))
-        self.metrics.state_bytes.set(self.cache.state_bytes)
-        self.metrics.agents_decoded.set(self.cache.decoded_count)
-        self.metrics.observe_state_writes(self.cache.written_bytes)
+        self.metrics.agents.set(len(self.store))
+        self.metrics.state_bytes.set(self.store.state_bytes)
+        self.metrics.agents_decoded.set(self.store.decoded_count)
+        self.metrics.observe_state_writes(self.store.written_bytes)
         self.metrics.ready.set(1 if self.ready()[0] else 0)
         try:
             for topic, partition, lag in self.offsets.lags(self.app.consumer, self.source_topics):
@@ -118,52 +166,11 @@ class StreamService:
     # --- lifecycle --------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Before faust consumes: the output producer, the publisher timer, the health server."""
+        """Before faust consumes: the commit path, the output producer, the publisher
+        timers, the health server."""
         s = self.settings
-        guard_commits(
-            self.app, self.table, self.cache, self.metrics, self._before_commit, self._share
-        )
-        outputs = (s.topics.hints, s.topics.tries, s.topics.dlq, s.topics.rekey_topic)
-        limits = [self.layout.record_limit(t) for t in outputs]
-        self.producer = AIOKafkaProducer(
-            **self.client_kwargs,
-            acks="all",
-            enable_idempotence=True,
-            linger_ms=5,
-            # a batch per partition collects SEND_DELAY_S of dead letters or rekeyed runs; a
-            # batch of several records must fit every output topic (a larger single record
-            # gets a batch of its own)
-            max_batch_size=min(256 * 1024, *limits),
-            # the topics' own limits are the ones that count
-            max_request_size=max(limits),
-        )
+        self.checkpoint.install(self.app, self._share)
         await self.producer.start()
-        dlq_partitions = await self.producer.partitions_for(s.topics.dlq)
-        aligned = len(dlq_partitions) == self.partitions
-        if not aligned:
-            log.warning(
-                "DLQ topic has %d partitions, %s has %d: a record replayed after a crash can "
-                "reach the DLQ twice",
-                len(dlq_partitions),
-                s.topics.runs,
-                self.partitions,
-            )
-        self.records.sends.producer = self.producer
-        dead_letters = DeadLetters(
-            self.records.sends,
-            s.topics.dlq,
-            len(dlq_partitions),
-            self.source_topics,
-            aligned,
-            self.layout.record_limit(s.topics.dlq),
-            self.client_kwargs,
-            self.metrics,
-        )
-        self.publisher = Publisher(
-            self.producer, self.cache, self.learner_config, s.topics, self.metrics
-        )
-        self.records.dead_letters = self.rebalances.dead_letters = dead_letters
-        self.rebalances.publisher = self.publisher
         self._publish_task = asyncio.create_task(
             self.publisher.run_forever(
                 s.publish_interval_ms / 1000, s.commit_interval_s, self._share
@@ -180,29 +187,16 @@ class StreamService:
             return 1.0
         return background_share(time.time() - self.records.last_timestamp)
 
-    async def _before_commit(self, share: float) -> int:
-        """What committing offsets waits for besides the changelog: the dead letters and
-        rekeyed runs sent so far acknowledged, and the hints and tries of every run learned
-        so far published (the tries built with at most `share` of the loop). Without the
-        latter, a crash right after a commit left agents' outputs behind their runs until
-        their next run (the replay skips them as learned)."""
-        waited = await self.records.sends.wait()
-        if self.publisher is not None:
-            await self.publisher.publish_pending(share)
-        return waited
-
     async def stop(self) -> None:
         """After faust committed its last offsets: publish what is left, then stop."""
         if self._publish_task is not None:
             self._publish_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._publish_task
-        if self.publisher is not None:
-            try:
-                published = await self.publisher.publish_pending()
-                log.info("final publish done", extra={"agents": published})
-            except Exception:
-                log.exception("final publish failed")
-        if self.producer is not None:
-            await self.producer.stop()
+        try:
+            published = await self.publisher.publish_pending()
+            log.info("final publish done", extra={"agents": published})
+        except Exception:
+            log.exception("final publish failed")
+        await self.producer.stop()
         await self.health.stop()

@@ -15,13 +15,37 @@ from worker.models import parse_run
 from worker.observability.metrics import WorkerMetrics
 from worker.settings import TopicSettings
 from worker.stream import publisher as publisher_module
+from worker.stream.publish_queue import PublishQueue
 from worker.stream.publisher import Publisher
-from worker.stream.state_cache import StateCache
+from worker.stream.state.store import StateStore
 
 
 class Table(dict):
     def get(self, key: Any, default: Any = None) -> Any:  # type: ignore[override]
         return super().get(key, default)
+
+
+class Worker:
+    """A store, its publish queue and a publisher over `producer` (no broker)."""
+
+    def __init__(self, producer: Producer, topics: TopicSettings | None = None) -> None:
+        self.store = StateStore(Table(), max_bytes=1 << 30)
+        self.to_publish = PublishQueue(self.store.cache)
+        self.metrics = WorkerMetrics()
+        self.publisher = Publisher(
+            producer,  # type: ignore[arg-type]
+            self.store,
+            self.to_publish,
+            LearnerConfig(),
+            topics or TopicSettings(),
+            self.metrics,
+        )
+
+    def learn(self, run: Any) -> None:
+        entry = self.store.get(run.agent_id, 0)
+        observations = self.store.state(entry).learn(run, LearnerConfig())
+        self.store.learned(entry, run.id.int, observations)
+        self.to_publish.changed(entry, 0.0, run.started_at)
 
 
 class Producer:
@@ -42,23 +66,18 @@ class Producer:
         return done
 
 
-def learn(cache: StateCache, agents: int) -> None:
-    config = LearnerConfig()
+def learn(worker: Worker, agents: int) -> None:
     for raw in generate_runs(agents * 3, agents, seed=2, llm_calls=(2, 3)):
-        run = parse_run(orjson.dumps(raw))
-        entry = cache.get(run.agent_id, 0)
-        observations = entry.state.learn(run, config)
-        cache.changed(run.agent_id, entry, 0.0, run.started_at, run.id.int, observations)
+        worker.learn(parse_run(orjson.dumps(raw)))
 
 
 async def test_a_failing_agent_is_retried_alone_with_backoff(monkeypatch: Any) -> None:
     clock = [1000.0]
     monkeypatch.setattr(publisher_module.time, "monotonic", lambda: clock[0])
-    cache = StateCache(Table(), max_bytes=1 << 30)
-    learn(cache, 4)
     producer = Producer(refused={"agent-0002"})
-    metrics = WorkerMetrics()
-    publisher = Publisher(producer, cache, LearnerConfig(), TopicSettings(), metrics)  # type: ignore[arg-type]
+    worker = Worker(producer)
+    learn(worker, 4)
+    publisher, metrics = worker.publisher, worker.metrics
 
     await publisher.publish_pending()
     published = {agent for _, agent in producer.sent}
@@ -98,11 +117,11 @@ async def test_a_trie_that_keeps_failing_backs_off_although_its_hints_go_out(
     reset the backoff of its failing trie (a retry every second, for ever)."""
     clock = [1000.0]
     monkeypatch.setattr(publisher_module.time, "monotonic", lambda: clock[0])
-    cache = StateCache(Table(), max_bytes=1 << 30)
-    learn(cache, 2)
     topics = TopicSettings()
     producer = Producer(refused={"agent-0001"}, refused_topic=topics.tries)
-    publisher = Publisher(producer, cache, LearnerConfig(), topics, WorkerMetrics())  # type: ignore[arg-type]
+    worker = Worker(producer, topics)
+    learn(worker, 2)
+    publisher = worker.publisher
     await publisher.publish_pending()
     assert (topics.hints, "agent-0001") in producer.sent
     delays = []
@@ -119,22 +138,15 @@ async def test_an_agents_last_trie_is_never_older_than_its_last_hints() -> None:
     """A trie built between a run and the hints of that run holds the run already; when the
     hints follow, the next tries cycle sends the (unchanged) trie again, so that a reader
     of both topics sees a trie at least as new as the hints."""
-    cache = StateCache(Table(), max_bytes=1 << 30)
     producer = Producer(refused=set())
-    publisher = Publisher(producer, cache, LearnerConfig(), TopicSettings(), WorkerMetrics())  # type: ignore[arg-type]
-    config = LearnerConfig()
+    worker = Worker(producer)
+    publisher = worker.publisher
     first, second = (
         parse_run(orjson.dumps(raw)) for raw in generate_runs(2, 1, seed=5, llm_calls=(2, 3))
     )
-
-    def learn_one(run: Any) -> None:
-        entry = cache.get(run.agent_id, 0)
-        observations = entry.state.learn(run, config)
-        cache.changed(run.agent_id, entry, 0.0, run.started_at, run.id.int, observations)
-
-    learn_one(first)
+    worker.learn(first)
     await publisher.publish_hints()  # hints of the first run; its trie is due
-    learn_one(second)
+    worker.learn(second)
     await publisher.publish_tries()  # the trie already holds the second run
     await publisher.publish_hints()  # the hints of the second run: newer than that trie
     await publisher.publish_tries()  # the same trie, sent again
@@ -149,14 +161,15 @@ async def test_a_rebalance_hurries_the_paced_tries_cycle_under_way() -> None:
     """The commit builds tries at a small share of the loop; a rebalance (or shutdown) that
     waits for them must not wait for the resting: the cycle under way finishes at full
     speed, then its own publish runs."""
-    cache = StateCache(Table(), max_bytes=1 << 30)
-    learn(cache, 40)
     producer = Producer(refused=set())
-    publisher = Publisher(producer, cache, LearnerConfig(), TopicSettings(), WorkerMetrics())  # type: ignore[arg-type]
+    worker = Worker(producer)
+    learn(worker, 40)
+    publisher = worker.publisher
     await publisher.publish_hints()  # their tries are now due
     paced = asyncio.create_task(publisher.publish_tries(share=1e-5))  # would rest for minutes
     await asyncio.sleep(0.05)
     assert not paced.done()
     await asyncio.wait_for(publisher.publish_pending(), timeout=10)
-    assert paced.done() and paced.result() == len(cache) > 30
-    assert len({agent for topic, agent in producer.sent if topic == "agent-tries"}) == len(cache)
+    assert paced.done() and paced.result() == len(worker.store) > 30
+    tried = {agent for topic, agent in producer.sent if topic == "agent-tries"}
+    assert len(tried) == len(worker.store)

@@ -1,4 +1,5 @@
-"""`/healthz` asks for a restart once no offset can be committed again (no broker)."""
+"""`/healthz` asks for a restart once no offset can be committed again (no broker; the
+service is built inside a running loop, as `run` builds it)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ def service(tmp_path: Path) -> StreamService:
     return StreamService(settings, TopicLayout(partitions=2))
 
 
-def test_healthy_until_a_send_the_offsets_depend_on_failed(tmp_path: Path) -> None:
+async def test_healthy_until_a_send_the_offsets_depend_on_failed(tmp_path: Path) -> None:
     svc = service(tmp_path)
     assert svc.healthy() == (True, "running")
     svc.records.sends.failure = RuntimeError("delivery timed out")
@@ -22,7 +23,7 @@ def test_healthy_until_a_send_the_offsets_depend_on_failed(tmp_path: Path) -> No
     assert not healthy and "delivery timed out" in why
 
 
-def test_a_failed_changelog_send_also_asks_for_a_restart(tmp_path: Path) -> None:
+async def test_a_failed_changelog_send_also_asks_for_a_restart(tmp_path: Path) -> None:
     svc = service(tmp_path)
     svc.table.failure = RuntimeError("changelog gone")
     healthy, why = svc.healthy()

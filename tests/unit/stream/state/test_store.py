@@ -1,4 +1,4 @@
-"""The state cache and the table layout: exactly once through crashes at any write, deltas
+"""The state store and the table layout: exactly once through crashes at any write, deltas
 proportional to what changed, memory bounded in bytes (no Kafka: `changelog_sim`)."""
 
 from __future__ import annotations
@@ -14,25 +14,34 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from tests.unit.stream.changelog_sim import Changelog, Crash, LocalStore, SimTable
+from tests.unit.stream.state.changelog_sim import Changelog, Crash, LocalStore, Receipt, SimTable
 from worker.demo_workload import generate_runs
 from worker.learner import AgentState, LearnerConfig, state_hints, trie_dict
 from worker.learner.limits import Limits
 from worker.models import parse_run
-from worker.stream import agent_store, state_records
 from worker.stream.processor import Outcome, Processor
+from worker.stream.publish_queue import PublishQueue
 from worker.stream.rekey import partition_for
-from worker.stream.state_cache import StateCache
-from worker.stream.state_records import agent_key, encode_snapshot
+from worker.stream.state import agent_records, cache, records
+from worker.stream.state.records import agent_key, encode_snapshot
+from worker.stream.state.store import StateStore
 
 CONFIG = LearnerConfig()
 PARTITIONS = 2
 START = 1_700_000_000_000_000_000
 
 
-def make_cache(table: Any, **options: Any) -> StateCache:
+def make_store(table: Any, **options: Any) -> StateStore:
     options.setdefault("max_bytes", 1 << 30)
-    return StateCache(table, **options)
+    return StateStore(table, **options)
+
+
+def make_processor(store: StateStore, partitions: int = PARTITIONS) -> Processor:
+    return Processor(store, PublishQueue(store.cache), CONFIG, Limits(), partitions)
+
+
+def stored_state(store: StateStore, agent_id: str, partition: int) -> AgentState:
+    return store.state(store.get(agent_id, partition))
 
 
 def make_input(seed: int, runs: int, agents: int) -> dict[int, list[bytes]]:
@@ -74,8 +83,8 @@ class SimWorker:
         self, store: LocalStore, changelog: Changelog, crash_after: int | None, **cache: Any
     ) -> None:
         self.table = SimTable(store, changelog, crash_after)
-        self.cache = make_cache(self.table, **cache)
-        self.processor = Processor(self.cache, CONFIG, Limits(), PARTITIONS)
+        self.store = make_store(self.table, **cache)
+        self.processor = make_processor(self.store)
         self.outcomes: list[Outcome] = []
         self._in_flight: tuple[int, dict[int, int]] | None = None  # (records sent, offsets)
         self._inputs: dict[int, list[bytes]] = {}
@@ -114,22 +123,23 @@ class SimWorker:
         if self._in_flight is not None:  # the previous commit completes
             sent, offsets = self._in_flight
             self.table.acknowledge(sent)
+            self.store.acknowledged()
             committed.update(offsets)
         offsets = dict(self._position)  # faust chooses the offsets, then the states go
-        for partition in self.cache.partitions_to_write():
-            self.cache.flush_partitions([partition])
+        for partition in self.store.partitions_to_write():
+            self.store.write([partition])
             for _ in range(interleave):
                 self._step()
-        self.cache.flush_done()
+        self.store.committed()
         self._in_flight = (len(self.table.changelog.records), offsets)
-        self.cache.take_to_publish()  # the publisher's turn: those agents may now be evicted
+        self.processor.to_publish.take()  # the publisher's turn: those agents may now leave
 
 
 def final_states(changelog: Changelog, agents: list[str]) -> dict[str, bytes]:
     """What a worker with a lost disk reads back: every agent's state, as canonical bytes."""
-    cache = make_cache(SimTable(LocalStore.rebuilt(changelog), changelog, None))
+    store = make_store(SimTable(LocalStore.rebuilt(changelog), changelog, None))
     return {
-        agent: cache.get(agent, partition_for(agent, PARTITIONS)).state.to_bytes()
+        agent: stored_state(store, agent, partition_for(agent, PARTITIONS)).to_bytes()
         for agent in agents
     }
 
@@ -146,10 +156,10 @@ def crash_and_restart(
     stored state must equal its distinct runs learned once, bit for bit."""
     patch = pytest.MonkeyPatch()
     if small:  # snapshots, parts, chunk sealing and forgetting, eviction: all of them, often
-        patch.setattr(agent_store, "MIN_DELTA_BYTES", 600)
-        patch.setattr(agent_store, "MAX_DELTAS", 3)
-        patch.setattr(state_records, "INLINE_BYTES", 1500)
-        patch.setattr(state_records, "PART_BYTES", 700)
+        patch.setattr(agent_records, "MIN_DELTA_BYTES", 600)
+        patch.setattr(agent_records, "MAX_DELTAS", 3)
+        patch.setattr(records, "INLINE_BYTES", 1500)
+        patch.setattr(records, "PART_BYTES", 700)
     inputs = make_input(seed, runs=160, agents=5)
     options = {"window": 300, "max_bytes": 40_000, "max_decoded": 2} if small else {}
     changelog = Changelog()
@@ -257,7 +267,7 @@ def test_a_commit_cut_short_is_read_back_whole_or_not_at_all() -> None:
     for p, values in inputs.items():
         for value in values[committed[p] :]:
             crashing.processor.process(value, p, event=None)
-    written = crashing.cache.flush_to_table()  # the commit whose records are in flight
+    written = crashing.store.write_all()  # the commit whose records are in flight
     assert written > 3
     crashing.table.crashed(reached=written // 2, applied=0)
     disk.recover(changelog)
@@ -274,17 +284,17 @@ def test_a_busy_agent_writes_what_changed_not_its_whole_state() -> None:
     snapshot): at most twice the input bytes at 10 runs per commit, and near that at 1."""
     runs = [orjson.dumps(r) for r in generate_runs(3_400, 1, seed=9, start_ns=START)]
     table = SimTable(LocalStore(), Changelog(), None)
-    cache = make_cache(table)
-    processor = Processor(cache, CONFIG, Limits(), 1)
+    store = make_store(table)
+    processor = make_processor(store, 1)
     for value in runs[:3_000]:
         processor.process(value, 0, event=object())
-    cache.flush_to_table()
+    store.write_all()
     for per_commit, batch in ((10, runs[3_000:3_300]), (1, runs[3_300:3_400])):
         before = len(table.changelog.records)
         for i, value in enumerate(batch):
             assert processor.process(value, 0, event=object()).outcome is Outcome.LEARNED
             if i % per_commit == per_commit - 1:
-                cache.flush_to_table()
+                store.write_all()
         written = sum(len(k) + len(v or b"") for k, v in table.changelog.records[before:])
         ratio = written / sum(map(len, batch))
         assert ratio <= 2.0 if per_commit == 10 else ratio <= 3.0, (per_commit, ratio)
@@ -293,18 +303,19 @@ def test_a_busy_agent_writes_what_changed_not_its_whole_state() -> None:
 def test_a_duplicate_12000_runs_later_is_still_skipped() -> None:
     """Issue 10 problem 8: ids were kept per agent, 10,000 of them, so a duplicate arriving
     more than 10,000 runs of that agent later counted again. SPEC 1: 100,000 per partition."""
-    cache = make_cache(SimTable(LocalStore(), Changelog(), None))
-    processor = Processor(cache, CONFIG, Limits(), 1)
+    store = make_store(SimTable(LocalStore(), Changelog(), None))
+    processor = make_processor(store, 1)
     template = next(iter(generate_runs(1, 1, seed=1, llm_calls=(1, 1), start_ns=START)))
     values = [orjson.dumps({**template, "id": str(uuid.uuid4())}) for _ in range(12_001)]
     for i, value in enumerate(values):
         assert processor.process(value, 0, event=object()).outcome is Outcome.LEARNED
         if i % 1000 == 0:
-            cache.flush_to_table()
+            store.write_all()
     assert processor.process(values[0], 0, event=object()).outcome is Outcome.DUPLICATE
-    cache.flush_to_table()
-    restored = make_cache(SimTable(LocalStore.rebuilt(cache.table.changelog), Changelog(), None))
-    restored_processor = Processor(restored, CONFIG, Limits(), 1)
+    store.write_all()
+    changelog = store.table.changelog  # type: ignore[attr-defined]
+    restored = make_store(SimTable(LocalStore.rebuilt(changelog), Changelog(), None))
+    restored_processor = make_processor(restored, 1)
     assert restored_processor.process(values[0], 0, event=object()).outcome is Outcome.DUPLICATE
 
 
@@ -313,8 +324,8 @@ def test_memory_per_cached_agent_with_three_runs_is_small() -> None:
     caches publishing leaves in them). Target: at most 8 KB. Measured with tracemalloc over
     1,000 agents learned, written and published, 32 of them kept decoded."""
     runs = [orjson.dumps(r) for r in generate_runs(3_000, 1_000, seed=5, start_ns=START)]
-    cache = make_cache(_DiscardingTable(), max_decoded=32)
-    processor = Processor(cache, CONFIG, Limits(), 1)
+    store = make_store(_DiscardingTable(), max_decoded=32)
+    processor = make_processor(store, 1)
     processor.process(runs[0], 0, event=object())  # module-level memos and caches first
     gc.collect()
     tracemalloc.start()
@@ -323,57 +334,60 @@ def test_memory_per_cached_agent_with_three_runs_is_small() -> None:
         for i, value in enumerate(runs[1:]):
             processor.process(value, 0, event=object())
             if i % 300 == 299:
-                cache.flush_to_table()
-                for agent_id, entry in cache.take_to_publish():  # what the publisher reads
-                    state_hints(entry.state, CONFIG)
-                    trie_dict(agent_id, entry.state, CONFIG)
-        cache.flush_to_table()
-        cache.take_to_publish()
-        cache.fit()
+                store.write_all()
+                for change in processor.to_publish.take():  # what the publisher reads
+                    state_hints(store.state(change.entry), CONFIG)
+                    trie_dict(change.agent_id, store.state(change.entry), CONFIG)
+        store.write_all()
+        processor.to_publish.take()
+        store.acknowledged()
+        store.cache.fit()
         gc.collect()
-        per_agent = (tracemalloc.get_traced_memory()[0] - before) / len(cache)
+        per_agent = (tracemalloc.get_traced_memory()[0] - before) / len(store)
     finally:
         tracemalloc.stop()
-    assert len(cache) > 900
+    assert len(store) > 900
     assert per_agent <= 8_000, per_agent
-    assert cache.state_bytes / len(cache) <= 8_000  # and the estimate is of the same order
+    assert store.state_bytes / len(store) <= 8_000  # and the estimate is of the same order
 
 
 class _DiscardingTable:
-    """A table that stores nothing (writes are RocksDB's and the broker's memory)."""
+    """A table that stores nothing (writes are RocksDB's and the broker's memory); every
+    write counts as applied at once."""
 
     def get(self, key: bytes) -> bytes | None:
         return None
 
-    def put(self, partition: int, key: bytes, value: bytes | None) -> None:
-        return None
+    def put(self, partition: int, key: bytes, value: bytes | None) -> Receipt:
+        return Receipt(applied=True)
 
 
 def test_memory_stays_within_the_bound_in_bytes() -> None:
     table = SimTable(LocalStore(), Changelog(), None)
-    cache = make_cache(table, max_bytes=5_000_000)
-    processor = Processor(cache, CONFIG, Limits(), 1)
+    store = make_store(table, max_bytes=5_000_000)
+    processor = make_processor(store, 1)
     runs = [orjson.dumps(r) for r in generate_runs(4_000, 2_000, seed=6, start_ns=START)]
     for i, value in enumerate(runs):
         processor.process(value, 0, event=object())
         if i % 50 == 49:  # a commit, the acknowledgements, a publish cycle
-            cache.flush_to_table()
+            store.write_all()
             table.acknowledge()
-            cache.take_to_publish()
-            cache.fit()
-            assert cache.state_bytes <= 5_000_000
-    assert cache.decoded_count < 100  # the rest are kept serialized ...
-    assert 500 < len(cache) < 1_900  # ... and the least recently used dropped
-    agent, state = _any_dropped_agent(cache, runs)
-    assert cache.get(agent, 0).state.to_bytes() == state.to_bytes()  # read again from the table
+            store.acknowledged()
+            processor.to_publish.take()
+            store.cache.fit()
+            assert store.state_bytes <= 5_000_000
+    assert store.decoded_count < 100  # the rest are kept serialized ...
+    assert 500 < len(store) < 1_900  # ... and the least recently used dropped
+    agent, state = _any_dropped_agent(store, runs)
+    assert stored_state(store, agent, 0).to_bytes() == state.to_bytes()  # read from the table
 
 
-def _any_dropped_agent(cache: StateCache, runs: list[bytes]) -> tuple[str, AgentState]:
+def _any_dropped_agent(store: StateStore, runs: list[bytes]) -> tuple[str, AgentState]:
     states: dict[str, AgentState] = {}
     for value in runs:
         run = parse_run(value)
         states.setdefault(run.agent_id, AgentState()).learn(run, CONFIG)
-    dropped = next(a for a in states if a not in cache._entries)
+    dropped = next(a for a in states if a not in store.cache)
     return dropped, states[dropped]
 
 
@@ -384,10 +398,9 @@ def test_format_1_values_are_read_and_their_run_ids_kept() -> None:
     body = state.to_bytes()[5:]
     legacy = b"\x01" + len(body).to_bytes(4, "little") + body + run.id.bytes
     store = LocalStore({agent_key(run.agent_id): legacy})
-    cache = make_cache(SimTable(store, Changelog(), None))
-    entry = cache.get(run.agent_id, 0)
-    assert entry.state.runs == 1
-    assert run.id.int in cache.run_ids(0)
+    states = make_store(SimTable(store, Changelog(), None))
+    assert stored_state(states, run.agent_id, 0).runs == 1
+    assert run.id.int in states.run_ids(0)
 
 
 def test_agent_keys_never_collide_with_internal_keys() -> None:
@@ -395,25 +408,25 @@ def test_agent_keys_never_collide_with_internal_keys() -> None:
         agent_key("\x00d"),
         agent_key("\x00dx"),
         agent_key("a"),
-        state_records.delta_key("a", 1),
-        state_records.delta_key("a\x00", 1),
-        state_records.part_key("a", 1, 1, 0),
-        state_records.open_ids_key(0),
-        state_records.chunk_key(0, 0),
+        records.delta_key("a", 1),
+        records.delta_key("a\x00", 1),
+        records.part_key("a", 1, 1, 0),
+        records.open_ids_key(0),
+        records.chunk_key(0, 0),
     }
     assert len(keys) == 8
     assert not any(key.startswith(b"\x00") for key in (agent_key("a"), agent_key("b")))
 
 
 def test_large_snapshots_are_stored_in_parts(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(state_records, "INLINE_BYTES", 4000)
-    monkeypatch.setattr(state_records, "PART_BYTES", 1000)
+    monkeypatch.setattr(records, "INLINE_BYTES", 4000)
+    monkeypatch.setattr(records, "PART_BYTES", 1000)
     head, parts = encode_snapshot(7, 3, b"", b"x" * 3500)
     assert parts == []
     head, parts = encode_snapshot(7, 3, b"i" * 32, b"x" * 4500)
     assert len(parts) == 5 and all(len(p) <= 1002 for p in parts)
-    assert state_records.decode_snapshot_head(head).parts == 5
-    assert state_records.decode_snapshot_head(head).run_ids == b"i" * 32
+    assert records.decode_snapshot_head(head).parts == 5
+    assert records.decode_snapshot_head(head).run_ids == b"i" * 32
 
 
 @pytest.mark.parametrize(
@@ -423,31 +436,33 @@ def test_large_snapshots_are_stored_in_parts(monkeypatch: pytest.MonkeyPatch) ->
 def test_unreadable_records_are_a_clear_error(value: bytes) -> None:
     with pytest.raises(ValueError, match=r"not a|unreadable"):
         if value[:2] == b"\x02D":
-            state_records.decode_delta(value)
+            records.decode_delta(value)
         else:
-            state_records.decode_snapshot_head(value)
+            records.decode_snapshot_head(value)
 
 
 def test_a_backlog_of_new_agents_costs_linear_bookkeeping(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Thousands of new agents learned between two commits are all pinned (unwritten,
-    unpublished). Each read of a new agent used to walk every pinned one looking for one to
-    serialize: quadratic (a 50,000-agent backlog ran at ~130 runs/s). Count the checks."""
-    cache = make_cache(_DiscardingTable(), max_decoded=16)
+    """Thousands of new agents learned between two commits are all held (unwritten,
+    unpublished). Each read of a new agent used to walk every held one looking for one to
+    serialize: quadratic (a 50,000-agent backlog ran at ~130 runs/s). Held agents are now
+    outside the orders that making room walks: count the agents it looks at."""
+    store = make_store(_DiscardingTable(), max_decoded=16)
     checks = [0]
-    pinned = cache._pinned
+    encode = cache.AgentCache._encode
 
-    def counting(agent_id: str, entry: Any) -> bool:
+    def counting(self: cache.AgentCache, entry: Any) -> None:
         checks[0] += 1
-        return pinned(agent_id, entry)
+        encode(self, entry)
 
-    monkeypatch.setattr(cache, "_pinned", counting)
-    processor = Processor(cache, CONFIG, Limits(), 1)
+    monkeypatch.setattr(cache.AgentCache, "_encode", counting)
+    processor = make_processor(store, 1)
     runs = [orjson.dumps(r) for r in generate_runs(3_000, 3_000, seed=9, start_ns=START)]
     for value in runs:
         processor.process(value, 0, event=object())
-    assert cache.decoded_count == len(cache) > 1_500  # all pinned: kept decoded
+    assert store.decoded_count == len(store) > 1_500  # all held: kept decoded
     assert checks[0] < 10 * len(runs), checks[0]  # quadratic would be ~4,500,000
-    cache.flush_to_table()
-    cache.take_to_publish()
-    cache.fit()  # unpinned now: back within the bound
-    assert cache.decoded_count <= 16
+    store.write_all()
+    processor.to_publish.take()
+    store.acknowledged()
+    store.cache.fit()  # released now: back within the bound
+    assert store.decoded_count <= 16

@@ -9,7 +9,7 @@ always the one some open record described, and the cost per commit is the new id
 each) plus the open record (at most `CHUNK_IDS` ids).
 
 Also the partition's owner token: a random number drawn each time this worker takes the
-partition over, written into the agent records it creates (see `worker.stream.state_cache`).
+partition over, written into the agent records it creates (see `worker.stream.state.agent_records`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import secrets
 from collections.abc import Callable
 
 from worker.learner.run_ids import RunIds, id_bytes, split_ids
-from worker.stream.state_records import (
+from worker.stream.state.records import (
     chunk_key,
     decode_chunk,
     decode_open_ids,

@@ -3,8 +3,8 @@
 Per agent: a snapshot at the agent's key (its statistics, `AgentState.to_bytes`, inline or in
 parts when large) and, after it, deltas keyed by sequence number (the runs learned in one
 commit: their observations and ids). Per partition: the learned run ids, as sealed chunks
-written once and one "open" record. Why this layout keeps every run exactly once is in
-`worker.stream.state_cache`.
+written once and one "open" record. Why this layout keeps every run exactly once is argued
+in docs/operations.md ("Exactly once: the argument").
 
 Keys: an agent's snapshot is its UTF-8 id (as in format 1, so old values are still found;
 an id starting with NUL is escaped). Every other key starts with NUL, which no agent key
