@@ -1,7 +1,8 @@
 """The learner: a pure, Kafka-free core (run records in, trie and hints out).
 
 state = AgentState()
-state.learn(run, config)          # False when run.id was already learned (duplicate)
+observations = state.learn(run, config)      # what the run taught (skipping duplicates
+                                             # is the caller's: `intake.learn`, `Fleet`)
 trie = build_trie("agent-7", state, config)
 hints = default_hints(trie, config)          # AgentHints | None
 blob = state.to_bytes(); AgentState.from_bytes(blob).merge(other_state)
