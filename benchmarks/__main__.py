@@ -17,6 +17,7 @@ BENCHMARKS = {
     "e2e": "benchmarks.e2e",
     "mixes": "benchmarks.mixes",
     "limits": "benchmarks.limits",
+    "fleet": "benchmarks.fleet",
     "state": "benchmarks.state",
     "gateway": "benchmarks.gateway",
     "recorder": "benchmarks.recorder",

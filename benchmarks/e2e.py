@@ -43,6 +43,7 @@ from benchmarks.harness import (
     percentile,
     produce_all,
     run_bench,
+    worker_checkout,
 )
 from devtools.worker_process import TopicNames, WorkerProcess, parse_metrics
 from worker.kafka.reading import assign_at_end, new_reader, topic_partitions
@@ -108,12 +109,13 @@ class HintsWatcher:
         return sum(self.runs.values())
 
     async def wait_until(
-        self, done: Callable[[], bool], timeout: float, worker: WorkerProcess
+        self, done: Callable[[], bool], timeout: float, workers: list[WorkerProcess]
     ) -> bool:
-        """Until `done()`; False after `timeout` s. Fails fast when the worker dies."""
+        """Until `done()`; False after `timeout` s. Fails fast when a worker dies."""
         deadline = time.monotonic() + timeout
         while not done():
-            worker.check_alive()
+            for worker in workers:
+                worker.check_alive()
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return False
@@ -147,14 +149,14 @@ class Saturation:
 
 
 async def saturation(
-    args: argparse.Namespace,
+    runs: list[tuple[str, bytes]],
     bootstrap: str,
     topics: TopicNames,
-    worker: WorkerProcess,
-    prefix: str,
+    workers: list[WorkerProcess],
 ) -> tuple[Saturation, HintsWatcher]:
-    """Backlog first, then the worker: how fast does it catch up?"""
-    runs = make_runs(args.runs, args.agents, args.seed, prefix)
+    """Backlog first, then the workers (one group): how fast do they catch up? The CPU
+    figures are the first worker's."""
+    worker = workers[0]
     targets = Counter(agent for agent, _ in runs)
     rate = await produce_all(bootstrap, topics.runs, runs)
     result = Saturation(len(runs), len(targets), rate)
@@ -178,12 +180,13 @@ async def saturation(
 
     watcher.on_hints = on_hints
     started = time.monotonic()
-    worker.start()
+    for each in workers:
+        each.start()
     assert worker.proc is not None
     cpu.worker_pid = worker.proc.pid
     timeout = 60 + len(runs) / 200
     result.complete = await watcher.wait_until(
-        lambda: all(watcher.runs.get(a, 0) >= n for a, n in targets.items()), timeout, worker
+        lambda: all(watcher.runs.get(a, 0) >= n for a, n in targets.items()), timeout, workers
     )
     finished = time.monotonic()
     result.reflected = watcher.total()
@@ -220,7 +223,7 @@ async def latency(
 ) -> Latency:
     """Fixed-rate runs to warm agents; per-run time from send to hints that include it."""
     result = Latency(args.rate, args.duration)
-    runs = make_runs(int(args.rate * args.duration), args.agents, args.seed + 1, prefix)
+    runs = make_runs(int(args.rate * args.duration), args.agents, args.seed + 1, prefix, args.zipf)
     seq = dict(watcher.runs)  # the k-th new run of an agent is included once runs >= base + k
     pending: dict[str, deque[tuple[int, float]]] = {}
 
@@ -259,7 +262,7 @@ async def latency(
         result.cpu = cpu.read()
     finally:
         await producer.stop()
-    await watcher.wait_until(lambda: not any(pending.values()), 30.0, worker)
+    await watcher.wait_until(lambda: not any(pending.values()), 30.0, [worker])
     watcher.on_hints = None  # late hints must not touch the figures from here on
     result.missing = sum(len(q) for q in pending.values())
     for values in (result.total, result.in_worker, result.delivery):
@@ -450,6 +453,7 @@ async def bench(args: argparse.Namespace, bootstrap: str, workdir: Path) -> list
             env=dict(setting.split("=", 1) for setting in args.worker_env),
             profile=args.profile,
             cpus=cpus.worker if cpus else None,
+            **worker_checkout(args.worker_repo),
         )
         lines = await _phases(args, bootstrap, topics, worker, tag)
     return [*lines[:2], f"cpus: {pinned}", *lines[2:]]
@@ -466,7 +470,8 @@ async def _phases(
     watcher = None
     try:
         print(f"saturation phase ({args.runs:,} runs) ...", flush=True)
-        sat, watcher = await saturation(args, bootstrap, topics, worker, prefix)
+        backlog = make_runs(args.runs, args.agents, args.seed, prefix, args.zipf)
+        sat, watcher = await saturation(backlog, bootstrap, topics, [worker])
         after_sat = histograms(await asyncio.to_thread(worker.get, "/metrics"))
         lat, lat_means = None, {}
         if not args.skip_latency and sat.complete:

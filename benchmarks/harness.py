@@ -20,6 +20,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaProducer
@@ -119,10 +120,28 @@ async def new_topics(bootstrap: str, prefix: str, partitions: int) -> TopicNames
     return topics
 
 
-def make_runs(count: int, agents: int, seed: int, prefix: str) -> list[tuple[str, bytes]]:
-    """Pre-serialised (agent id, run JSON) pairs, agent ids prefixed to keep them unique."""
+def worker_checkout(repo: Path | None) -> dict[str, Any]:
+    """WorkerProcess options that run the worker of checkout `repo` (None: this one)."""
+    if repo is None:
+        return {}
+    python = repo.resolve() / ".venv" / "bin" / "python"
+    if not python.exists():
+        raise SystemExit(f"--worker-repo {repo}: no {python} (run `make install` there)")
+    return {"python": str(python), "cwd": repo.resolve()}
+
+
+def make_runs(
+    count: int,
+    agents: int,
+    seed: int,
+    prefix: str,
+    zipf: float = 0.0,
+    every_agent: bool = False,
+) -> list[tuple[str, bytes]]:
+    """Pre-serialised (agent id, run JSON) pairs, agent ids prefixed to keep them unique;
+    `zipf` and `every_agent` shape the fleet (see `generate_runs`)."""
     out = []
-    for run in generate_runs(count, agents, seed=seed):
+    for run in generate_runs(count, agents, seed=seed, zipf=zipf, every_agent=every_agent):
         run["agent_id"] = prefix + run["agent_id"]
         out.append((run["agent_id"], orjson.dumps(run)))
     return out
@@ -177,3 +196,15 @@ def run_bench(
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bootstrap-servers", default=os.environ.get("WORKER_BOOTSTRAP_SERVERS"))
     parser.add_argument("--partitions", type=int, default=8)
+    parser.add_argument(
+        "--zipf",
+        type=float,
+        default=0.0,
+        help="skew runs over agents: the k-th agent gets k**-ZIPF of them (0: uniform; "
+        "0.73 is a realistic fleet's shape)",
+    )
+    parser.add_argument(
+        "--worker-repo",
+        type=Path,
+        help="run the worker of another checkout (with its own .venv), to compare side by side",
+    )

@@ -42,14 +42,19 @@ from benchmarks.harness import (
     nonce,
     produce_all,
     run_bench,
+    worker_checkout,
 )
 from devtools.worker_process import REPO_ROOT, TopicNames, WorkerProcess, parse_metrics
+from worker.demo_workload import FLEET_ZIPF
 from worker.kafka.reading import new_reader, topic_partitions
 from worker.learner import Fleet
 from worker.models import parse_run
 
 TARGET_RUNS_PER_S = 6000
 TARGET_CPU_US = 150
+#: issue 23: a fleet's shape (10,000 agents, Zipf-skewed) per worker process
+TARGET_FLEET_RUNS_PER_S = 5000
+TARGET_FLEET_CPU_US = 200
 
 
 @dataclass
@@ -127,13 +132,24 @@ def bare_faust(bootstrap: str, topic: str, count: int, tuned: bool, cpus: set[in
 
 
 async def our_worker(
-    bootstrap: str, topics: TopicNames, count: int, workdir: Path, cpus: set[int] | None
+    bootstrap: str,
+    topics: TopicNames,
+    count: int,
+    workdir: Path,
+    cpus: set[int] | None,
+    checkout: dict[str, Any],
 ) -> tuple[float, float]:
     """A fresh worker (new group and state) through the backlog: (seconds, CPU seconds)
-    from its first learned run to its last."""
+    from its first learned run to its last; `checkout` runs another checkout's worker."""
     tag = nonce()
     worker = WorkerProcess(
-        bootstrap, topics, group_id=f"lim-{tag}", state_dir=workdir / tag, base_env={}, cpus=cpus
+        bootstrap,
+        topics,
+        group_id=f"lim-{tag}",
+        state_dir=workdir / tag,
+        base_env={},
+        cpus=cpus,
+        **checkout,
     )
     worker.start()
     try:
@@ -155,9 +171,12 @@ async def our_worker(
 
 async def bench(args: argparse.Namespace, bootstrap: str, workdir: Path) -> list[str]:
     topics = await new_topics(bootstrap, f"lim-{nonce()}", args.partitions)
-    runs = make_runs(args.runs, args.agents, args.seed, "lim-")
+    runs = make_runs(args.runs, args.agents, args.seed, "lim-", args.zipf)
     await produce_all(bootstrap, topics.runs, runs)
     count = len(runs)
+    fleet_topics = await new_topics(bootstrap, f"limf-{nonce()}", args.partitions)
+    fleet_runs = make_runs(args.fleet_runs, args.fleet_agents, args.seed, "limf-", FLEET_ZIPF)
+    await produce_all(bootstrap, fleet_topics.runs, fleet_runs)
     plan = pinning.plan() if args.pin else None
     own = plan.worker if plan else None
     table: dict[str, Figures] = {
@@ -168,6 +187,18 @@ async def bench(args: argparse.Namespace, bootstrap: str, workdir: Path) -> list
         "bare faust agent, stock settings": Figures(),
         "our worker (python -m worker run)": Figures(),
     }
+    fleet_row = f"our worker, {args.fleet_agents:,} agents (Zipf), {len(fleet_runs):,} runs"
+    table[fleet_row] = Figures()
+    # (checkout, its row on the bench topic, its row on the fleet topic): ours, and the
+    # worker of another checkout in the same rounds when asked
+    workers: list[tuple[dict[str, Any], Figures, Figures]] = [
+        ({}, table["our worker (python -m worker run)"], table[fleet_row])
+    ]
+    if args.worker_repo is not None:
+        other = f"worker of {args.worker_repo}"
+        table[other] = other_bench = Figures()
+        table[f"{other}, {args.fleet_agents:,} agents"] = other_fleet = Figures()
+        workers.append((worker_checkout(args.worker_repo), other_bench, other_fleet))
     names = list(table)
     with contextlib.ExitStack() as stack:
         if plan is not None:
@@ -189,8 +220,14 @@ async def bench(args: argparse.Namespace, bootstrap: str, workdir: Path) -> list
                 table[name].notes.append(
                     f"{result['stalls']} stalls {result['stalled_seconds']:.1f}s"
                 )
-            seconds, cpu = await our_worker(bootstrap, topics, count, workdir, own)
-            table[names[5]].add(count, seconds, cpu)
+            for checkout, bench_row, fleet_bench_row in workers:
+                seconds, cpu = await our_worker(bootstrap, topics, count, workdir, own, checkout)
+                bench_row.add(count, seconds, cpu)
+                fleet_count = len(fleet_runs)
+                seconds, cpu = await our_worker(
+                    bootstrap, fleet_topics, fleet_count, workdir, own, checkout
+                )
+                fleet_bench_row.add(fleet_count, seconds, cpu)
     return report(table, args, plan.describe() if plan else "CPUs not pinned")
 
 
@@ -207,6 +244,7 @@ def _in_process_work() -> list[Callable[[], Callable[[bytes], Any]]]:
 def report(table: dict[str, Figures], args: argparse.Namespace, pinned: str) -> list[str]:
     limit = table["aiokafka + parse_run + learn (no output)"].rate
     ours = table["our worker (python -m worker run)"]
+    fleet = next(figures for name, figures in table.items() if name.startswith("our worker, "))
     lines = [
         f"side by side, {args.runs:,} runs x {args.rounds} rounds, {pinned}",
         f"{'what':<46} {'runs/s median (range)':>26} {'CPU us/run':>11} {'x limit':>8}",
@@ -224,6 +262,12 @@ def report(table: dict[str, Figures], args: argparse.Namespace, pinned: str) -> 
         f"{'met' if met_rate else 'NOT met'} ({ours.rate:,.0f}); CPU <= {TARGET_CPU_US} us/run: "
         f"{'met' if met_cpu else 'NOT met'} ({ours.cpu:,.0f})"
     )
+    lines.append(
+        f"targets at {args.fleet_agents:,} agents: >= {TARGET_FLEET_RUNS_PER_S:,} runs/s: "
+        f"{'met' if fleet.rate >= TARGET_FLEET_RUNS_PER_S else 'NOT met'} ({fleet.rate:,.0f}); "
+        f"CPU <= {TARGET_FLEET_CPU_US} us/run: "
+        f"{'met' if fleet.cpu <= TARGET_FLEET_CPU_US else 'NOT met'} ({fleet.cpu:,.0f})"
+    )
     return lines
 
 
@@ -232,6 +276,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add_common_arguments(parser)
     parser.add_argument("--runs", type=int, default=20_000)
     parser.add_argument("--agents", type=int, default=100)
+    parser.add_argument("--fleet-agents", type=int, default=10_000, help="the fleet row's agents")
+    parser.add_argument("--fleet-runs", type=int, default=40_000, help="the fleet row's backlog")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--no-pin", dest="pin", action="store_false")

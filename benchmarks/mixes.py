@@ -23,7 +23,14 @@ from pathlib import Path
 from aiokafka import AIOKafkaProducer
 
 from benchmarks import pinning
-from benchmarks.harness import add_common_arguments, make_runs, new_topics, nonce, run_bench
+from benchmarks.harness import (
+    add_common_arguments,
+    make_runs,
+    new_topics,
+    nonce,
+    run_bench,
+    worker_checkout,
+)
 from devtools.worker_process import WorkerProcess, parse_metrics
 
 LEARNED = "agent_hints_runs_learned_total"
@@ -70,7 +77,7 @@ async def rate(args: argparse.Namespace, bootstrap: str, workdir: Path, mix: str
     """Good runs per second through a backlog of this mix."""
     tag = nonce()
     topics = await new_topics(bootstrap, f"mix-{tag}", args.partitions)
-    runs = make_runs(args.runs, args.agents, args.seed, f"m{tag[:5]}-")
+    runs = make_runs(args.runs, args.agents, args.seed, f"m{tag[:5]}-", args.zipf)
     await produce(bootstrap, topics.runs, records_for(mix, runs, args.seed))
     cpus = pinning.plan() if args.pin else None
     worker = WorkerProcess(
@@ -80,6 +87,7 @@ async def rate(args: argparse.Namespace, bootstrap: str, workdir: Path, mix: str
         state_dir=workdir / tag,
         base_env={},
         cpus=cpus.worker if cpus else None,
+        **worker_checkout(args.worker_repo),
     )
     try:
         worker.start()

@@ -107,6 +107,9 @@ class WorkerProcess:
     profile: Path | None = None
     #: the executable that runs `-m worker run` (a wrapper such as read_only_root.sh too)
     python: str = PYTHON
+    #: the checkout whose `worker` package runs (`-m` imports from the working directory):
+    #: another one to measure its worker side by side with this one's (`for_repo`)
+    cwd: Path = REPO_ROOT
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
     starts: int = 0
@@ -141,7 +144,7 @@ class WorkerProcess:
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
                 cmd,
-                cwd=REPO_ROOT,
+                cwd=self.cwd,
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,

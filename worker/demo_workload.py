@@ -10,6 +10,7 @@ import random
 import time
 import uuid
 from collections.abc import Iterator
+from itertools import accumulate
 from typing import Any
 
 from worker.models.timestamps import NS_PER_MS, format_timestamp_ns
@@ -31,6 +32,11 @@ def _profile(rng: random.Random) -> dict[str, Any]:
     }
 
 
+#: the skew of a realistic fleet: 40,000 runs over 10,000 agents reach ~8,600 of them, the
+#: busiest with ~800 runs (issue 23's measured shape)
+FLEET_ZIPF = 0.73
+
+
 def generate_runs(
     count: int,
     agents: int,
@@ -38,13 +44,27 @@ def generate_runs(
     seed: int = 0,
     llm_calls: tuple[int, int] = (6, 10),
     start_ns: int | None = None,
+    zipf: float = 0.0,
+    every_agent: bool = False,
 ) -> Iterator[dict[str, Any]]:
-    """Yield `count` JSON-ready RunRecord dicts spread over `agents` agents."""
+    """Yield `count` JSON-ready RunRecord dicts spread over `agents` agents: uniformly, or
+    with `zipf` > 0 the k-th agent gets runs in proportion to k ** -zipf (a few busy agents,
+    a long tail of quiet ones). With `every_agent`, the first `agents` runs go to each agent
+    once, in a seeded random order (a fleet in which every agent is known)."""
     rng = random.Random(seed)
     profiles = [_profile(random.Random(seed * 7919 + i)) for i in range(agents)]
     clock = start_ns if start_ns is not None else time.time_ns()
-    for _ in range(count):
-        index = rng.randrange(agents)
+    weights = list(accumulate((k + 1) ** -zipf for k in range(agents))) if zipf > 0 else None
+    population = range(agents)
+    first = list(population) if every_agent else []
+    random.Random(seed + 1).shuffle(first)
+    for number in range(count):
+        if number < len(first):
+            index = first[number]
+        elif weights is None:
+            index = rng.randrange(agents)
+        else:
+            index = rng.choices(population, cum_weights=weights)[0]
         clock += rng.randint(1, 50) * NS_PER_MS
         yield _run(rng, agent_id(index), profiles[index], clock, rng.randint(*llm_calls))
 
