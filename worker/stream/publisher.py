@@ -19,7 +19,6 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
@@ -28,6 +27,7 @@ from worker.models import dumps
 from worker.models.timestamps import now_rfc3339
 from worker.observability.metrics import WorkerMetrics
 from worker.settings import TopicSettings
+from worker.stream.output_batches import OutputBatches
 from worker.stream.pacing import Pacer
 from worker.stream.publish_queue import PublishQueue
 from worker.stream.state.entry import AgentEntry
@@ -44,14 +44,8 @@ def _digest(data: bytes) -> bytes:
     return hashlib.blake2b(data, digest_size=16).digest()
 
 
-@dataclass(slots=True)
-class Send:
-    """One queued record: which output, whose, and its delivery future."""
-
-    output: str
-    agent_id: str
-    entry: AgentEntry
-    delivery: asyncio.Future[Any]
+#: what a queued record is for: (which output, agent id, its entry)
+Owner = tuple[str, str, AgentEntry]
 
 
 @dataclass(slots=True)
@@ -142,6 +136,7 @@ class Publisher:
         #: commit, a rebalance): the timers count from there
         self._hints_started = self._tries_started = 0.0
         self._tries_pacer: Pacer | None = None  # of the tries cycle under way
+        self._partition_counts: dict[str, int] = {}
         self.retries = Retries()
 
     def _hints_record(self, agent_id: str, entry: AgentEntry) -> bytes | None:
@@ -195,10 +190,10 @@ class Publisher:
             if not batch:
                 return 0
             self._tries_due.update(batch)
-            sends: list[Send] = []
+            batches = self._batches()
             for agent_id, entry in batch:
-                await self._send(sends, "hints", agent_id, entry, self._hints_record)
-            await self._settle(sends)
+                await self._queue(batches, "hints", agent_id, entry, self._hints_record)
+            await self._settle(batches)
             now_mono, now_ns = time.monotonic(), time.time_ns()
             for change in changes:
                 self.metrics.consume_to_publish.observe(now_mono - change.consumed_at)
@@ -214,47 +209,55 @@ class Publisher:
         async with self._tries_lock:
             self._tries_started = time.monotonic()
             tries, self._tries_due = list(self._tries_due.items()), {}
-            sends: list[Send] = []
+            batches = self._batches()
             self._tries_pacer = pacer = Pacer(share)
             try:
                 for agent_id, entry in tries:
                     await pacer.tick()
-                    await self._send(sends, "tries", agent_id, entry, self._trie_record)
+                    await self._queue(batches, "tries", agent_id, entry, self._trie_record)
             finally:
                 self._tries_pacer = None
-            await self._settle(sends)
+            await self._settle(batches)
             return len(tries)
 
-    async def _settle(self, sends: list[Send]) -> None:
-        """Wait for the deliveries; a failed one is retried later, for its agent alone."""
-        results = await asyncio.gather(*(s.delivery for s in sends), return_exceptions=True)
-        for send, result in zip(sends, results, strict=True):
-            if isinstance(result, BaseException):
-                self._failed(send.output, send.agent_id, send.entry, result)
-            else:
-                self.metrics.published.labels(send.output).inc()
-                self.retries.succeeded(send.output, send.agent_id)
+    def _batches(self) -> OutputBatches[Owner]:
+        return OutputBatches(self.producer, self._partitions)
+
+    async def _partitions(self, topic: str) -> int:
+        """The partition count of an output topic (asked once)."""
+        count = self._partition_counts.get(topic)
+        if count is None:
+            count = self._partition_counts[topic] = len(await self.producer.partitions_for(topic))
+        return count
+
+    async def _settle(self, batches: OutputBatches[Owner]) -> None:
+        """Send and wait for the deliveries; the agents of a failed one are retried later."""
+        for owners, error in await batches.send():
+            for output, agent_id, entry in owners:
+                if error is not None:
+                    self._failed(output, agent_id, entry, error)
+                else:
+                    self.metrics.published.labels(output).inc()
+                    self.retries.succeeded(output, agent_id)
         self.metrics.publish_failing.set(len(self.retries))
 
-    async def _send(
+    async def _queue(
         self,
-        sends: list[Send],
+        batches: OutputBatches[Owner],
         output: str,
         agent_id: str,
         entry: AgentEntry,
         build: Callable[[str, AgentEntry], bytes | None],
     ) -> None:
-        """Build one agent's record and queue it; a failure is that agent's alone."""
+        """Build one agent's record and queue it; a failure to build is that agent's alone."""
         topic = self.topics.hints if output == "hints" else self.topics.tries
         try:
             value = build(agent_id, entry)
             if value is None:
                 return
-            delivery = await self.producer.send(topic, value, key=agent_id.encode())
-        except Exception as exc:  # too large, a bug in building, a closed producer
+            await batches.add(topic, agent_id.encode(), value, (output, agent_id, entry))
+        except Exception as exc:  # a bug in building, a closed producer
             self._failed(output, agent_id, entry, exc)
-            return
-        sends.append(Send(output, agent_id, entry, delivery))
 
     def _failed(self, output: str, agent_id: str, entry: AgentEntry, error: BaseException) -> None:
         """Forget what was sent for the agent (so it is built again) and retry it later."""
