@@ -1,6 +1,6 @@
 """Every private faust / aiokafka attribute the worker touches, behind one small adapter.
 
-faust-streaming 0.15 and aiokafka 0.14 offer no public way to do these five things. Each
+faust-streaming 0.15 and aiokafka 0.14 offer no public way to do these six things. Each
 function names what it relies on; `tests/unit/stream/test_faust_internals.py` fails loudly
 when an upgrade moves or renames one, instead of the worker silently losing a guarantee.
 (`worker.stream.consumer` also overrides faust's protected consumer hooks; the same test
@@ -25,6 +25,13 @@ def committed_offset(consumer: Any, tp: Any) -> int | None:
     faust's `Consumer._committed_offset`: what it read at assignment or committed since."""
     offset = consumer._committed_offset.get(tp)
     return int(offset) if offset is not None else None
+
+
+def is_changelog(consumer: Any, tp: Any) -> bool:
+    """Is `tp` a partition of a table's changelog (not of a stream)?
+
+    faust's `Consumer._is_changelog_tp(tp)`: its topic is one of the tables' changelogs."""
+    return bool(consumer._is_changelog_tp(tp))
 
 
 def wrap_offset_commit(consumer: Any, wrap: Callable[[Commit], Commit]) -> None:

@@ -14,12 +14,16 @@ from worker.stream.consumer import PAUSED_FETCH_TIMEOUT_S, EagerConsumer, FetchF
 
 
 def consumer() -> EagerConsumer:
-    """The consumer's wait_first needs only these attributes (no broker, no app)."""
+    """The consumer's wait_first and fetch filter need only these attributes (no broker; of
+    the app, whether it is rebalancing and which topics are changelogs)."""
     c = object.__new__(EagerConsumer)
     c.suspend_flow = asyncio.Event()
     c._stopped = asyncio.Event()
     c._crashed = asyncio.Event()
     c._loop = asyncio.get_running_loop()
+    c.app = SimpleNamespace(  # type: ignore[assignment]
+        rebalancing=False, tables=SimpleNamespace(changelog_topics={CHANGELOG.topic})
+    )
     return c
 
 
@@ -271,3 +275,35 @@ async def test_the_fetch_filter_follows_pauses_and_the_flow() -> None:
     assert CHANGELOG in fetch
     c.flow_active = False  # flow stopped: nothing may be taken
     assert CHANGELOG not in fetch
+    c.flow_active = True
+    live.add(STREAM)
+    c.app.rebalancing = True  # until the rebalance ends, only what table recovery reads
+    assert CHANGELOG in fetch and STREAM not in fetch
+    c.app.rebalancing = False
+    assert STREAM in fetch
+
+
+async def test_stream_records_are_not_taken_before_the_rebalance_seeks_them() -> None:
+    """The gap guard's restarts during rebalances (issue 20): faust resumes the stream
+    partitions with the flow already on (table recovery turned it on), then seeks them to
+    their committed offsets, then clears the stream queues. Records taken in between moved
+    the position on, were cleared, and were dropped as already read after the seek. The
+    fetch filter takes stream records only once the rebalance has ended."""
+    broker = _Broker()
+    c = rebalancing_consumer(broker)
+    c.app.rebalancing = True  # on_rebalance_start, at the start of every rebalance
+    broker.arrive(STREAM, [40, 41, 42])  # the committed offset is 40: what it fetches from
+    taken = await c._getmany(c._get_active_partitions(), 0.2)  # resumed, not sought yet
+    assert taken == {} and broker.position[STREAM] == 40  # left where the seek expects it
+
+    # faust's own call in that window takes them: the loss
+    assert await broker.getmany(c._get_active_partitions(), 0.2) == {STREAM: [40, 41, 42]}
+    assert broker.position[STREAM] == 43
+
+    broker = _Broker()
+    c = rebalancing_consumer(broker)
+    c.app.rebalancing = True
+    broker.arrive(STREAM, [40, 41, 42])
+    assert await c._getmany(c._get_active_partitions(), 0.2) == {}
+    c.app.rebalancing = False  # on_rebalance_end: sought, queues cleared, flow resumed
+    assert await c._getmany(c._get_active_partitions(), 0.2) == {STREAM: [40, 41, 42]}

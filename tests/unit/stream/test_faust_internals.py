@@ -143,3 +143,25 @@ def test_state_records_are_stored_locally_once_acknowledged() -> None:
     assert Table.data.dbs[3].data == {b"k": b"v"}
     faust_internals.write_local(Table, 3, b"k", None)
     assert Table.data.dbs[3].data == {}
+
+
+def test_changelog_partitions_are_told_apart_and_rebalances_end_after_the_seek() -> None:
+    """The fetch filter holds stream partitions back until `app.rebalancing` is false: faust
+    must still clear it only after the seek to the committed offsets and the queue clear
+    (`Recovery._resume_streams`), and name changelog partitions by `_is_changelog_tp`."""
+    from faust.tables import recovery as faust_recovery
+
+    resume = inspect.getsource(faust_recovery.Recovery._resume_streams)
+    seek, clear = resume.index("perform_seek()"), resume.index("flow_control.resume()")
+    assert seek < clear < resume.index("app.on_rebalance_end()")
+    assert "self.rebalancing = False" in inspect.getsource(faust.App.on_rebalance_end)
+    assert "self.rebalancing = True" in inspect.getsource(faust.App.on_rebalance_start)
+    changelog = inspect.getsource(faust_consumer.Consumer._is_changelog_tp)
+    assert "changelog_topics" in changelog
+
+    class Consumer:
+        def _is_changelog_tp(self, tp: str) -> bool:
+            return tp == "log"
+
+    assert faust_internals.is_changelog(Consumer(), "log")
+    assert not faust_internals.is_changelog(Consumer(), "runs")
