@@ -4,7 +4,7 @@ At the end of a rebalance faust resumes the stream partitions, then seeks them t
 committed offsets, then clears the stream queues; when the table had to be restored from
 its changelog, the flow and the fetcher are on all along. Records fetched in between were
 cleared, then dropped as already read after the seek: the agent jumped over them, and the
-gap guard (`Offsets.check_gap`) restarted the worker (3 of 24 fault-suite scenarios). Here a
+gap guard (`Offsets.check_gap`) restarted the worker (3 of 12 fault-suite scenarios). Here a
 worker restores its state from the changelog (its disk lost) with faust's seek slowed by a
 second (`slow_seek/sitecustomize.py`), so it crosses that window every time.
 """

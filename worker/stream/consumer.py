@@ -107,9 +107,9 @@ class FetchFilter:
       it on), so records fetched between the resume and the seek reached the stream queues,
       were cleared, and set faust's read offset past the seek: read again after it, they
       were dropped as already read. The agent never saw them (the gap guard in `offsets`
-      restarted the worker, 3 times in 24 fault-suite scenarios). Until the rebalance has
-      ended (`app.rebalancing` false, set after that seek and clear) this filter holds only
-      changelog partitions, which table recovery reads.
+      restarted the worker in 3 of 12 fault-suite scenarios run back to back). Until the
+      rebalance has ended (`app.rebalancing` false, set after that seek and clear) this
+      filter holds only changelog partitions, which table recovery reads.
     """
 
     __slots__ = ("consumer", "partitions")
