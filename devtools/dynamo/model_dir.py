@@ -100,8 +100,11 @@ def write_model_dir(path: Path) -> Path:
 def ensure_model_dir(python: Path, path: Path) -> Path:
     """The model directory, made with Dynamo's venv `python` when missing."""
     if not (path / _MARKER).is_file():
-        subprocess.run([str(python), "-m", "devtools.dynamo.model_dir", str(path)], check=True,
-                       cwd=Path(__file__).resolve().parents[2])  # fmt: skip
+        subprocess.run(
+            [str(python), "-m", "devtools.dynamo.model_dir", str(path)],
+            check=True,
+            cwd=Path(__file__).resolve().parents[2],
+        )
     return path
 
 
