@@ -64,7 +64,10 @@ async def test_the_view_loads_every_agent_then_resolves_from_the_trie(outputs: P
         assert set(store.hints) == with_hints  # tools-only has a trie, no hints record
         assert set(store.tries) == set(outputs.expected)
         run = str(uuid.uuid4())
-        got = [client.hints_for("planner", run, name) for name in ("plan", "write", "write")]
+        got = []
+        for name in ("plan", "write", "write"):  # one after the other: none joins a fan-out
+            got.append(client.hints_for("planner", run, name))
+            client.call_finished("planner", run, name)
         assert [r.source for r in got] == ["trie"] * 3
         assert [r.call_index for r in got] == [1, 1, 2]
         assert got[0].hints == want_trie(outputs, "planner", "plan", 1)

@@ -51,6 +51,9 @@ class FanOutGroups(Generic[T]):
         self._clock = clock
         #: least recently joined first
         self._groups: OrderedDict[Key, _Group[T]] = OrderedDict()
+        #: idle groups are swept at most this often (a sweep is O(groups forgotten))
+        self._sweep_every_s = min(1.0, idle_s / 10)
+        self._next_sweep = clock() + self._sweep_every_s
 
     def __len__(self) -> int:
         return len(self._groups)
@@ -73,9 +76,11 @@ class FanOutGroups(Generic[T]):
     def open(self, key: Key, value: T) -> None:
         """Open a group with its first call in flight and the value its members share."""
         now = self._clock()
-        self._groups[key] = _Group(now, value)
-        self._groups.move_to_end(key)
-        self._forget_old(now)
+        groups = self._groups
+        groups.pop(key, None)  # an expired group of the same key: the new one goes last
+        groups[key] = _Group(now, value)
+        if len(groups) > self.max_groups or now >= self._next_sweep:
+            self._forget_old(now)
 
     def finished(self, key: Key) -> None:
         """A call of the group is complete; the group closes with its last call."""
@@ -87,6 +92,7 @@ class FanOutGroups(Generic[T]):
             del self._groups[key]
 
     def _forget_old(self, now: float) -> None:
+        self._next_sweep = now + self._sweep_every_s
         groups = self._groups
         while len(groups) > self.max_groups:
             groups.popitem(last=False)
