@@ -197,6 +197,7 @@ async def bench(
 
 def show(results: dict[str, Any], plot_path: Path | None) -> None:
     print("\n".join(report.markdown(results)))
+    print("\n".join(report.ttft_markdown(results)))
     print()
     print("\n".join(report.verdicts(results, PrioritySettings().policy)))
     if plot_path is not None:

@@ -66,9 +66,16 @@ def phase_figures(runs: list[dict[str, Any]]) -> dict[str, float]:
         out[f"{key} p50"] = percentile(values, 50)
         out[f"{key} p90"] = percentile(values, 90)
         out[f"{key} mean"] = statistics.fmean(values)
-    ttfts = [call[2] for run in runs for call in run["calls"] if call[1] == 200]
-    out["ttft p50"] = percentile(ttfts, 50)
-    out["ttft p90"] = percentile(ttfts, 90)
+    ttfts: dict[str, list[float]] = defaultdict(list)
+    for run in runs:
+        for name, status, ttft, _ in run["calls"]:
+            if status == 200:
+                ttfts[name].append(ttft)
+                ttfts["all"].append(ttft)
+    for name, values in ttfts.items():
+        prefix = "ttft" if name == "all" else f"ttft {name}"
+        out[f"{prefix} p50"] = percentile(values, 50)
+        out[f"{prefix} p90"] = percentile(values, 90)
     out["runs"] = len(runs)
     out["incomplete"] = sum(not run["complete"] for run in runs)
     out["non-200 calls"] = sum(call[1] != 200 for run in runs for call in run["calls"])
@@ -125,6 +132,26 @@ def markdown(results: dict[str, Any]) -> list[str]:
             bad = int(sum(figures["incomplete"]))
             cells.append(f"{runs - bad}/{runs}")
             lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def ttft_markdown(results: dict[str, Any]) -> list[str]:
+    """TTFT per call name (p50 / p90 s, medians over repeats), one column per arm."""
+    table = summarize(results)
+    names = [step.name for steps in PROGRAMS.values() for step in steps]
+    lines = []
+    for load in results["loads"]:
+        arms = [arm for arm in results["arms"] if (load, arm) in table]
+        lines += ["", f"load {load:g}x: time to first token per call, p50 / p90 in s", ""]
+        lines += ["| call | " + " | ".join(arms) + " |", "|" + "---|" * (len(arms) + 1)]
+        for name in names:
+            cells = []
+            for arm in arms:
+                figures = table[(load, arm)]
+                p50 = statistics.median(figures[f"ttft {name} p50"])
+                p90 = statistics.median(figures[f"ttft {name} p90"])
+                cells.append(f"{p50:.2f} / {p90:.2f}")
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return lines
 
 
