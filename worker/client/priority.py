@@ -35,9 +35,14 @@ from worker.client.store import HintsStore
 from worker.settings import PRIORITY_POLICIES, PriorityPolicyName, PrioritySettings
 
 _I32_MAX = 2**31 - 1
-
-Policy = Callable[["PriorityPolicy", str, str | None, int | None, Mapping[str, Any] | None, float],
-                  int | None]  # fmt: skip
+#: policy name -> the method that computes it (each takes agent, name, index, hints, age)
+_METHODS: dict[PriorityPolicyName, str] = {
+    "age-remaining": "age_remaining",
+    "level": "level",
+    "classes": "service_class",
+    "none": "no_priority",
+}
+assert tuple(_METHODS) == PRIORITY_POLICIES, "every policy name has one implementation"
 
 
 class PriorityPolicy:
@@ -47,7 +52,9 @@ class PriorityPolicy:
         self.settings = settings
         self.store = store
         self.name: PriorityPolicyName = settings.policy
-        self._compute = _POLICIES[settings.policy]
+        self._compute: Callable[
+            [str, str | None, int | None, Mapping[str, Any] | None, float], int | None
+        ] = getattr(self, _METHODS[settings.policy])
 
     def priority(
         self,
@@ -58,11 +65,17 @@ class PriorityPolicy:
         run_age_s: float,
     ) -> int | None:
         """The priority for this request; None = write none."""
-        value = self._compute(self, agent_id, name, call_index, hints, run_age_s)
+        value = self._compute(agent_id, name, call_index, hints, run_age_s)
         return None if value is None else min(max(value, 0), _I32_MAX)
 
-    def age_remaining(self, agent_id: str, name: str | None, call_index: int | None,
-                      run_age_s: float) -> int | None:  # fmt: skip
+    def age_remaining(
+        self,
+        agent_id: str,
+        name: str | None,
+        call_index: int | None,
+        hints: Mapping[str, Any] | None,
+        run_age_s: float,
+    ) -> int | None:
         """`run age + K - R / r`, rounded down; None without a learned prediction."""
         entry = self.store.tries.get(agent_id)
         if entry is None or agent_id not in self.store.hints:
@@ -82,38 +95,38 @@ class PriorityPolicy:
         s = self.settings
         return int(run_age_s + s.head_start_s - remaining / s.tokens_per_s)
 
+    def level(
+        self,
+        agent_id: str,
+        name: str | None,
+        call_index: int | None,
+        hints: Mapping[str, Any] | None,
+        run_age_s: float,
+    ) -> int | None:
+        """The learned latency-sensitivity level; None without hints or at level 0."""
+        level = sensitivity_level(hints) if hints is not None else 0
+        return level if level > 0 else None
 
-def _age_remaining(policy: PriorityPolicy, agent_id: str, name: str | None,
-                   index: int | None, hints: Mapping[str, Any] | None,
-                   age: float) -> int | None:  # fmt: skip
-    return policy.age_remaining(agent_id, name, index, age)
+    def service_class(
+        self,
+        agent_id: str,
+        name: str | None,
+        call_index: int | None,
+        hints: Mapping[str, Any] | None,
+        run_age_s: float,
+    ) -> int | None:
+        """The agent's class band, with `age_remaining` kept inside it."""
+        s = self.settings
+        band = s.classes.get(agent_id, s.default_class) * s.band_s
+        inner = self.age_remaining(agent_id, name, call_index, hints, run_age_s) or 0
+        return band + min(max(inner, 0), s.band_s - 1)
 
-
-def _level(policy: PriorityPolicy, agent_id: str, name: str | None, index: int | None,
-           hints: Mapping[str, Any] | None, age: float) -> int | None:  # fmt: skip
-    if hints is None:
+    def no_priority(
+        self,
+        agent_id: str,
+        name: str | None,
+        call_index: int | None,
+        hints: Mapping[str, Any] | None,
+        run_age_s: float,
+    ) -> int | None:
         return None
-    level = sensitivity_level(hints)
-    return level if level > 0 else None
-
-
-def _classes(policy: PriorityPolicy, agent_id: str, name: str | None, index: int | None,
-             hints: Mapping[str, Any] | None, age: float) -> int | None:  # fmt: skip
-    s = policy.settings
-    service_class = s.classes.get(agent_id, s.default_class)
-    inner = policy.age_remaining(agent_id, name, index, age)
-    return service_class * s.band_s + min(max(inner or 0, 0), s.band_s - 1)
-
-
-def _none(policy: PriorityPolicy, agent_id: str, name: str | None, index: int | None,
-          hints: Mapping[str, Any] | None, age: float) -> int | None:  # fmt: skip
-    return None
-
-
-_POLICIES: dict[PriorityPolicyName, Policy] = {
-    "age-remaining": _age_remaining,
-    "level": _level,
-    "classes": _classes,
-    "none": _none,
-}
-assert tuple(_POLICIES) == PRIORITY_POLICIES, "every policy name has one implementation"
