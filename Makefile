@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test deploy-check deploy-tools test-unit test-integration test-faults test-compat lint format bench bench-gateway bench-recorder demo kafka-up kafka-down kafka-install redis-install clean
+.PHONY: install test deploy-check deploy-tools test-unit test-integration test-faults test-compat test-dynamo lint format bench bench-gateway bench-recorder bench-dynamo demo kafka-up kafka-down kafka-install redis-install clean
 
 install: $(STAMP)
 
@@ -19,7 +19,7 @@ test: install
 	$(PY) -m pytest -q
 
 test-unit: install
-	$(PY) -m pytest -q -m "not integration and not deploy"
+	$(PY) -m pytest -q -m "not integration and not deploy and not dynamo"
 
 # Dashboard queries and alert rules on a real Prometheus scraping a real worker, promtool rule
 # tests, helm lint/template, the Dockerfile check. Installs Prometheus and Helm on first use.
@@ -35,6 +35,11 @@ test-integration: install
 
 test-faults: install
 	WORKER_FAULTS_FULL=1 $(PY) -m pytest -q -m faults
+
+# against NVIDIA Dynamo 1.6.1's real frontend and mocker (also in `make test`; the first use
+# installs Dynamo into .cache/dynamo, ~100 s)
+test-dynamo: install
+	$(PY) -m pytest -q -m dynamo
 
 test-compat: install
 	KAFKA_VERSION=$${KAFKA_COMPAT_VERSION:-3.9.2} $(PY) -m pytest -q -m integration
@@ -55,6 +60,11 @@ bench: install
 # vegeta, built with the machine's Go on first use: scripts/install-vegeta.sh)
 bench-gateway: install
 	$(PY) -m benchmarks gateway
+
+# issue 22's A/B: agent programs on Dynamo 1.6.1's real router and mocker, each priority
+# policy against no hints (~35 min; installs Dynamo into .cache/dynamo on first use)
+bench-dynamo: install
+	$(PY) -m benchmarks dynamo
 
 # what recording costs an agent: runs/s from one thread, overhead per LLM call (no broker needed)
 bench-recorder: install

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
@@ -138,6 +138,34 @@ class FallbackHintsSettings(_Section):
     total_requests: int = Field(default=0, ge=0, le=2**32 - 1)
 
 
+#: how a request's Dynamo priority is chosen (docs/router.md, "Priority policies"); the one list
+PriorityPolicyName = Literal["age-remaining", "level", "classes", "none"]
+PRIORITY_POLICIES: tuple[PriorityPolicyName, ...] = get_args(PriorityPolicyName)
+
+
+class PrioritySettings(_Section):
+    """The priority a request gets (Dynamo's `priority`: seconds of queue head start under its
+    default `fcfs` queue policy, an i32 >= 0; higher goes first). Read by the router client,
+    so by the gateway too; see `worker.client.priority`."""
+
+    #: age-remaining: run age + head_start_s - predicted remaining run tokens / tokens_per_s;
+    #: level: the learned latency-sensitivity level (1..scale); classes: each agent's service
+    #: class band, age-remaining inside it; none: no priority
+    policy: PriorityPolicyName = "age-remaining"
+    #: K of age-remaining: seconds of head start a run starts with; above the longest
+    #: predicted remaining work / tokens_per_s, so that no priority is cut off at 0
+    head_start_s: float = Field(default=30.0, ge=0, le=86_400)
+    #: r of age-remaining: predicted remaining tokens worth one second of run age (about one
+    #: sequence's decode rate on the engine): a run's place in the queue is
+    #: its start + its remaining tokens / r
+    tokens_per_s: float = Field(default=25.0, gt=0)
+    #: classes: agent id -> service class (0 = lowest; agents not listed: default_class)
+    classes: dict[str, Annotated[int, Field(ge=0, le=1000)]] = Field(default_factory=dict)
+    default_class: int = Field(default=0, ge=0, le=1000)
+    #: classes: the priority band of each class (class c: c * band_s .. (c + 1) * band_s - 1)
+    band_s: int = Field(default=1000, ge=2, le=2_000_000)
+
+
 class GatewaySettings(_Section):
     """`python -m worker gateway` and the router client's resolution knobs (SPEC 8)."""
 
@@ -154,6 +182,8 @@ class GatewaySettings(_Section):
     min_runs: int = Field(default=0, ge=0)
     #: hints for agents without a usable entry; none when unset
     fallback_hints: FallbackHintsSettings | None = None
+    #: the `dynamo` profile's priority per request
+    priority: PrioritySettings = PrioritySettings()
     #: a run is over after this long without a call: its call counts are forgotten and,
     #: with `record`, its run record is made (one value, so both agree on where runs end)
     run_idle_s: float = Field(default=600.0, gt=0)

@@ -25,6 +25,7 @@ from worker.client import HintsClient
 from worker.gateway import CallObserver, CompletedCall, GatewayConfig, GatewayServer
 from worker.gateway.observer import StartedCall
 from worker.learner import LearnerConfig, lookup_hints
+from worker.settings import PrioritySettings
 
 # async fixtures live on the session's loop (pyproject): the tests must run on it too
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
@@ -74,7 +75,8 @@ async def running_gateway(
         bootstrap or outputs.bootstrap,
         hints_topic=outputs.topics.hints,
         tries_topic=outputs.topics.tries,
-        **(client or {}),
+        # the level as priority: these tests check what is forwarded, not the policies
+        **({"priority": PrioritySettings(policy="level")} | (client or {})),
     )
     server = GatewayServer(
         GatewayConfig(upstream=upstream_url, host="127.0.0.1", port=0, **config),
@@ -568,3 +570,30 @@ async def test_a_run_end_header_restarts_the_runs_call_indexes(
         assert upstream.received[-1].agent_hints() == dynamo_expected(
             trie_hints(outputs, "write", 1)
         )
+
+
+async def test_a_fan_out_shares_one_priority_and_its_group_closes(
+    outputs: Published, upstream: FakeUpstream
+) -> None:
+    """Default policy (age-remaining): four `write` calls of one run sent together reach the
+    upstream with one priority; once all are answered the group is closed, so the run's
+    next `write` is resolved on its own (index 5)."""
+    assert trie_hints(outputs, "write", 1) != trie_hints(outputs, "write", 2)
+    async with running_gateway(
+        outputs, upstream.url, client={"priority": PrioritySettings()}
+    ) as server:
+        run = str(uuid.uuid4())
+        client = sdk(server)
+        slow = agent_headers(run=run, name="write") | {"x-fake-delay-ms": "300"}
+        await asyncio.gather(*(
+            client.chat.completions.create(model="m", messages=MESSAGES, extra_headers=slow)
+            for _ in range(4)
+        ))  # fmt: skip
+        sent = [r.agent_hints() for r in upstream.received[-4:]]
+        assert len({json.dumps(h, sort_keys=True) for h in sent}) == 1, sent
+        assert isinstance(sent[0]["priority"], int)
+        assert len(server.client.fanouts) == 0
+        await client.chat.completions.create(
+            model="m", messages=MESSAGES, extra_headers=agent_headers(run=run, name="write")
+        )
+        assert server.client.calls.peek("planner", run, "write") == 5

@@ -208,9 +208,10 @@ def test_broker_down_at_start_passes_requests_then_loads_when_it_returns(
     kafka_broker.stop()
     try:
         gateway = GatewayProcess(
-            ["--upstream", upstream.url, "--bootstrap-servers", outputs.bootstrap],
+            ["--upstream", upstream.url, "--bootstrap-servers", outputs.bootstrap,
+             "--priority-policy", "level"],
             env=topic_env(outputs),
-        )
+        )  # fmt: skip
         gateways.append(gateway)
         gateway.wait_status("/healthz", 200)
         assert gateway.get("/readyz") == 503

@@ -14,7 +14,7 @@ import pytest
 from devtools.kafka_broker import TopicSpec
 from devtools.worker_process import produce
 from tests.integration.published_hints import Published, published
-from worker.client import HintsClient, HintsView
+from worker.client import HintsClient, HintsView, Resolution
 from worker.learner import LearnerConfig, lookup_hints
 from worker.settings import KafkaSettings
 
@@ -50,6 +50,13 @@ async def eventually(condition: Callable[[], bool], what: str, timeout: float = 
         await asyncio.sleep(0.05)
 
 
+def ask(client: HintsClient, agent: str, run: str | None, name: str | None) -> Resolution:
+    """One call, answered before the next is sent (so none joins another's fan-out group)."""
+    resolution = client.hints_for(agent, run, name)
+    client.call_finished(agent, run, name)
+    return resolution
+
+
 def want_trie(out: Published, agent: str, name: str, index: int) -> dict[str, Any]:
     hints = lookup_hints(out.expected[agent]["trie"], [name], index, CONFIG)
     assert hints is not None
@@ -64,7 +71,7 @@ async def test_the_view_loads_every_agent_then_resolves_from_the_trie(outputs: P
         assert set(store.hints) == with_hints  # tools-only has a trie, no hints record
         assert set(store.tries) == set(outputs.expected)
         run = str(uuid.uuid4())
-        got = [client.hints_for("planner", run, name) for name in ("plan", "write", "write")]
+        got = [ask(client, "planner", run, name) for name in ("plan", "write", "write")]
         assert [r.source for r in got] == ["trie"] * 3
         assert [r.call_index for r in got] == [1, 1, 2]
         assert got[0].hints == want_trie(outputs, "planner", "plan", 1)
@@ -74,21 +81,21 @@ async def test_the_view_loads_every_agent_then_resolves_from_the_trie(outputs: P
         assert got[2].hints["osl"] == 1080  # p90 of the 2nd write: 900, 1000, 1100 tokens
         assert got[2].hints["total_requests"] == 0 + 2  # no call after it, 2nd of its name
         # a new run counts from 1 again
-        assert client.hints_for("planner", str(uuid.uuid4()), "write").call_index == 1
+        assert ask(client, "planner", str(uuid.uuid4()), "write").call_index == 1
 
 
 async def test_agent_default_fallback_and_none(outputs: Published) -> None:
     async with client_for(outputs, fallback=FALLBACK) as client:
         assert await client.wait_ready(30)
-        default = client.hints_for("planner", None, "write")  # no run: agent-wide only
+        default = ask(client, "planner", None, "write")  # no run: agent-wide only
         assert default.source == "agent_default"
         assert default.hints == outputs.expected["planner"]["hints"]
-        assert client.hints_for("stranger", "r1", "write").source == "fallback"
-        tools = client.hints_for("tools-only", "r1", "search")
+        assert ask(client, "stranger", "r1", "write").source == "fallback"
+        tools = ask(client, "tools-only", "r1", "search")
         assert tools.source == "fallback" and tools.hints == FALLBACK
     async with client_for(outputs) as client:
         assert await client.wait_ready(30)
-        none = client.hints_for("stranger", "r1", "write")
+        none = ask(client, "stranger", "r1", "write")
         assert none.source == "none" and none.hints is None
 
 
@@ -97,9 +104,9 @@ async def test_min_runs_skips_agents_learned_from_too_few_runs(outputs: Publishe
     assert outputs.expected["planner"]["runs"] == 3
     async with client_for(outputs, min_runs=2, fallback=FALLBACK) as client:
         assert await client.wait_ready(30)
-        solo = client.hints_for("solo", "r1", "answer")
+        solo = ask(client, "solo", "r1", "answer")
         assert solo.source == "fallback" and solo.skipped == "min_runs"
-        assert client.hints_for("planner", "r1", "plan").source == "trie"
+        assert ask(client, "planner", "r1", "plan").source == "trie"
 
 
 async def test_max_age_skips_old_hints_and_the_view_follows(outputs: Published) -> None:
@@ -113,27 +120,27 @@ async def test_max_age_skips_old_hints_and_the_view_follows(outputs: Published) 
             outputs.bootstrap, outputs.topics.hints, [(agent.encode(), orjson.dumps(record))]
         )
         await eventually(lambda: agent in client.view.store.hints, "the view to follow")
-        old = client.hints_for(agent, "r1", "plan")
+        old = ask(client, agent, "r1", "plan")
         assert old.source == "fallback" and old.skipped == "max_age"
-        assert client.hints_for("planner", "r1", "plan").source == "trie"  # fresh
+        assert ask(client, "planner", "r1", "plan").source == "trie"  # fresh
     async with client_for(outputs) as client:  # max_age_s = 0: no limit
         assert await client.wait_ready(30)
-        assert client.hints_for(agent, "r1", "plan").source == "agent_default"
+        assert ask(client, agent, "r1", "plan").source == "agent_default"
 
 
 async def test_tombstones_delete_the_trie_then_the_agent(outputs: Published) -> None:
     async with client_for(outputs) as client:
         assert await client.wait_ready(30)
         store = client.view.store
-        assert client.hints_for("doomed-trie", "r1", "x").source == "trie"
+        assert ask(client, "doomed-trie", "r1", "x").source == "trie"
         await produce(outputs.bootstrap, outputs.topics.tries, [(b"doomed-trie", None)])
         await eventually(lambda: "doomed-trie" not in store.tries, "the trie tombstone")
-        assert client.hints_for("doomed-trie", "r1", "x").source == "agent_default"
+        assert ask(client, "doomed-trie", "r1", "x").source == "agent_default"
 
-        assert client.hints_for("doomed-agent", "r1", "x").source == "trie"
+        assert ask(client, "doomed-agent", "r1", "x").source == "trie"
         await produce(outputs.bootstrap, outputs.topics.hints, [(b"doomed-agent", None)])
         await eventually(lambda: "doomed-agent" not in store.hints, "the hints tombstone")
-        assert client.hints_for("doomed-agent", "r1", "x").source == "none"
+        assert ask(client, "doomed-agent", "r1", "x").source == "none"
     async with client_for(outputs) as client:  # a fresh view reads the tombstones too
         assert await client.wait_ready(30)
         assert "doomed-agent" not in client.view.store.hints
@@ -150,18 +157,18 @@ async def test_bad_records_on_the_topics_are_skipped(outputs: Published) -> None
             [(agent.encode(), b"{not json"), (b"also-" + agent.encode(), b"[1]")],
         )  # a compacted topic refuses records without a key: those are unit-tested
         await eventually(lambda: client.view.store.invalid["hints"] >= 2, "2 bad records")
-        assert client.hints_for(agent, "r1", "x").source == "none"
-        assert client.hints_for("planner", "r1", "plan").source == "trie"
+        assert ask(client, agent, "r1", "x").source == "none"
+        assert ask(client, "planner", "r1", "plan").source == "trie"
 
 
 async def test_calls_are_counted_while_the_view_loads(outputs: Published) -> None:
     client = client_for(outputs)
     run = str(uuid.uuid4())
-    before = client.hints_for("planner", run, "write")  # not started: no view yet
+    before = ask(client, "planner", run, "write")  # not started: no view yet
     assert before.source == "none" and before.call_index == 1
     async with client:
         assert await client.wait_ready(30)
-        after = client.hints_for("planner", run, "write")
+        after = ask(client, "planner", run, "write")
         assert after.source == "trie" and after.call_index == 2
         assert after.hints == want_trie(outputs, "planner", "write", 2)
 

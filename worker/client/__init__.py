@@ -6,11 +6,15 @@ enough. `HintsClient` bundles the parts; each is usable on its own:
 - `HintsView` follows `agent-hints` and `agent-tries` into a `HintsStore`;
 - `CallCounter` turns (agent, run, call name) into the call's index within its run;
 - `Resolver` picks the hints and their source (`trie`, `agent_default`, `fallback`, `none`);
+- `PriorityPolicy` chooses the `dynamo` profile's priority (`age-remaining`, `level`,
+  `classes`, `none`), and `FanOutGroups` gives a fan-out's calls one resolution;
 - `render` writes them into a request for a profile (`dynamo`, `nemo-relay`, `nat-headers`).
 """
 
 from worker.client.call_context import CallCounter
 from worker.client.client import HintsClient
+from worker.client.fanout import FanOutGroups
+from worker.client.priority import PriorityPolicy
 from worker.client.profiles import PROFILES, Profile, Rendering, render
 from worker.client.resolution import SOURCES, Resolution, Resolver, Source
 from worker.client.store import HintsEntry, HintsStore, TrieEntry
@@ -20,10 +24,12 @@ __all__ = [
     "PROFILES",
     "SOURCES",
     "CallCounter",
+    "FanOutGroups",
     "HintsClient",
     "HintsEntry",
     "HintsStore",
     "HintsView",
+    "PriorityPolicy",
     "Profile",
     "Rendering",
     "Resolution",

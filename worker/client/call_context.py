@@ -31,8 +31,11 @@ class CallCounter:
         self.idle_s = idle_s
         self.max_runs = max_runs
         self._clock = clock
-        #: (agent_id, run_id) -> (last call time, {name: calls so far}), oldest first
-        self._runs: OrderedDict[tuple[str, str], tuple[float, dict[str, int]]] = OrderedDict()
+        #: (agent_id, run_id) -> (last call time, first call time, {name: calls so far}),
+        #: least recently used first
+        self._runs: OrderedDict[tuple[str, str], tuple[float, float, dict[str, int]]] = (
+            OrderedDict()
+        )
         #: idle runs are swept at most this often (a sweep is O(runs forgotten))
         self._sweep_every_s = min(1.0, idle_s / 10)
         self._next_sweep = clock() + self._sweep_every_s
@@ -46,10 +49,13 @@ class CallCounter:
         key = (agent_id, run_id)
         runs = self._runs
         entry = runs.pop(key, None)
-        counts = entry[1] if entry is not None and now - entry[0] <= self.idle_s else {}
+        if entry is not None and now - entry[0] <= self.idle_s:
+            started, counts = entry[1], entry[2]
+        else:
+            started, counts = now, {}
         index = counts.get(name, 0) + 1
         counts[name] = index
-        runs[key] = (now, counts)  # re-inserted: most recently used last
+        runs[key] = (now, started, counts)  # re-inserted: most recently used last
         if len(runs) > self.max_runs or now >= self._next_sweep:
             self._forget_old(now)
         return index
@@ -57,7 +63,12 @@ class CallCounter:
     def peek(self, agent_id: str, run_id: str, name: str) -> int:
         """Calls named `name` this run has made so far (0 for an unknown run)."""
         entry = self._runs.get((agent_id, run_id))
-        return entry[1].get(name, 0) if entry is not None else 0
+        return entry[2].get(name, 0) if entry is not None else 0
+
+    def run_age_s(self, agent_id: str, run_id: str) -> float:
+        """Seconds since the run's first call (as counted here); 0 for an unknown run."""
+        entry = self._runs.get((agent_id, run_id))
+        return self._clock() - entry[1] if entry is not None else 0.0
 
     def end_run(self, agent_id: str, run_id: str) -> None:
         """Forget a run now (the agent said it ended)."""

@@ -8,6 +8,9 @@
 
 `hints_for` never blocks and never raises for unknown agents: while the view is loading it
 answers source `none` (requests pass without hints), and calls are counted all the same.
+Call `call_finished` with the same names once a call's response is complete: a call that
+arrives while another of its run and name is in flight joins that call's fan-out group and
+gets the same resolution and priority (`fanout`).
 """
 
 from __future__ import annotations
@@ -16,10 +19,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from worker.client.call_context import CallCounter
+from worker.client.fanout import FanOutGroups
+from worker.client.priority import PriorityPolicy
 from worker.client.profiles import PROFILES, Profile, Rendering, render
 from worker.client.resolution import Resolution, Resolver
 from worker.client.view import HintsView
-from worker.settings import DEFAULT_TOPICS, KafkaSettings, Settings
+from worker.settings import DEFAULT_TOPICS, KafkaSettings, PrioritySettings, Settings
 
 
 class HintsClient:
@@ -40,6 +45,7 @@ class HintsClient:
         fallback: Mapping[str, Any] | None = None,
         run_idle_s: float = 600.0,
         max_runs: int = 100_000,
+        priority: PrioritySettings | None = None,
     ) -> None:
         if profile not in PROFILES:
             raise ValueError(f"unknown profile {profile!r}; expected one of {', '.join(PROFILES)}")
@@ -52,6 +58,8 @@ class HintsClient:
         self.resolver = Resolver(
             self.view.store, scale=scale, max_age_s=max_age_s, min_runs=min_runs, fallback=fallback
         )
+        self.policy = PriorityPolicy(priority or PrioritySettings(), self.view.store)
+        self.fanouts: FanOutGroups[Resolution] = FanOutGroups(run_idle_s, max_runs)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> HintsClient:
@@ -72,6 +80,7 @@ class HintsClient:
             fallback=fallback.model_dump() if fallback is not None else None,
             run_idle_s=gateway.run_idle_s,
             max_runs=gateway.max_runs,
+            priority=gateway.priority,
         )
 
     @property
@@ -95,22 +104,47 @@ class HintsClient:
         await self.stop()
 
     def hints_for(self, agent_id: str, run_id: str | None, name: str | None) -> Resolution:
-        """Count this call of the run and resolve its hints (SPEC 8).
+        """Count this call of the run, resolve its hints (SPEC 8) and choose its priority.
 
         Without a run id or a call name the call cannot be placed in a run: only the
-        agent-wide sources (default hints, fallback) apply.
+        agent-wide sources (default hints, fallback) apply, and it joins no fan-out group.
+        A call of a run and name with a call still in flight gets that call's resolution
+        (its own call index): pair each such call with `call_finished`.
         """
-        index = (
-            self.calls.next_call(agent_id, run_id, name)
-            if run_id is not None and name is not None
-            else None
-        )
+        if run_id is None or name is None:
+            return self._resolve(agent_id, name, None, 0.0)
+        index = self.calls.next_call(agent_id, run_id, name)
+        key = (agent_id, run_id, name)
+        joined, group = self.fanouts.join(key)
+        if joined and group is not None:  # (a namedtuple's _replace costs a microsecond)
+            return Resolution(group.source, group.hints, index, group.skipped, group.priority)
+        resolution = self._resolve(agent_id, name, index, self.calls.run_age_s(agent_id, run_id))
+        self.fanouts.open(key, resolution)
+        return resolution
+
+    def call_finished(self, agent_id: str, run_id: str | None, name: str | None) -> None:
+        """A call counted by `hints_for` is complete (its response ended, or it failed)."""
+        if run_id is not None and name is not None:
+            self.fanouts.finished((agent_id, run_id, name))
+
+    def _resolve(
+        self, agent_id: str, name: str | None, index: int | None, run_age_s: float
+    ) -> Resolution:
         if not self.view.ready:
             return Resolution("none", None, index)
-        return self.resolver.resolve(agent_id, name, index)
+        r = self.resolver.resolve(agent_id, name, index)
+        priority = self.policy.priority(agent_id, name, index, r.hints, run_age_s)
+        return r if priority is None else Resolution(r.source, r.hints, index, r.skipped, priority)
 
     def render(
         self, resolution: Resolution, body: dict[str, Any] | None, headers: Mapping[str, str]
     ) -> Rendering:
-        """Write the resolved hints into `body` (in place) and return headers to add."""
-        return render(self.profile, resolution.hints, body, headers, overwrite=self.overwrite)
+        """Write the resolved hints and priority into `body` (in place); headers to add."""
+        return render(
+            self.profile,
+            resolution.hints,
+            body,
+            headers,
+            overwrite=self.overwrite,
+            priority=resolution.priority,
+        )

@@ -1,9 +1,10 @@
 """SPEC 8's rendering profiles: resolved hints into a request body and headers.
 
-- `dynamo` (default): `nvext.agent_hints = {"osl": osl, "priority": L}` and the header
-  `x-dynamo-request-priority: L`, where L is the latency-sensitivity level (higher = more
-  important, as Dynamo >= 1.1 reads `priority`). `osl` is left out when 0, `priority` and
-  the header when L is 0. Nothing else: Dynamo refuses unknown `agent_hints` fields.
+- `dynamo` (default): `nvext.agent_hints = {"osl": osl, "priority": P}` and the header
+  `x-dynamo-request-priority: P`, where P is the priority the client's policy chose
+  (`priority`: higher = more important, as Dynamo >= 1.1 reads it; by default the
+  latency-sensitivity level L). `osl` is left out when 0, `priority` and the header when P
+  is None or L is 0. Nothing else: Dynamo refuses unknown `agent_hints` fields.
 - `nemo-relay`: the six AgentHints fields in `nvext.agent_hints`, as NeMo Relay's intercept
   writes them, and the same JSON in the header `x-nemo-relay-adaptive-agent-hints`.
 - `nat-headers`: `x-prefix-id`, `x-prefix-total-requests`, `x-prefix-osl`, `x-prefix-iat`
@@ -64,17 +65,23 @@ def render(
     headers: Mapping[str, str],
     *,
     overwrite: bool = False,
+    priority: int | Literal["level"] | None = "level",
 ) -> Rendering:
     """Write `hints` for `profile` into `body` (a parsed JSON request object, changed in
     place; None when there is none to change) and return the headers to add.
 
-    `headers` are the request's own (any capitalisation); they are only read.
+    `headers` are the request's own (any capitalisation); they are only read. `priority` is
+    what `dynamo` writes as priority: a policy's value, None for none, or "level" (the
+    hints' latency-sensitivity level).
     """
-    if hints is None:
-        return Rendering()
+    if priority == "level":
+        priority = sensitivity_level(hints) if hints is not None else None
+        priority = priority or None
     caller_headers = {name.lower() for name in headers}
     if profile == "dynamo":
-        return _dynamo(hints, body, caller_headers, overwrite)
+        return _dynamo(hints, body, caller_headers, overwrite, priority)
+    if hints is None:
+        return Rendering()
     if profile == "nemo-relay":
         return _nemo_relay(hints, body, caller_headers, overwrite)
     if profile == "nat-headers":
@@ -111,21 +118,24 @@ def _write(body: dict[str, Any], slot: dict[str, Any] | None, values: dict[str, 
 
 
 def _dynamo(
-    hints: Mapping[str, Any], body: dict[str, Any] | None, caller: set[str], overwrite: bool
+    hints: Mapping[str, Any] | None,
+    body: dict[str, Any] | None,
+    caller: set[str],
+    overwrite: bool,
+    priority: int | None,
 ) -> Rendering:
-    level = sensitivity_level(hints)
     usable, slot = _agent_hints_of(body)
     existing = slot or {}
     caller_priority = DYNAMO_PRIORITY_HEADER in caller or any(
         name in existing for name in ("priority", "latency_sensitivity")
     )
     values: dict[str, Any] = {}
-    if hints["osl"] > 0 and (overwrite or "osl" not in existing):
+    if hints is not None and hints["osl"] > 0 and (overwrite or "osl" not in existing):
         values["osl"] = hints["osl"]
     out = Rendering()
-    if level > 0 and (overwrite or not caller_priority):
-        values["priority"] = level
-        out.headers[DYNAMO_PRIORITY_HEADER] = str(level)
+    if priority is not None and (overwrite or not caller_priority):
+        values["priority"] = priority
+        out.headers[DYNAMO_PRIORITY_HEADER] = str(priority)
     if usable and values and body is not None:
         _write(body, slot, values)
         out.body_changed = True

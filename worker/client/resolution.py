@@ -37,6 +37,8 @@ class Resolution(NamedTuple):
     call_index: int | None = None
     #: set when a learned entry existed but was skipped
     skipped: SkipReason | None = None
+    #: the priority the client's policy chose (`dynamo` profile); None = none
+    priority: int | None = None
 
 
 NO_HINTS = Resolution("none", None)

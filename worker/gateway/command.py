@@ -32,7 +32,7 @@ from worker.gateway.recording import GatewayRecording
 from worker.gateway.server import GatewayServer
 from worker.observability.logs import setup_logging
 from worker.recorder import RecorderError
-from worker.settings import Settings
+from worker.settings import PRIORITY_POLICIES, Settings
 
 log = logging.getLogger("worker.gateway")
 
@@ -42,6 +42,7 @@ FLAGS: dict[str, str] = {
     "host": "gateway.host",
     "port": "gateway.port",
     "profile": "gateway.profile",
+    "priority_policy": "gateway.priority.policy",
     "overwrite": "gateway.overwrite",
     "max_age_s": "gateway.max_age_s",
     "min_runs": "gateway.min_runs",
@@ -61,6 +62,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", help="address to listen on (default 0.0.0.0)")
     parser.add_argument("--port", type=int, help="port to listen on (default 8080; 0 = any)")
     parser.add_argument("--profile", choices=PROFILES, help="how hints are written (SPEC 8)")
+    parser.add_argument(
+        "--priority-policy",
+        choices=PRIORITY_POLICIES,
+        help="the dynamo profile's priority per request (default age-remaining)",
+    )
     parser.add_argument(
         "--overwrite",
         action="store_true",
@@ -149,6 +155,7 @@ async def serve(settings: Settings, config: GatewayConfig) -> int:
         "gateway running",
         extra={
             "profile": settings.gateway.profile,
+            "priority_policy": settings.gateway.priority.policy,
             "bootstrap_servers": settings.bootstrap_servers,
             "topics": [settings.topics.hints, settings.topics.tries],
             "record": str(settings.gateway.record_spool_dir) if settings.gateway.record else None,

@@ -9,9 +9,11 @@ not loaded yet gives no hints. An upstream that cannot be reached answers 502, o
 stays silent past `read_timeout_s` 504, both as OpenAI-style error bodies; a response cut
 short by the upstream is cut short for the caller too (the connection is closed).
 
-Observers (`observer.CallObserver`, e.g. run recording) hear of each hint-eligible call when
-it arrives and when it is complete. A request with `x-agent-run-end: true` ends its run in
-the call context once it is answered (a later call with that run id counts from 1 again).
+The client hears when each counted call is complete (`call_finished`: fan-out groups close
+with their last call). Observers (`observer.CallObserver`, e.g. run recording) hear of each
+hint-eligible call when it arrives and when it is complete. A request with
+`x-agent-run-end: true` ends its run in the call context once it is answered (a later call
+with that run id counts from 1 again).
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ class _Call:
         "agent_id",
         "call_id",
         "complete",
+        "counted",
         "name",
         "route",
         "run_end",
@@ -76,6 +79,8 @@ class _Call:
         self.strip_usage = False
         self.status = NO_RESPONSE
         self.complete = False
+        #: the client counted it (hints_for): tell it when the call is finished
+        self.counted = False
 
 
 class _HeadersWithBody(web.StreamResponse):
@@ -174,6 +179,7 @@ class HintsProxy:
         model = body.get("model")
         call.name = name_header or (model if isinstance(model, str) else None)
         resolution = self.client.hints_for(call.agent_id, call.run_id, call.name)
+        call.counted = True
         self.metrics.hints.labels(resolution.source).inc()
         if resolution.skipped is not None:
             self.metrics.skipped.labels(resolution.skipped).inc()
@@ -190,6 +196,7 @@ class HintsProxy:
         """Forward the body as received; the call still counts in its run when named."""
         call.name = name
         self.client.hints_for(call.agent_id, call.run_id, name)
+        call.counted = True
         self.metrics.passed_unchanged.labels(reason).inc()
         return data, {}, True
 
@@ -311,7 +318,10 @@ class HintsProxy:
                 log.exception("call observer %r failed", observer)
 
     def _completed(self, call: _Call) -> None:
-        """Tell the observers (once per call, however it ended); end the run when asked."""
+        """Tell the client and the observers (once per call, however it ended); end the run
+        when asked."""
+        if call.counted:
+            self.client.call_finished(call.agent_id, call.run_id, call.name)
         if call.run_end and call.run_id is not None:
             self.client.calls.end_run(call.agent_id, call.run_id)
         if not self.observers:

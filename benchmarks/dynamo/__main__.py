@@ -1,0 +1,5 @@
+import sys
+
+from benchmarks.dynamo import main
+
+sys.exit(main())
