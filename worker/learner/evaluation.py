@@ -72,6 +72,22 @@ def unserved(obs: CallObservation) -> CallScore:
     return CallScore("none", obs[4], 0.0, False, 0.0, None, 0.0)
 
 
+def score_against(source: Source, values: Values, obs: CallObservation) -> CallScore:
+    """One call against a prediction's (osl, p50, remaining mean, gap mean), as
+    `Scorer.score` computes it inline."""
+    osl, p50, remaining_mean, gap_mean = values
+    y, gap = obs[4], obs[3]
+    return CallScore(
+        source,
+        y,
+        p50,
+        y <= osl,
+        abs(p50 - y),
+        None if gap is None or gap_mean is None else abs(gap_mean - gap),
+        abs(remaining_mean - obs[2]),
+    )
+
+
 class Scorer:
     """What scoring keeps between an agent's runs: a Predictor per (name, call index) group
     of the trie (every one: a group has one from its first sample), and the root's score
