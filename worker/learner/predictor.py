@@ -142,7 +142,8 @@ class Predictor:
 
     def _add_to_sketch(self, key: int) -> None:
         """Count the sample in its bucket and move each cursor onto its rank's bucket: the
-        rank grows by at most one, so each moves by a bucket at most, in practice."""
+        rank grows by at most one, so each moves by a bucket at most, in practice. (A new
+        bucket at the cursor's index leaves a valid cursor: it starts where the old one did.)"""
         keys: list[int] = self.keys  # type: ignore[assignment]
         counts = self.counts
         j = bisect_left(keys, key)
@@ -154,7 +155,7 @@ class Predictor:
             counts[j] += 1
         last = self.count - 1
         at, before = self.at50, self.before50
-        if j < at or (new and j == at):  # a sample (or bucket) before the cursor's
+        if j < at:  # a sample before the cursor's bucket (a new bucket shifts it along)
             before += 1
             at += new
         low = int(last * 50 / 100)
@@ -166,7 +167,7 @@ class Predictor:
             at += 1
         self.at50, self.before50 = at, before
         at, before = self.at90, self.before90
-        if j < at or (new and j == at):
+        if j < at:
             before += 1
             at += new
         low = int(last * 90 / 100)
