@@ -94,6 +94,8 @@ class Evaluation:
         #: the root any-index prediction of each agent, and of all runs pooled
         self._agent_roots: dict[str, Predictor] = {}
         self._pooled_root = Predictor()
+        #: the last run's scores by scorer: "ours", "agent_default", "fleet", the other semantics
+        self.last: dict[str, list[CallScore]] = {}
 
     def learn(self, run: Run) -> Learned | None:
         """Learn and score one run (None for a duplicate: neither learned nor scored);
@@ -105,12 +107,18 @@ class Evaluation:
         assert other is not None  # the same run ids, the same limits
         self.runs += 1
         self.level_flips += learned.level_flipped
-        self.ours.add(learned.scores)
-        self.other.add(other.scores)
         observations = learned.observations
         root = self._agent_roots.setdefault(run.agent_id, Predictor())
-        self.agent_default.add(_against_root(root, observations))
-        self.pooled.add(_against_root(self._pooled_root, observations))
+        self.last = {
+            "ours": learned.scores,
+            "agent_default": _against_root(root, observations),
+            "fleet": _against_root(self._pooled_root, observations),
+            self.other_semantics: other.scores,
+        }
+        self.ours.add(learned.scores)
+        self.agent_default.add(self.last["agent_default"])
+        self.pooled.add(self.last["fleet"])
+        self.other.add(other.scores)
         return learned
 
     def summary(self) -> dict[str, Any]:
