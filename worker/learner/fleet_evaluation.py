@@ -7,12 +7,13 @@ the same calls.
 - the other semantics: a second fleet learning the same runs under the other rules.
 
 Pure: no Kafka, no I/O. The totals keep every scored call's p50 and output tokens for
-Kendall's tau-b, 16 bytes a call.
+Kendall's tau-b.
 """
 
 from __future__ import annotations
 
 import math
+from array import array
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,16 +32,17 @@ SCORE_KEYS = ("scored", "osl_coverage", "osl_mae", "osl_tau", "iat_mae_ms", "rem
 
 @dataclass
 class Tally:
-    """Running totals of calls and their scores."""
+    """Running totals of calls and their scores (numbers kept as machine values: 8 bytes
+    each, 100,000 runs of 8 calls hold 25 MB)."""
 
     sources: dict[Source, int] = field(
         default_factory=lambda: {"trie": 0, "agent_default": 0, "none": 0}
     )
     covered: int = 0
-    p50s: list[float] = field(default_factory=list)
-    tokens: list[int] = field(default_factory=list)
-    iat_errors: list[float] = field(default_factory=list)
-    remaining_errors: list[float] = field(default_factory=list)
+    p50s: array[float] = field(default_factory=lambda: array("d"))
+    tokens: array[int] = field(default_factory=lambda: array("q"))
+    iat_errors: array[float] = field(default_factory=lambda: array("d"))
+    remaining_errors: array[float] = field(default_factory=lambda: array("d"))
 
     def add(self, scores: list[CallScore]) -> None:
         for score in scores:
@@ -62,11 +64,12 @@ class Tally:
         """`scored` and SPEC 10's numbers over the scored calls (None where undefined)."""
         scored = len(self.p50s)
         osl_errors = map(abs, map(float.__sub__, self.p50s, map(float, self.tokens)))
+        tokens = self.tokens.tolist()
         return {
             "scored": scored,
             "osl_coverage": self.covered / scored if scored else None,
             "osl_mae": _mean(osl_errors, scored),
-            "osl_tau": tau_b(self.p50s, self.tokens),
+            "osl_tau": tau_b(self.p50s.tolist(), tokens),
             "iat_mae_ms": _mean(self.iat_errors, len(self.iat_errors)),
             "remaining_mae": _mean(self.remaining_errors, scored),
         }
