@@ -22,7 +22,7 @@ from worker.learner.accuracy import Pair, RecentAccuracy
 from worker.learner.analysis import CallObservation, observe_run
 from worker.learner.config import LearnerConfig
 from worker.learner.evaluation import Learned, Scorer, recent_pair
-from worker.learner.stats import FOLD_BATCH, Mean, Statistic, units_of
+from worker.learner.stats import FAST_SHIFT, FOLD_BATCH, Mean, Statistic, fast_units
 from worker.models import Run
 
 #: 1: statistics and the agent's run ids in one value; 2: statistics only (exact sums);
@@ -34,6 +34,18 @@ FOLD_OBSERVATIONS = 512
 _call_index = itemgetter(1)
 #: what a node queues: the observation's six fields, then its score in 2**-128 units (or None)
 Queued = tuple[Any, ...]
+
+
+_FAST_SCALE = float(1 << FAST_SHIFT)
+
+
+def units_of(values: list[float]) -> list[int | None]:
+    """`fast_units` of each score, in C-level passes when all are whole numbers of 2**-128
+    (scaling by a power of two is exact; the scores of a run nearly always are)."""
+    scaled = list(map(_FAST_SCALE.__mul__, values))
+    if all(map(float.is_integer, scaled)):
+        return list(map(int, scaled))
+    return list(map(fast_units, values))
 
 
 class StateFormatError(ValueError):

@@ -106,18 +106,6 @@ def fast_units(value: float) -> int | None:
     return numerator << (FAST_SHIFT - bits) if bits <= FAST_SHIFT else None
 
 
-_FAST_SCALE = float(1 << FAST_SHIFT)
-
-
-def units_of(values: list[float]) -> list[int | None]:
-    """`fast_units` of each value, in C-level passes when all are whole numbers of 2**-128
-    (scaling by a power of two is exact; the scores of a run nearly always are)."""
-    scaled = list(map(_FAST_SCALE.__mul__, values))
-    if all(map(float.is_integer, scaled)):
-        return list(map(int, scaled))
-    return list(map(fast_units, values))
-
-
 def add_exact(units: int, shift: int, more: int, more_shift: int) -> tuple[int, int]:
     """The exact sum of two exact sums."""
     if shift == more_shift:

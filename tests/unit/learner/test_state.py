@@ -15,8 +15,8 @@ from tests.unit.learner.states import statistics_bytes
 from tests.unit.runs import llm, run, tool
 from worker.demo_workload import generate_runs
 from worker.learner import AgentState, LearnerConfig, build_trie, trie_dict
-from worker.learner.state import StateFormatError, legacy_run_ids
-from worker.learner.stats import exact_mean, load_exact
+from worker.learner.state import StateFormatError, legacy_run_ids, units_of
+from worker.learner.stats import exact_mean, fast_units, load_exact
 from worker.models import RunRecord, parse_run
 
 CONFIGS = [LearnerConfig(), LearnerConfig(semantics="nemo-flow")]
@@ -185,3 +185,11 @@ def test_state_is_compact_for_a_busy_agent() -> None:
     records = [parse_run(orjson.dumps(r)) for r in generate_runs(5_000, 1, seed=3)]
     size = len(learn_all(records, config).to_bytes())
     assert size < 64_000, size
+
+
+def test_scores_become_the_same_units_in_c_as_one_by_one() -> None:
+    usual = [0.0, 0.5, 1.0, 1 / 3, 0.1666666666666667, 2**-75]
+    assert units_of(usual) == [fast_units(v) for v in usual]
+    assert None not in units_of(usual)
+    tiny = [0.5, 2**-140]  # not a whole number of 2**-128: every value the slow way
+    assert units_of(tiny) == [fast_units(0.5), None]
