@@ -12,6 +12,7 @@ bit for bit (the same ranks, buckets and float operations as `worker.learner.sta
 
 from __future__ import annotations
 
+from array import array
 from bisect import bisect_left, insort
 from collections import Counter
 from itertools import accumulate
@@ -61,7 +62,8 @@ class Predictor:
     def __init__(self) -> None:
         """An empty group's (no prediction until it learns a sample)."""
         self.count = self.remaining_sum = self.gap_sum = self.gap_count = 0
-        self.tokens: list[int] = []
+        #: the samples, sorted, while exact (machine ints: inserting compares them in place)
+        self.tokens = array("q")
         self.keys: list[int] | None = None
         self.counts: list[int] = []
         #: while a sketch: the bucket holding each percentile's lower rank, and how many
@@ -79,7 +81,7 @@ class Predictor:
         predictor.gap_sum = _int_sum(group.interarrival_ms)
         predictor.gap_count = group.interarrival_ms.count
         if tokens.exact:
-            predictor.tokens = sorted(tokens.pending)  # type: ignore[arg-type]
+            predictor.tokens = array("q", sorted(tokens.pending))  # type: ignore[arg-type]
             predictor.values = predictor._exact_values()
         else:
             tokens.compact()
@@ -105,14 +107,13 @@ class Predictor:
             gap = self.gap_sum / gaps if gaps else None
             self.values = int(p90 + 0.5), p50, remaining / count, gap
         elif self.keys is not None:
-            key = _BUCKET_KEYS.get(output_tokens)
-            self._add_to_sketch(key_of(output_tokens) if key is None else key)
+            self._add_to_sketch(_key(output_tokens))
         else:  # the statistic turns into a sketch here too
             insort(self.tokens, output_tokens)
-            counted = Counter(map(key_of, self.tokens))
+            counted = Counter(map(_key, self.tokens))
             keys = sorted(counted)
             self._start_sketch(keys, list(map(counted.__getitem__, keys)))
-            self.tokens = []
+            self.tokens = array("q")
 
     def _means(self) -> tuple[float, float | None]:
         gaps = self.gap_count
@@ -200,6 +201,12 @@ class Predictor:
         if rank != low and low + 1 >= self.before90 + counts[at]:
             p90 += (value_of(keys[at + 1]) - p90) * (rank - low)
         return int(p90 + 0.5), p50, *self._means()
+
+
+def _key(value: int) -> int:
+    """The sketch bucket of a sample, from the statistics' memo when it has the value."""
+    key = _BUCKET_KEYS.get(value)
+    return key_of(value) if key is None else key
 
 
 def _int_sum(stat: Statistic) -> int:
