@@ -84,6 +84,7 @@ class Evaluation:
 
     def __init__(self, config: LearnerConfig, limits: Limits | None = None) -> None:
         limits = limits or Limits()
+        config = config.model_copy(update={"evaluate": True})
         self.fleet = Fleet(config, limits)
         self.other_semantics = "nemo-flow" if config.semantics == "corrected" else "corrected"
         other = config.model_copy(update={"semantics": self.other_semantics})

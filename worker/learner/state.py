@@ -227,12 +227,16 @@ class AgentState:
         return nodes, self.prediction_count + added
 
     def learn(self, run: Run, config: LearnerConfig) -> Learned:
-        """Score the run's LLM calls against this state, then fold the run in
-        (unconditionally: duplicates are the caller's to skip). The observations returned,
-        folded into another state, have the same effect (`fold`)."""
-        learned = self._score_and_fold(observe_run(run, config), config.scale)
+        """Score the run's LLM calls against this state (unless `config.evaluate` is off),
+        then fold the run in (unconditionally: duplicates are the caller's to skip). The
+        observations returned, folded into another state, have the same effect (`fold`)."""
+        observations = observe_run(run, config)
         self.runs += 1
-        return learned
+        if not config.evaluate:
+            self._scorer = None  # its predictors would miss this run
+            self._queue(observations, units_of([o[5] for o in observations]))
+            return Learned(observations, [], False)
+        return self._score_and_fold(observations, config.scale)
 
     def _score_and_fold(self, observations: list[CallObservation], scale: int | None) -> Learned:
         scorer = self._scorer

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.unit.learner.states import statistics_bytes
 from tests.unit.learner.test_state import runs as random_runs
 from tests.unit.runs import llm, run
 from worker.learner import AgentState, LearnerConfig
@@ -121,3 +122,15 @@ def test_observations_cut_inside_a_run_are_refused() -> None:
     learned = AgentState().learn(run(llm("a", 0, 10), llm("b", 20, 30)), CONFIGS[0])
     with pytest.raises(ValueError, match="inside a run"):
         state.fold(learned.observations[:1], 1)
+
+
+def test_learning_without_evaluation_keeps_the_statistics_and_no_scores() -> None:
+    off = LearnerConfig(evaluate=False)
+    records = [run(llm("a", 0, 10, n), llm("b", 20, 30, 2 * n)) for n in range(1, 5)]
+    scored, plain = AgentState(), AgentState()
+    for record in records:
+        scored.learn(record, CONFIGS[0])
+        learned = plain.learn(record, off)
+        assert learned.scores == [] and learned.level_flipped is False
+    assert plain.recent.summary() is None and scored.recent.summary() is not None
+    assert statistics_bytes(plain) == statistics_bytes(scored)
