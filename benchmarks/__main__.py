@@ -15,6 +15,7 @@ import sys
 #: name -> module; the default set runs in this order
 BENCHMARKS = {
     "learner": "benchmarks.learner",
+    "accuracy": "benchmarks.accuracy",
     "e2e": "benchmarks.e2e",
     "mixes": "benchmarks.mixes",
     "limits": "benchmarks.limits",

@@ -180,6 +180,10 @@ class GatewaySettings(_Section):
     max_age_s: float = Field(default=0.0, ge=0)
     #: skip an agent's entry learned from fewer runs
     min_runs: int = Field(default=0, ge=0)
+    #: skip an agent's entry whose recent osl coverage (HintsRecord `accuracy`) is below
+    #: this, once at least `min_scored` of its calls were scored; 0 = no floor
+    min_osl_coverage: float = Field(default=0.0, ge=0, le=1)
+    min_scored: int = Field(default=20, ge=0, le=100)
     #: hints for agents without a usable entry; none when unset
     fallback_hints: FallbackHintsSettings | None = None
     #: the `dynamo` profile's priority per request

@@ -42,6 +42,8 @@ class HintsClient:
         scale: int = 5,
         max_age_s: float = 0.0,
         min_runs: int = 0,
+        min_osl_coverage: float = 0.0,
+        min_scored: int = 20,
         fallback: Mapping[str, Any] | None = None,
         run_idle_s: float = 600.0,
         max_runs: int = 100_000,
@@ -56,7 +58,13 @@ class HintsClient:
         )
         self.calls = CallCounter(run_idle_s, max_runs)
         self.resolver = Resolver(
-            self.view.store, scale=scale, max_age_s=max_age_s, min_runs=min_runs, fallback=fallback
+            self.view.store,
+            scale=scale,
+            max_age_s=max_age_s,
+            min_runs=min_runs,
+            min_osl_coverage=min_osl_coverage,
+            min_scored=min_scored,
+            fallback=fallback,
         )
         self.policy = PriorityPolicy(priority or PrioritySettings(), self.view.store)
         self.fanouts: FanOutGroups[Resolution] = FanOutGroups(run_idle_s, max_runs)
@@ -64,7 +72,8 @@ class HintsClient:
     @classmethod
     def from_settings(cls, settings: Settings) -> HintsClient:
         """A client configured like the worker: topics, Kafka security, learner scale, and
-        the `[gateway]` section's profile, staleness, fallback and run idle time."""
+        the `[gateway]` section's profile, staleness, accuracy floor, fallback and run idle
+        time."""
         gateway = settings.gateway
         fallback = gateway.fallback_hints
         return cls(
@@ -77,6 +86,8 @@ class HintsClient:
             scale=settings.learner.scale,
             max_age_s=gateway.max_age_s,
             min_runs=gateway.min_runs,
+            min_osl_coverage=gateway.min_osl_coverage,
+            min_scored=gateway.min_scored,
             fallback=fallback.model_dump() if fallback is not None else None,
             run_idle_s=gateway.run_idle_s,
             max_runs=gateway.max_runs,

@@ -4,11 +4,13 @@ First that applies: the SPEC 5 lookup in the agent's trie at path `[name]` and t
 index (source `trie`); the agent's default hints from `agent-hints` (`agent_default`); the
 configured fallback (`fallback`); nothing (`none`).
 
-An agent's entry is its HintsRecord: it carries `runs` and `updated_at`, so staleness is
-judged on it. An entry learned from fewer than `min_runs` runs, or older than `max_age_s`,
-is skipped together with the agent's trie; a trie older than `max_age_s` (by its
-`generated_at`) is skipped on its own. A trie without a HintsRecord is not used: a tombstone
-on `agent-hints` deletes the agent.
+An agent's entry is its HintsRecord: it carries `runs`, `updated_at` and the agent's recent
+`accuracy`, so staleness and accuracy are judged on it. An entry learned from fewer than
+`min_runs` runs, older than `max_age_s`, or whose recent osl coverage is below
+`min_osl_coverage` (once at least `min_scored` calls were scored) is skipped together with
+the agent's trie; a trie older than `max_age_s` (by its `generated_at`) is skipped on its
+own. A trie without a HintsRecord is not used: a tombstone on `agent-hints` deletes the
+agent.
 """
 
 from __future__ import annotations
@@ -17,15 +19,16 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, Literal, NamedTuple
 
-from worker.client.store import HintsStore, check_hints
+from worker.client.store import HintsEntry, HintsStore, check_hints
 from worker.learner.config import LearnerConfig
 from worker.learner.hints import lookup_hints
 
 Source = Literal["trie", "agent_default", "fallback", "none"]
 SOURCES: tuple[Source, ...] = ("trie", "agent_default", "fallback", "none")
-#: why an entry was passed over: too old, too few runs, a trie that cannot be walked
-SkipReason = Literal["max_age", "min_runs", "invalid_trie"]
-SKIP_REASONS: tuple[SkipReason, ...] = ("max_age", "min_runs", "invalid_trie")
+#: why an entry was passed over: too old, too few runs, hints not accurate enough lately, a
+#: trie that cannot be walked
+SkipReason = Literal["max_age", "min_runs", "accuracy", "invalid_trie"]
+SKIP_REASONS: tuple[SkipReason, ...] = ("max_age", "min_runs", "accuracy", "invalid_trie")
 
 
 class Resolution(NamedTuple):
@@ -54,16 +57,24 @@ class Resolver:
         scale: int = 5,
         max_age_s: float = 0.0,
         min_runs: int = 0,
+        min_osl_coverage: float = 0.0,
+        min_scored: int = 20,
         fallback: Mapping[str, Any] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        """`scale` is the learner's (priority = scale - level); `max_age_s` 0 = no limit."""
-        if max_age_s < 0 or min_runs < 0:
-            raise ValueError("max_age_s and min_runs must be >= 0")
+        """`scale` is the learner's (priority = scale - level); `max_age_s` 0 = no limit;
+        `min_osl_coverage` 0 = no floor, else it applies to agents with at least
+        `min_scored` scored calls in their recent accuracy."""
+        if max_age_s < 0 or min_runs < 0 or min_scored < 0:
+            raise ValueError("max_age_s, min_runs and min_scored must be >= 0")
+        if not 0 <= min_osl_coverage <= 1:
+            raise ValueError("min_osl_coverage must be in 0..1")
         self.store = store
         self.config = LearnerConfig(scale=scale)
         self.max_age_s = max_age_s
         self.min_runs = min_runs
+        self.min_osl_coverage = min_osl_coverage
+        self.min_scored = min_scored
         self.fallback = check_hints(dict(fallback)) if fallback is not None else None
         self.clock = clock
 
@@ -81,6 +92,8 @@ class Resolver:
                 skipped, entry = "min_runs", None
             elif self.max_age_s and self.clock() - entry.updated_at_s > self.max_age_s:
                 skipped, entry = "max_age", None
+            elif self._inaccurate(entry):
+                skipped, entry = "accuracy", None
         if entry is not None and name is not None and call_index is not None:
             trie = store.tries.get(agent_id)
             if trie is not None:
@@ -98,3 +111,12 @@ class Resolver:
         if self.fallback is not None:
             return Resolution("fallback", self.fallback, call_index, skipped)
         return Resolution("none", None, call_index, skipped)
+
+    def _inaccurate(self, entry: HintsEntry) -> bool:
+        """Below the osl coverage floor over enough recently scored calls."""
+        accuracy = entry.accuracy
+        return (
+            accuracy is not None
+            and accuracy.scored >= self.min_scored
+            and accuracy.osl_coverage < self.min_osl_coverage
+        )

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeGuard
 
 import orjson
 
@@ -24,12 +24,23 @@ _I32 = 2**31 - 1
 
 
 @dataclass(frozen=True, slots=True)
+class AgentAccuracy:
+    """How an agent's hints did over its last scored calls (at most 100, SPEC 10)."""
+
+    scored: int
+    osl_coverage: float
+    osl_mae: float
+
+
+@dataclass(frozen=True, slots=True)
 class HintsEntry:
-    """An agent's HintsRecord: default hints (None before any LLM call), runs, age."""
+    """An agent's HintsRecord: default hints (None before any LLM call), runs, age, and its
+    recent accuracy (SPEC 10) when the record carries one."""
 
     hints: dict[str, Any] | None
     runs: int
     updated_at_s: float
+    accuracy: AgentAccuracy | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,8 +140,31 @@ def parse_hints(data: Any) -> HintsEntry:
     if not isinstance(runs, int) or not _is_int(runs, 0, 2**63 - 1):
         raise InvalidRecord("runs: expected an integer >= 0")
     return HintsEntry(
-        None if hints is None else check_hints(hints), runs, _timestamp_s(data, "updated_at")
+        None if hints is None else check_hints(hints),
+        runs,
+        _timestamp_s(data, "updated_at"),
+        _accuracy(data.get("accuracy")),
     )
+
+
+def _accuracy(data: Any) -> AgentAccuracy | None:
+    """A HintsRecord's optional `accuracy`, or InvalidRecord naming what is wrong."""
+    if data is None:
+        return None
+    if not isinstance(data, dict):
+        raise InvalidRecord("accuracy: expected an object")
+    scored, coverage, mae = data.get("scored"), data.get("osl_coverage"), data.get("osl_mae")
+    if not isinstance(scored, int) or not _is_int(scored, 0, 2**63 - 1):
+        raise InvalidRecord("accuracy.scored: expected an integer >= 0")
+    if not _is_number(coverage) or not 0 <= coverage <= 1:
+        raise InvalidRecord("accuracy.osl_coverage: expected a number in 0..1")
+    if not _is_number(mae) or mae < 0:
+        raise InvalidRecord("accuracy.osl_mae: expected a finite number >= 0")
+    return AgentAccuracy(scored, float(coverage), float(mae))
+
+
+def _is_number(value: Any) -> TypeGuard[float]:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def parse_trie(data: Any) -> TrieEntry:

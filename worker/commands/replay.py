@@ -1,4 +1,5 @@
-"""`python -m worker replay FILE`: learn from RunRecord JSON lines, print hints and tries.
+"""`python -m worker replay FILE`: learn from RunRecord JSON lines, print hints and tries
+(or, with --evaluate, how accurate the hints were: SPEC 10).
 
 The same learner core as the streaming worker, with no Kafka, and the same settings (the
 learner section and the limits, from the same file, environment and flags): what it prints
@@ -17,9 +18,11 @@ from typing import IO, Any
 
 import orjson
 
+from worker.commands.evaluation_table import evaluation_table
 from worker.commands.options import add_settings_arguments, settings_from_args
 from worker.errors import ExitCode, RecordError, SettingsError
 from worker.learner import Fleet, LearnerConfig, Weights, intake
+from worker.learner.fleet_evaluation import Evaluation
 from worker.learner.limits import Limits
 from worker.progress import Progress
 from worker.settings import Settings
@@ -46,6 +49,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--rejects", metavar="FILE", help="also write rejected lines here")
     parser.add_argument("--strict", action="store_true", help="exit 1 when any line was rejected")
+    parser.add_argument(
+        "--evaluate",
+        action="store_true",
+        help="print how accurate the hints were (SPEC 10), ours beside the baselines, "
+        "instead of the hints and tries",
+    )
+    parser.add_argument("--json", action="store_true", help="with --evaluate: one JSON object")
 
 
 @dataclass
@@ -53,6 +63,7 @@ class ReplayResult:
     """Agents learned from a stream of lines, with what happened to each line."""
 
     fleet: Fleet = field(default_factory=Fleet)
+    evaluation: Evaluation | None = None
     lines: int = 0
     learned: int = 0
     duplicates: int = 0
@@ -64,15 +75,20 @@ def replay_lines(
     config: LearnerConfig,
     limits: Limits,
     on_reject: Any = None,
+    evaluate: bool = False,
 ) -> ReplayResult:
-    """Learn every good line; call `on_reject(number, line, error)` for each bad one."""
-    result = ReplayResult(Fleet(config, limits))
+    """Learn every good line; call `on_reject(number, line, error)` for each bad one. With
+    `evaluate`, the baselines learn and score the same runs too (`result.evaluation`)."""
+    evaluation = Evaluation(config, limits) if evaluate else None
+    result = ReplayResult(Fleet(config, limits) if evaluation is None else evaluation.fleet)
+    result.evaluation = evaluation
+    learn = result.fleet.learn if evaluation is None else evaluation.learn
     for number, line in lines:
         if not line.strip():
             continue
         result.lines += 1
         try:
-            learned = result.fleet.learn(intake.decode(line.rstrip(b"\r\n"), limits))
+            learned = learn(intake.decode(line.rstrip(b"\r\n"), limits))
         except RecordError as error:
             result.rejected += 1
             if on_reject:
@@ -86,15 +102,18 @@ def replay_lines(
 
 
 def agent_lines(fleet: Fleet) -> Iterator[bytes]:
-    """One `{"agent_id", "hints", "trie"}` JSON line per agent, in agent-id order."""
+    """One `{"agent_id", "hints", "trie"}` JSON line per agent, in agent-id order, with the
+    agent's recent `accuracy` (as its HintsRecord carries it) once a call was scored."""
     for agent_id, hints, trie in fleet.outputs():
-        yield orjson.dumps(
-            {
-                "agent_id": agent_id,
-                "hints": hints.model_dump() if hints else None,
-                "trie": trie.model_dump(),
-            }
-        )
+        line = {
+            "agent_id": agent_id,
+            "hints": hints.model_dump() if hints else None,
+            "trie": trie.model_dump(),
+        }
+        accuracy = fleet.states[agent_id].recent.summary()
+        if accuracy is not None:
+            line["accuracy"] = accuracy
+        yield orjson.dumps(line)
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -119,6 +138,9 @@ def _numbered(stream: IO[bytes], progress: Progress) -> Iterator[tuple[int, byte
 def run(args: argparse.Namespace) -> int:
     settings = _settings(args)
     config = settings.learner
+    if args.json and not args.evaluate:
+        print("replay: --json goes with --evaluate", file=sys.stderr)
+        return ExitCode.CONFIG
     if args.file == "-":
         source, total = sys.stdin.buffer, None
     else:
@@ -139,7 +161,8 @@ def run(args: argparse.Namespace) -> int:
 
     progress = Progress(total)
     try:
-        result = replay_lines(_numbered(source, progress), config, settings.limits, report)
+        lines = _numbered(source, progress)
+        result = replay_lines(lines, config, settings.limits, report, args.evaluate)
     finally:
         progress.close()
         if source is not sys.stdin.buffer:
@@ -147,8 +170,12 @@ def run(args: argparse.Namespace) -> int:
         if rejects:
             rejects.close()
     out = sys.stdout.buffer
-    for line in agent_lines(result.fleet):
-        out.write(line + b"\n")
+    if result.evaluation is not None:
+        summary = result.evaluation.summary()
+        out.write(orjson.dumps(summary) + b"\n" if args.json else evaluation_table(summary))
+    else:
+        for line in agent_lines(result.fleet):
+            out.write(line + b"\n")
     out.flush()
     print(
         f"replay: {result.lines} records, {result.learned} learned, "

@@ -46,6 +46,7 @@ FLAGS: dict[str, str] = {
     "overwrite": "gateway.overwrite",
     "max_age_s": "gateway.max_age_s",
     "min_runs": "gateway.min_runs",
+    "min_osl_coverage": "gateway.min_osl_coverage",
     "record": "gateway.record",
     "run_idle_s": "gateway.run_idle_s",
     "record_spool_dir": "gateway.record_spool_dir",
@@ -75,6 +76,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--max-age-s", type=float, help="skip hints older than this; 0 = never")
     parser.add_argument("--min-runs", type=int, help="skip hints learned from fewer runs")
+    parser.add_argument(
+        "--min-osl-coverage",
+        type=float,
+        help="skip an agent's hints while their recent osl coverage is below this (0..1)",
+    )
     parser.add_argument(
         "--record",
         action="store_true",

@@ -43,7 +43,8 @@ class GatewayMetrics:
             self.hints.labels(source)
         self.skipped = Counter(
             "agent_hints_gateway_entries_skipped",
-            "Learned entries passed over (max_age, min_runs: staleness fallbacks; invalid_trie)",
+            "Learned entries passed over (max_age, min_runs: staleness fallbacks; accuracy: "
+            "below the coverage floor; invalid_trie)",
             ["reason"],
             registry=r,
         )

@@ -1,11 +1,11 @@
 """The learner: a pure, Kafka-free core (run records in, trie and hints out).
 
 state = AgentState()
-observations = state.learn(run, config)      # what the run taught (skipping duplicates
-                                             # is the caller's: `intake.learn`, `Fleet`)
+learned = state.learn(run, config)   # observations, per-call scores (SPEC 10), level flip
 trie = build_trie("agent-7", state, config)
 hints = default_hints(trie, config)          # AgentHints | None
 blob = state.to_bytes(); AgentState.from_bytes(blob).merge(other_state)
+state.recent.summary()            # {"scored", "osl_coverage", "osl_mae"} over the last 100
 """
 
 from worker.learner.config import LearnerConfig, Semantics, Weights

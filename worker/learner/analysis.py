@@ -151,12 +151,20 @@ def _scores(
             fanout, position = 0.0, 1.0
         parallel = (group - 1) / group / 2 if group > 1 else 0.0
         terms.append((w.fanout * fanout, w.position * position, w.parallel * parallel))
-    raws = []
+    raws: list[float] = []
+    append = raws.append
     for call, pos in zip(calls, positions, strict=True):
-        duration_s = _whole_ms(call.ended_at - call.started_at) / 1000  # type: ignore[operator]
-        critical = min(duration_s / workflow_s, 1.0) if workflow_s > 0 else 1.0
+        span = call.ended_at - call.started_at  # type: ignore[operator]
+        # _whole_ms and min inlined (this runs for every LLM call learned)
+        duration_s = (span // NS_PER_MS if span >= 0 else -(-span // NS_PER_MS)) / 1000
+        if workflow_s > 0:
+            critical = duration_s / workflow_s
+            if critical > 1.0:
+                critical = 1.0
+        else:
+            critical = 1.0
         fanout_term, position_term, parallel_term = terms[pos]
-        raws.append(w_critical * critical + fanout_term + position_term - parallel_term)
+        append(w_critical * critical + fanout_term + position_term - parallel_term)
     low, high = min(raws), max(raws)
     if high == low:
         return [0.5] * len(raws)

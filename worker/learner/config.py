@@ -32,3 +32,7 @@ class LearnerConfig(BaseModel):
     #: 100,000): per partition in the worker (16 bytes each, stored once in sealed chunks),
     #: over the whole input in `replay`. 0 remembers none.
     dedupe_window: int = Field(default=100_000, ge=0)
+    #: score each run's calls before learning it (SPEC 10): the per-call scores and each
+    #: agent's recent accuracy. It costs about as much again as learning (docs/accuracy.md);
+    #: off, learning returns no scores and states keep no recent accuracy.
+    evaluate: bool = True

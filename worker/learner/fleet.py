@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from worker.learner import intake
 from worker.learner.config import LearnerConfig
+from worker.learner.evaluation import Learned
 from worker.learner.hints import default_hints
 from worker.learner.limits import Limits
 from worker.learner.run_ids import RunIds
@@ -34,13 +35,14 @@ class Fleet:
         if self.seen is None:
             self.seen = RunIds(self.config.dedupe_window)
 
-    def learn(self, run: Run) -> bool:
-        """Fold `run` into its agent's state; False for a duplicate; RecordError (`limits`)."""
+    def learn(self, run: Run) -> Learned | None:
+        """Score `run` and fold it into its agent's state (`intake.learn_scored`); None for a
+        duplicate; RecordError (`limits`)."""
         state = self.states.get(run.agent_id)
         if state is None:
             state = self.states[run.agent_id] = AgentState()
         assert self.seen is not None
-        return intake.learn(state, self.seen, run, self.config, self.limits) is not None
+        return intake.learn_scored(state, self.seen, run, self.config, self.limits)
 
     def outputs(self) -> Iterator[tuple[str, AgentHints | None, TrieEnvelope]]:
         """(agent id, default hints, trie) per agent, in agent-id order (SPEC 7's order)."""

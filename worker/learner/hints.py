@@ -7,7 +7,15 @@ from typing import Any
 
 from worker.learner.config import LearnerConfig
 from worker.learner.rounding import round_half_away, saturate_u32
+from worker.learner.stats import Mean, Statistic
 from worker.models import AgentHints, Prediction, TrieEnvelope
+
+
+def sensitivity_level(score: Mean | Statistic, scale: int) -> int | None:
+    """Mean score in [0, 1] mapped to a level 1..scale; None without any score."""
+    if not score.count:
+        return None
+    return min(max(round_half_away(score.mean * (scale - 1)) + 1, 1), scale)
 
 
 def hint_values(

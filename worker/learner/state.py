@@ -1,9 +1,10 @@
-"""One agent's learning state: per-node statistics (SPEC 4.6), nothing else.
+"""One agent's learning state: per-node statistics (SPEC 4.6) and the recent accuracy of
+its hints (SPEC 10, `worker.learner.accuracy`).
 
 Learning returns the run's observations, so that the worker can store what changed (a
 delta) instead of the whole state; `fold` applies observations, `merge` adds a state learned
 from other runs. Sums are exact and the serialized form is canonical, so a state gives the
-same bytes however its runs were batched, ordered or split. Which run ids were learned is
+same bytes however its runs were batched or split into deltas. Which run ids were learned is
 kept apart (`worker.learner.run_ids`), per partition in the worker.
 """
 
@@ -17,19 +18,34 @@ from typing import Any
 
 import orjson
 
+from worker.learner.accuracy import Pair, RecentAccuracy
 from worker.learner.analysis import CallObservation, observe_run
 from worker.learner.config import LearnerConfig
-from worker.learner.stats import FOLD_BATCH, Mean, Statistic, fast_units
+from worker.learner.evaluation import Learned, Scorer, recent_pair
+from worker.learner.stats import FAST_SHIFT, FOLD_BATCH, Mean, Statistic, fast_units
 from worker.models import Run
 
-#: 1: statistics and the agent's run ids in one value; 2: statistics only (exact sums)
-_FORMAT_VERSION = 2
+#: 1: statistics and the agent's run ids in one value; 2: statistics only (exact sums);
+#: 3: statistics and the recent accuracy
+_FORMAT_VERSION = 3
 _HEADER = struct.Struct("<BI")  # format version, length of the JSON part (v1: run ids follow)
 #: observations a node queues before folding them into its statistics (bounds memory)
 FOLD_OBSERVATIONS = 512
 _call_index = itemgetter(1)
 #: what a node queues: the observation's six fields, then its score in 2**-128 units (or None)
 Queued = tuple[Any, ...]
+
+
+_FAST_SCALE = float(1 << FAST_SHIFT)
+
+
+def units_of(values: list[float]) -> list[int | None]:
+    """`fast_units` of each score, in C-level passes when all are whole numbers of 2**-128
+    (scaling by a power of two is exact; the scores of a run nearly always are)."""
+    scaled = list(map(_FAST_SCALE.__mul__, values))
+    if all(map(float.is_integer, scaled)):
+        return list(map(int, scaled))
+    return list(map(fast_units, values))
 
 
 class StateFormatError(ValueError):
@@ -169,15 +185,18 @@ class NodeStats:
 
 
 class AgentState:
-    """Everything learned for one agent; `learn` folds in one run (SPEC section 4)."""
+    """Everything learned for one agent; `learn` folds in one run (SPEC section 4) after
+    scoring it (SPEC 10): the statistics, and the recent accuracy of its hints."""
 
-    __slots__ = ("children", "root", "runs")
+    __slots__ = ("_scorer", "children", "recent", "root", "runs")
 
     def __init__(self) -> None:
         self.runs = 0
         self.root = NodeStats()
         #: the root's children by call name (a name with "/" is still one node)
         self.children: dict[str, NodeStats] = {}
+        self.recent = RecentAccuracy()
+        self._scorer: Scorer | None = None  # built on the first run scored
 
     @property
     def node_count(self) -> int:
@@ -207,22 +226,66 @@ class AgentState:
                 added += count - have
         return nodes, self.prediction_count + added
 
-    def learn(self, run: Run, config: LearnerConfig) -> list[CallObservation]:
-        """Fold one run in (unconditionally: duplicates are the caller's to skip); returns
-        the run's observations, which `fold` applies to another state with the same effect."""
+    def learn(self, run: Run, config: LearnerConfig) -> Learned:
+        """Score the run's LLM calls against this state (unless `config.evaluate` is off),
+        then fold the run in (unconditionally: duplicates are the caller's to skip). The
+        observations returned, folded into another state, have the same effect (`fold`)."""
         observations = observe_run(run, config)
-        self.fold(observations, runs=1)
-        return observations
+        self.runs += 1
+        if not config.evaluate:
+            self._scorer = None  # its predictors would miss this run
+            self._queue(observations, units_of([o[5] for o in observations]))
+            return Learned(observations, [], False)
+        return self._score_and_fold(observations, config.scale)
 
-    def fold(self, observations: Iterable[CallObservation], runs: int) -> None:
-        """Apply the observations of `runs` runs (as `learn` returned them)."""
+    def _score_and_fold(self, observations: list[CallObservation], scale: int | None) -> Learned:
+        scorer = self._scorer
+        if scorer is None:
+            scorer = self._scorer = Scorer(self)
+        scores = scorer.score(self, observations)
+        sensitivity = [o[5] for o in observations]
+        units = units_of(sensitivity)
+        self._queue(observations, units)
+        flipped = scorer.learn_scores(units, sensitivity, scale)
+        if scores and scores[0].source != "none":  # a run's calls are all served, or none
+            self.recent.extend(map(recent_pair, scores))
+        return Learned(observations, scores, flipped)
+
+    def fold(
+        self,
+        observations: Iterable[CallObservation],
+        runs: int,
+        recent: Iterable[Pair] | None = None,
+    ) -> None:
+        """Apply the observations of `runs` runs (as `learn` returned them, in order) and
+        what those runs added to the recent accuracy: `recent`, the (covered, osl error)
+        pairs of their scored calls, or else scored again here against this state (the same
+        pairs when this state is the one they were learned on: a snapshot and the deltas
+        before them)."""
+        if recent is None:
+            run: list[CallObservation] = []
+            for observation in observations:
+                run.append(observation)
+                if observation[2] == 0:  # no remaining calls: a run's last LLM call
+                    self._score_and_fold(run, None)
+                    run = []
+            if run:
+                raise ValueError("observations end inside a run (remaining_calls never 0)")
+        else:
+            self._scorer = None  # its predictors would miss these observations
+            observations = list(observations)
+            self._queue(observations, units_of([o[5] for o in observations]))
+            self.recent.extend(recent)
+        self.runs += runs
+
+    def _queue(self, observations: list[CallObservation], units: list[int | None]) -> None:
+        """Queue observations at the root and their nodes, with their scores in units."""
         root = self.root
         high = root.high
         children = self.children
         # NodeStats.add inlined (two calls per observation): queue, fold once long enough
-        for observation in observations:
-            # the score in 2**-128 units, converted once and used 4 times
-            obs = observation + (fast_units(observation[5]),)  # noqa: RUF005 (faster)
+        for observation, unit in zip(observations, units, strict=True):
+            obs = observation + (unit,)  # noqa: RUF005 (faster)
             queued = root._queued
             queued.append(obs)
             if len(queued) >= FOLD_OBSERVATIONS:
@@ -240,36 +303,44 @@ class AgentState:
                 if index > high:
                     high = index
         root.high = high
-        self.runs += runs
 
     def merge(self, other: AgentState) -> AgentState:
-        """Fold a state learned from other runs into this one, and return this one."""
+        """Fold a state learned from other runs into this one, and return this one. Scores
+        depend on the order runs were learned in, so the recent accuracy is only this
+        state's followed by the other's (the statistics are exactly those of all runs)."""
         self.runs += other.runs
         self.root.merge(other.root)
         for name, node in other.children.items():
             self.children.setdefault(name, NodeStats()).merge(node)
+        self.recent.extend(other.recent.pairs)
+        self._scorer = None
         return self
 
     def to_bytes(self) -> bytes:
-        """Compact canonical form: a small header, then the statistics as JSON."""
-        body = orjson.dumps(
-            [self.runs, self.root.dump(), {n: s.dump() for n, s in sorted(self.children.items())}]
-        )
+        """Compact canonical form: a small header, then the statistics and the recent
+        accuracy as JSON."""
+        children = {n: s.dump() for n, s in sorted(self.children.items())}
+        body = orjson.dumps([self.runs, self.root.dump(), children, self.recent.dump()])
         return _HEADER.pack(_FORMAT_VERSION, len(body)) + body
 
     @classmethod
     def from_bytes(cls, blob: bytes) -> AgentState:
-        """Read `to_bytes` output (also format 1, whose run ids are ignored: `legacy_run_ids`)."""
+        """Read `to_bytes` output, also formats 2 (no recent accuracy: an empty one) and 1
+        (whose run ids are ignored: `legacy_run_ids`)."""
         try:
             version, length = _HEADER.unpack_from(blob)
-            if version not in (1, _FORMAT_VERSION):
+            if version not in (1, 2, _FORMAT_VERSION):
                 raise StateFormatError(f"unknown agent state format version {version}")
             start = _HEADER.size
-            runs, root, children = orjson.loads(blob[start : start + length])
+            runs, root, children, *recent = orjson.loads(blob[start : start + length])
+            if len(recent) > 1:
+                raise ValueError("more parts than a state has")
             state = cls()
             state.runs = runs
             state.root = NodeStats.load(root)
             state.children = {name: NodeStats.load(data) for name, data in children.items()}
+            if recent:  # formats 1 and 2 have none
+                state.recent = RecentAccuracy.load(recent[0])
         except StateFormatError:
             raise
         except (ValueError, TypeError, KeyError, struct.error) as exc:
@@ -282,6 +353,7 @@ class AgentState:
             and self.runs == other.runs
             and self.root == other.root
             and self.children == other.children
+            and self.recent == other.recent
         )
 
     def __repr__(self) -> str:

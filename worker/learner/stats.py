@@ -65,7 +65,7 @@ _BUCKET_KEYS: dict[Number, int] = {}
 _BUCKET_VALUES: dict[int, float] = {}
 
 
-def _key_of(value: Number) -> int:
+def key_of(value: Number) -> int:
     """bucket_key, memoised (up to `_MEMO_LIMIT` distinct values)."""
     key = bucket_key(value)
     if len(_BUCKET_KEYS) < _MEMO_LIMIT:
@@ -73,7 +73,7 @@ def _key_of(value: Number) -> int:
     return key
 
 
-def _value_of(key: int) -> float:
+def value_of(key: int) -> float:
     """bucket_value, memoised: the same few hundred keys are read over and over."""
     value = _BUCKET_VALUES.get(key)
     if value is None:
@@ -179,7 +179,7 @@ def _rank_split(count: int, percentile: float) -> tuple[int, int, float]:
 
 
 #: per sample count up to the exact limit: the (low, high, fraction) of each percentile
-_EXACT_RANKS = [
+EXACT_RANKS = [
     [_rank_split(n, p) for p in PERCENTILES] if n else [] for n in range(EXACT_LIMIT + 1)
 ]
 
@@ -248,7 +248,7 @@ class Statistic:
             return
         keyed = list(map(_BUCKET_KEYS.get, pending))
         if None in keyed:
-            keyed = [_key_of(v) if k is None else k for k, v in zip(keyed, pending, strict=True)]
+            keyed = [key_of(v) if k is None else k for k, v in zip(keyed, pending, strict=True)]
         self._add_keys(cast(list[int], keyed))
         self.folded_count += len(pending)
         self.folded_sum, self.folded_shift = add_exact(
@@ -310,7 +310,7 @@ class Statistic:
             if not samples:
                 return (0.0,) * len(PERCENTILES)
             samples.sort()  # in place: order is irrelevant and re-sorting is then cheap
-            (l50, h50, f50), (l90, h90, f90), (l95, h95, f95) = _EXACT_RANKS[len(samples)]
+            (l50, h50, f50), (l90, h90, f90), (l95, h95, f95) = EXACT_RANKS[len(samples)]
             return (
                 float(samples[l50] + (samples[h50] - samples[l50]) * f50),
                 float(samples[l90] + (samples[h90] - samples[l90]) * f90),
@@ -324,21 +324,21 @@ class Statistic:
         keys: list[int] = self.keys  # type: ignore[assignment]
         cumulative = list(accumulate(self.counts))
         last = self.folded_count - 1
-        value_of = _BUCKET_VALUES.get  # `_value_of` inlined: its memo nearly always has it
+        memo = _BUCKET_VALUES.get  # `value_of` inlined: its memo nearly always has it
         results = []
         for p in PERCENTILES:
             rank = last * p / 100
             low = int(rank)
             key = keys[bisect_right(cumulative, low)]
-            below = value_of(key)
+            below = memo(key)
             if below is None:
-                below = _value_of(key)
+                below = value_of(key)
             fraction = rank - low
             if fraction:
                 key = keys[bisect_right(cumulative, low + 1)]
-                above = value_of(key)
+                above = memo(key)
                 if above is None:
-                    above = _value_of(key)
+                    above = value_of(key)
                 below += (above - below) * fraction
             results.append(below)
         return tuple(results)

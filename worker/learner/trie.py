@@ -5,19 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from worker.learner.config import LearnerConfig
-from worker.learner.hints import default_hint_values
-from worker.learner.rounding import round_half_away
+from worker.learner.hints import default_hint_values, sensitivity_level
 from worker.learner.state import AgentState, NodeStats, StatGroup
-from worker.learner.stats import Mean, Statistic
 from worker.models import TrieEnvelope
 from worker.models.timestamps import now_rfc3339
-
-
-def sensitivity_level(score: Mean | Statistic, scale: int) -> int | None:
-    """Mean score in [0, 1] mapped to a level 1..scale; None without any score."""
-    if not score.count:
-        return None
-    return min(max(round_half_away(score.mean * (scale - 1)) + 1, 1), scale)
 
 
 def prediction(group: StatGroup, scale: int) -> dict[str, Any]:

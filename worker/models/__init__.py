@@ -2,6 +2,7 @@
 
 from worker.models.fast_runs import parse_run
 from worker.models.outputs import (
+    Accuracy,
     AgentHints,
     HintsRecord,
     Metrics,
@@ -15,6 +16,7 @@ from worker.models.runs import UINT32_MAX, CallRecord, RunRecord
 
 __all__ = [
     "UINT32_MAX",
+    "Accuracy",
     "AgentHints",
     "Call",
     "CallRecord",

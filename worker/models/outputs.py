@@ -54,13 +54,23 @@ class TrieEnvelope(_Output):
     root: TrieNode
 
 
+class Accuracy(_Output):
+    """An agent's recent accuracy (SPEC 10) over its last scored calls (at most 100)."""
+
+    scored: int
+    osl_coverage: float  # share of those calls with output tokens <= the osl they had
+    osl_mae: float  # mean |p50 - output tokens| over them
+
+
 class HintsRecord(_Output):
-    """The value published to `agent-hints`, keyed by agent id."""
+    """The value published to `agent-hints`, keyed by agent id; `accuracy` is absent (or
+    null) until a call of the agent was scored."""
 
     agent_id: str
     hints: AgentHints
     runs: int
     updated_at: str
+    accuracy: Accuracy | None = None
 
 
 def dumps(value: Any) -> bytes:

@@ -35,6 +35,9 @@ def published(agent: str, *runs: Any, at: float = NOW) -> tuple[bytes, bytes]:
         state.learn(r, CONFIG)
     trie = trie_dict(agent, state, CONFIG) | {"generated_at": stamp(at)}
     hints = {"agent_id": agent, "hints": state_hints(state, CONFIG), "runs": state.runs}
+    accuracy = state.recent.summary()
+    if accuracy is not None:  # absent until a call was scored
+        hints["accuracy"] = accuracy
     return orjson.dumps(hints | {"updated_at": stamp(at)}), orjson.dumps(trie)
 
 
@@ -112,6 +115,42 @@ def test_min_runs_skips_the_agent_entry_and_its_trie() -> None:
     assert resolver(store, min_runs=2).resolve("planner", "write", 1).source == "trie"
 
 
+def test_the_accuracy_floor_skips_the_agent_entry_and_its_trie() -> None:
+    # the first run is scored against nothing; the second's two calls against the first:
+    # plan: 70 tokens > osl 50 (one sample, 50), |50 - 70| = 20; write #1: 400 <= osl 500,
+    # |500 - 400| = 100; so 2 scored calls, coverage 1/2, MAE (20 + 100) / 2 = 60
+    store = store_with()
+    accuracy = store.hints["planner"].accuracy
+    assert accuracy is not None
+    assert (accuracy.scored, accuracy.osl_coverage, accuracy.osl_mae) == (2, 0.5, 60.0)
+    low = resolver(store, min_osl_coverage=0.6, min_scored=2, fallback=FALLBACK)
+    got = low.resolve("planner", "write", 1)
+    assert got.source == "fallback" and got.skipped == "accuracy"
+    assert low.resolve("planner", None, None).source == "fallback"  # the default too
+    on_the_floor = resolver(store, min_osl_coverage=0.5, min_scored=2)
+    assert on_the_floor.resolve("planner", "write", 1).source == "trie"
+    too_few = resolver(store, min_osl_coverage=0.6, min_scored=3)
+    assert too_few.resolve("planner", "write", 1).source == "trie"
+    assert resolver(store).resolve("planner", "write", 1).source == "trie"  # no floor
+
+
+def test_entries_without_accuracy_are_never_skipped_for_it() -> None:
+    store = HintsStore()
+    hints, tries = published("solo", run(llm("a", 0, 10, 5), agent="solo"))
+    assert b"accuracy" not in hints  # one run: nothing scored yet
+    store.apply("hints", b"solo", hints)
+    store.apply("tries", b"solo", tries)
+    strict = resolver(store, min_osl_coverage=1.0, min_scored=0)
+    assert strict.resolve("solo", "a", 1).source == "trie"
+
+
+def test_a_bad_accuracy_floor_is_refused() -> None:
+    with pytest.raises(ValueError, match="min_osl_coverage"):
+        Resolver(HintsStore(), min_osl_coverage=1.5)
+    with pytest.raises(ValueError, match="min_scored"):
+        Resolver(HintsStore(), min_scored=-1)
+
+
 def test_max_age_skips_an_old_entry() -> None:
     store = store_with(at=NOW - 120)
     old = resolver(store, max_age_s=60).resolve("planner", "write", 1)
@@ -155,6 +194,11 @@ def test_a_trie_that_cannot_be_walked_is_skipped() -> None:
     assert got.source == "agent_default" and got.skipped == "invalid_trie"
 
 
+def _with_accuracy(accuracy: Any) -> bytes:
+    record = {"hints": None, "runs": 1, "updated_at": "2026-01-01T00:00:00Z"}
+    return orjson.dumps(record | {"accuracy": accuracy})
+
+
 @pytest.mark.parametrize(
     ("topic", "value", "why"),
     [
@@ -164,6 +208,10 @@ def test_a_trie_that_cannot_be_walked_is_skipped() -> None:
         ("hints", b'{"hints": null, "runs": 1}', "missing updated_at"),
         ("hints", b'{"hints": null, "runs": 1, "updated_at": "yesterday"}', "updated_at"),
         ("hints", b'{"hints": {"osl": 1}, "runs": 1, "updated_at": "2026-01-01T00:00:00Z"}', "iat"),
+        ("hints", _with_accuracy([]), "accuracy: expected an object"),
+        ("hints", _with_accuracy({"scored": -1}), "accuracy.scored"),
+        ("hints", _with_accuracy({"scored": 5, "osl_coverage": 1.5}), "osl_coverage"),
+        ("hints", _with_accuracy({"scored": 5, "osl_coverage": 1, "osl_mae": "x"}), "osl_mae"),
         ("tries", b'{"workflow_name": "a", "root": []}', "root"),
         ("tries", b'{"workflow_name": "a\\nb", "root": {}}', "control"),
     ],

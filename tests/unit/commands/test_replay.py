@@ -8,6 +8,8 @@ from pathlib import Path
 
 import orjson
 
+from worker.demo_workload import generate_runs
+
 GOOD = {
     "id": "00000000-0000-4000-8000-00000000000{n}",
     "agent_id": "{agent}",
@@ -112,3 +114,68 @@ def test_replay_applies_the_workers_limits_from_the_same_settings(tmp_path: Path
     relaxed = replay(str(source), "--config", str(config))
     agents = [orjson.loads(line)["agent_id"] for line in relaxed.stdout.splitlines()]
     assert agents == ["n" * 10_000, "ok"]
+
+
+def _generated(tmp_path: Path, runs: int, agents: int) -> Path:
+    source = tmp_path / "runs.jsonl"
+    start = 1_780_000_000_000_000_000
+    lines = [orjson.dumps(r) for r in generate_runs(runs, agents, seed=5, start_ns=start)]
+    source.write_bytes(b"\n".join(lines) + b"\n")
+    return source
+
+
+SCORES = {"scored", "osl_coverage", "osl_mae", "osl_tau", "iat_mae_ms", "remaining_mae"}
+
+
+def test_evaluate_json_has_exactly_the_spec10_keys(tmp_path: Path) -> None:
+    source = _generated(tmp_path, 60, 3)
+    done = replay(str(source), "--evaluate", "--json", "--semantics", "nemo-flow")
+    assert done.returncode == 0, done.stderr
+    report = orjson.loads(done.stdout)
+    assert set(report) == {
+        "semantics",
+        "runs",
+        "calls",
+        "served",
+        "sources",
+        "scored",
+        "osl_coverage",
+        "osl_mae",
+        "osl_tau",
+        "iat_mae_ms",
+        "remaining_mae",
+        "level_flips_per_100_runs",
+        "baselines",
+    }
+    assert report["semantics"] == "nemo-flow" and report["runs"] == 60
+    assert set(report["sources"]) == {"trie", "agent_default", "none"}
+    assert sum(report["sources"].values()) == report["calls"]
+    assert report["scored"] == report["sources"]["trie"] + report["sources"]["agent_default"]
+    assert set(report["baselines"]) == {"fleet", "agent_default", "corrected"}
+    for baseline in report["baselines"].values():
+        assert set(baseline) == SCORES
+    # the first run of each of the 3 agents is served nothing; fleet-wide only the first
+    first_runs = report["calls"] - report["scored"]
+    assert report["baselines"]["fleet"]["scored"] > report["scored"] > 0 < first_runs
+
+
+def test_evaluate_prints_a_table_with_ours_and_each_baseline(tmp_path: Path) -> None:
+    source = _generated(tmp_path, 30, 2)
+    done = replay(str(source), "--evaluate")
+    assert done.returncode == 0, done.stderr
+    rows = done.stdout.decode().splitlines()
+    assert "30 runs" in rows[0]
+    assert "osl coverage" in rows[2] and "tau" in rows[2] and "flips/100 runs" in rows[2]
+    labels = [row.split()[0] for row in rows[3:7]]
+    assert labels == ["ours", "fleet", "agent_default", "nemo-flow"]
+    assert replay(str(source), "--json").returncode == 2  # --json goes with --evaluate
+
+
+def test_replay_lines_carry_the_agents_recent_accuracy_once_scored(tmp_path: Path) -> None:
+    source = tmp_path / "runs.jsonl"
+    source.write_bytes(good(1, "solo") + b"\n" + good(2, "solo") + b"\n" + good(3, "new") + b"\n")
+    lines = [orjson.loads(line) for line in replay(str(source)).stdout.splitlines()]
+    by_agent = {line["agent_id"]: line for line in lines}
+    assert "accuracy" not in by_agent["new"]  # its one run was scored against nothing
+    # solo's second run: 10 tokens against osl 10, p50 10
+    assert by_agent["solo"]["accuracy"] == {"scored": 1, "osl_coverage": 1.0, "osl_mae": 0.0}

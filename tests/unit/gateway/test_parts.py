@@ -40,6 +40,7 @@ def test_gateway_section_from_toml_env_and_overrides(
         'bootstrap_servers = "k:9092"\n[topics]\nhints = "h"\ntries = "t"\n'
         "[learner]\nscale = 7\n"
         '[gateway]\nupstream = "http://llm:8000/base/"\nprofile = "nemo-relay"\n'
+        "min_osl_coverage = 0.75\n"
         "[gateway.fallback_hints]\nosl = 256\n"
     )
     monkeypatch.setenv("WORKER_GATEWAY__MIN_RUNS", "3")
@@ -52,6 +53,7 @@ def test_gateway_section_from_toml_env_and_overrides(
     assert client.view.topics == {"h": "hints", "t": "tries"}
     assert client.resolver.config.scale == 7
     assert client.resolver.min_runs == 3
+    assert (client.resolver.min_osl_coverage, client.resolver.min_scored) == (0.75, 20)
     assert client.resolver.fallback is not None and client.resolver.fallback["osl"] == 256
     assert client.resolver.fallback["prefix_id"] == "fallback"
 

@@ -168,10 +168,10 @@ def test_parallel_weight_lowers_parallel_calls() -> None:
 def test_duplicate_run_id_is_not_counted_again() -> None:
     first = run(llm("a", 0, 100, 10))
     fleet = Fleet(CORRECTED)
-    assert fleet.learn(first) is True
+    assert fleet.learn(first) is not None
     state = fleet.states["agent"]
     before = build_trie("agent", state, CORRECTED).model_dump(exclude={"generated_at"})
-    assert fleet.learn(first) is False
+    assert fleet.learn(first) is None
     assert state.runs == 1
     assert build_trie("agent", state, CORRECTED).model_dump(exclude={"generated_at"}) == before
 

@@ -11,11 +11,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from devtools.compare import assert_matches
+from tests.unit.learner.states import statistics_bytes
 from tests.unit.runs import llm, run, tool
 from worker.demo_workload import generate_runs
 from worker.learner import AgentState, LearnerConfig, build_trie, trie_dict
-from worker.learner.state import StateFormatError, legacy_run_ids
-from worker.learner.stats import exact_mean, load_exact
+from worker.learner.state import StateFormatError, legacy_run_ids, units_of
+from worker.learner.stats import exact_mean, fast_units, load_exact
 from worker.models import RunRecord, parse_run
 
 CONFIGS = [LearnerConfig(), LearnerConfig(semantics="nemo-flow")]
@@ -66,9 +67,8 @@ def test_learning_does_not_depend_on_how_runs_are_split(records, cuts, semantics
     for part in reversed(parts):  # merge order does not matter either
         merged.merge(AgentState.from_bytes(part.to_bytes()))
     whole = learn_all(records, config)
-    assert merged == whole
     assert merged.runs == whole.runs == len(records)
-    assert merged.to_bytes() == whole.to_bytes()  # bit for bit
+    assert statistics_bytes(merged) == statistics_bytes(whole)  # bit for bit
     assert_matches(trie_json(merged, config), trie_json(whole, config))
 
 
@@ -78,7 +78,7 @@ def test_folding_observations_equals_learning_the_runs(records, cut) -> None:
     """What the worker stores per commit (observations) rebuilds the very same state."""
     config = CONFIGS[0]
     live = AgentState()
-    observations = [live.learn(record, config) for record in records]
+    observations = [live.learn(record, config).observations for record in records]
     rebuilt = AgentState()
     cut = min(cut, len(records))
     rebuilt.fold([o for batch in observations[:cut] for o in batch], runs=cut)
@@ -96,8 +96,7 @@ def test_split_and_merge_past_the_exact_limit(seed: int, count: int) -> None:
         learn_all(records[: count // 3], config)
     )
     whole = learn_all(records, config)
-    assert halves == whole
-    assert halves.to_bytes() == whole.to_bytes()
+    assert statistics_bytes(halves) == statistics_bytes(whole)
     assert trie_json(halves, config) == trie_json(whole, config)
 
 
@@ -117,7 +116,7 @@ def test_format_1_values_are_read_with_their_run_ids() -> None:
     """A value written by the previous format (statistics with float sums, then run ids)."""
     records = [run(llm("a", 0, 100, 7), llm("b", 150, 400, 9)) for _ in range(3)]
     state = learn_all(records, CONFIGS[0])
-    root, children = orjson.loads(state.to_bytes()[5:])[1:]
+    root, children = orjson.loads(state.to_bytes()[5:])[1:3]
 
     def float_sums(node):  # format 1 stored each score sum as a plain float
         for group in [node[0]] + [g for _, g in node[1]]:
@@ -130,7 +129,9 @@ def test_format_1_values_are_read_with_their_run_ids() -> None:
     blob = struct.pack("<BI", 1, len(body)) + body + ids
     assert legacy_run_ids(blob) == ids
     restored = AgentState.from_bytes(blob)
-    assert restored == state  # these scores (0, 1) sum exactly as floats too
+    # these scores (0, 1) sum exactly as floats too; format 1 kept no recent accuracy
+    assert statistics_bytes(restored) == statistics_bytes(state)
+    assert not restored.recent.pairs
     assert legacy_run_ids(state.to_bytes()) == b""
 
 
@@ -184,3 +185,11 @@ def test_state_is_compact_for_a_busy_agent() -> None:
     records = [parse_run(orjson.dumps(r)) for r in generate_runs(5_000, 1, seed=3)]
     size = len(learn_all(records, config).to_bytes())
     assert size < 64_000, size
+
+
+def test_scores_become_the_same_units_in_c_as_one_by_one() -> None:
+    usual = [0.0, 0.5, 1.0, 1 / 3, 0.1666666666666667, 2**-75]
+    assert units_of(usual) == [fast_units(v) for v in usual]
+    assert None not in units_of(usual)
+    tiny = [0.5, 2**-140]  # not a whole number of 2**-128: every value the slow way
+    assert units_of(tiny) == [fast_units(0.5), None]

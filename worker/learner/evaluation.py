@@ -1,0 +1,183 @@
+"""SPEC 10: each LLM call scored against the prediction a router had for it, before its run
+is learned.
+
+`Scorer` resolves every call of a run as SPEC 8 would against the agent's state at that
+moment (no min_runs / max_age filter): the SPEC 5 lookup at path [name] and the call's index
+(source `trie`), else the root's any-index prediction when the agent has default hints
+(`agent_default`), else nothing (`none`). With the agent's own trie the lookup always reaches
+the root, so a call gets `trie` whenever the agent has default hints at all: `agent_default`
+is never the source here (a router gets it only when it has no trie for the agent).
+
+Learning a run goes through here (`AgentState.learn`): the scorer keeps a `Predictor` per
+(name, call index) group, which each call's own sample then updates, so a call costs a
+lookup and an O(1) update rather than percentiles recomputed from the statistics.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+from operator import itemgetter
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+
+from worker.learner.accuracy import Pair
+from worker.learner.analysis import CallObservation
+from worker.learner.hints import sensitivity_level
+from worker.learner.predictor import Predictor, Values
+from worker.learner.stats import Mean
+
+if TYPE_CHECKING:
+    from worker.learner.state import AgentState
+
+Source = Literal["trie", "agent_default", "none"]
+SOURCES: tuple[Source, ...] = ("trie", "agent_default", "none")
+
+
+class CallScore(NamedTuple):
+    """How one LLM call compared with its prediction (SPEC 10); zeros when not served."""
+
+    source: Source
+    output_tokens: int  # y
+    p50: float  # the prediction's output_tokens p50
+    covered: bool  # y <= round(p90): the osl a hint carries
+    osl_error: float  # |p50 - y|
+    #: |interarrival mean - gap|; None without a gap or without interarrival samples
+    iat_error_ms: float | None
+    remaining_error: float  # |remaining_calls mean - remaining calls|
+
+
+#: a scored call's entry in the agent's recent accuracy: (covered, osl_error)
+recent_pair: Callable[[CallScore], Pair] = itemgetter(3, 4)
+
+
+class Learned(NamedTuple):
+    """What learning one run did: its observations (what a delta stores), each LLM call's
+    score in the same order, and whether the agent's default latency sensitivity changed."""
+
+    observations: list[CallObservation]
+    scores: list[CallScore]
+    level_flipped: bool
+
+    def recent_pairs(self) -> list[Pair]:
+        """What the run added to the agent's recent accuracy (a delta carries it)."""
+        return [recent_pair(s) for s in self.scores if s.source != "none"]
+
+
+#: a CallScore from a tuple of its fields, without the generated `__new__` (as
+#: `analysis.new_observation`): one per LLM call learned
+new_score: Callable[[tuple[Any, ...]], CallScore] = partial(tuple.__new__, CallScore)
+
+
+def unserved(obs: CallObservation) -> CallScore:
+    return CallScore("none", obs[4], 0.0, False, 0.0, None, 0.0)
+
+
+def score_against(source: Source, values: Values, obs: CallObservation) -> CallScore:
+    """One call against a prediction's (osl, p50, remaining mean, gap mean), as
+    `Scorer.score` computes it inline."""
+    osl, p50, remaining_mean, gap_mean = values
+    y, gap = obs[4], obs[3]
+    return CallScore(
+        source,
+        y,
+        p50,
+        y <= osl,
+        abs(p50 - y),
+        None if gap is None or gap_mean is None else abs(gap_mean - gap),
+        abs(remaining_mean - obs[2]),
+    )
+
+
+class Scorer:
+    """What scoring keeps between an agent's runs: a Predictor per (name, call index) group
+    of the trie (every one: a group has one from its first sample), and the root's score
+    mean (its default latency sensitivity).
+
+    Valid only while every change to the state goes through `score` then a fold of the same
+    observations; the state drops it on any other change (merge, fold of stored deltas).
+    """
+
+    __slots__ = ("level", "predictors", "root_score")
+
+    def __init__(self, state: AgentState) -> None:
+        """For a state as it stands (each node's queue is folded, once)."""
+        self.predictors: dict[tuple[str, int], Predictor] = {
+            (name, index): Predictor.of(group)
+            for name, node in state.children.items()
+            for index, group in node.by_index.items()
+        }
+        score = state.root.any_index.score
+        self.root_score = Mean(score.count, score.units, score.shift)
+        self.level: tuple[int, int | None] | None = None  # (scale, level) last computed
+
+    def score(self, state: AgentState, observations: list[CallObservation]) -> list[CallScore]:
+        """Each call of one run against the state before the run; updates the predictors
+        with the run (so the state must then fold these observations). Every call of a
+        run is served, or (before the agent's first LLM call) none is."""
+        predictors = self.predictors
+        scores: list[CallScore] = []
+        append = scores.append
+        for obs in observations:
+            name, index, remaining, gap, y, _ = obs
+            predictor = predictors.get((name, index))
+            if predictor is not None:  # the usual case: a group the agent has
+                values = predictor.values
+                # no other call of this run reads this group: it may learn the call now
+                predictor.add(y, remaining, gap)
+            else:
+                found = self._new_group(state, obs)
+                if found is None:
+                    append(unserved(obs))
+                    continue
+                values = found
+            osl, p50, remaining_mean, gap_mean = values
+            append(
+                new_score(
+                    (
+                        "trie",
+                        y,
+                        p50,
+                        y <= osl,
+                        abs(p50 - y),
+                        None if gap is None or gap_mean is None else abs(gap_mean - gap),
+                        abs(remaining_mean - remaining),
+                    )
+                )
+            )
+        return scores
+
+    def _new_group(self, state: AgentState, obs: CallObservation) -> Values | None:
+        """For a call whose name or index is new to the agent, the prediction the lookup
+        falls back to: the node's any-index one, else the root's for the index, else the
+        root's any-index one; None before the agent's first LLM call. Read from the
+        statistics (this run is not folded yet). The new group's predictor starts here."""
+        name, index, remaining, gap, y, _ = obs
+        predictor = self.predictors[name, index] = Predictor()
+        predictor.add(y, remaining, gap)
+        node = state.children.get(name)
+        root = state.root
+        if node is not None:
+            group = node.any_index
+        elif index <= root.high:
+            group = root.by_index[index]
+        elif root.high:
+            group = root.any_index
+        else:
+            return None
+        return Predictor.of(group).values
+
+    def learn_scores(self, units: list[int | None], scores: list[float], scale: int | None) -> bool:
+        """Fold a run's sensitivity scores into the root's mean (as the root's any-index
+        group folds them); True when that changed the default latency sensitivity at
+        `scale` (a flip; never from none, before the agent's first LLM call). Without a
+        scale nothing is compared."""
+        before = None if scale is None else self._level(scale)
+        self.root_score.add_fast(units, scores)
+        self.level = None
+        return scale is not None and before is not None and self._level(scale) != before
+
+    def _level(self, scale: int) -> int | None:
+        """The default latency sensitivity at `scale`, kept until the next run."""
+        if self.level is None or self.level[0] != scale:
+            self.level = (scale, sensitivity_level(self.root_score, scale))
+        return self.level[1]
