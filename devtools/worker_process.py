@@ -346,7 +346,7 @@ def read_latest(bootstrap: str, topic: str, **client: Any) -> dict[str, dict[str
 
 
 def expected_outputs(runs: Iterable[dict[str, Any]], semantics: str = "corrected", **learner: Any):
-    """{agent_id: {"agent_id", "hints", "trie", "runs"}} as replay computes them."""
+    """{agent_id: {"agent_id", "hints", "trie", "runs", "accuracy"}} as replay computes them."""
     fleet = Fleet(LearnerConfig(semantics=semantics, **learner))
     for run in runs:
         fleet.learn(parse_run(orjson.dumps(run)))
@@ -356,6 +356,7 @@ def expected_outputs(runs: Iterable[dict[str, Any]], semantics: str = "corrected
             "hints": hints.model_dump(mode="json") if hints is not None else None,
             "trie": trie.model_dump(mode="json"),
             "runs": fleet.states[agent_id].runs,
+            "accuracy": fleet.states[agent_id].recent.summary(),
         }
         for agent_id, hints, trie in fleet.outputs()
     }
@@ -382,9 +383,17 @@ def outputs_complete(bootstrap: str, topics: TopicNames, expected: dict[str, Any
 
 
 def assert_outputs_match(
-    bootstrap: str, topics: TopicNames, expected: dict[str, Any], **client: Any
+    bootstrap: str,
+    topics: TopicNames,
+    expected: dict[str, Any],
+    *,
+    accuracy: bool = False,
+    **client: Any,
 ) -> None:
-    """Final hints and tries equal the expected ones (SPEC section 7 comparison)."""
+    """Final hints and tries equal the expected ones (SPEC section 7 comparison); with
+    `accuracy`, each agent's recent accuracy too. Scores depend on the order an agent's runs
+    are learned in, so only inputs the worker learns in their own order (keyed by agent id,
+    nothing rekeyed) can expect replay's accuracy."""
     hints = read_latest(bootstrap, topics.hints, **client)
     tries = read_latest(bootstrap, topics.tries, **client)
     assert set(tries) == set(expected), f"agents in tries: {sorted(set(tries) ^ set(expected))}"
@@ -396,6 +405,9 @@ def assert_outputs_match(
             assert record is not None, f"{agent_id}: no hints published"
             assert record["agent_id"] == agent_id
             assert record["runs"] == want["runs"], f"{agent_id}: runs {record['runs']}"
+            if accuracy:
+                got_accuracy = record.get("accuracy")
+                assert got_accuracy == want["accuracy"], f"{agent_id}: accuracy {got_accuracy}"
         got = {
             "agent_id": agent_id,
             "hints": record["hints"] if record else None,

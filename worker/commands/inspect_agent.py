@@ -108,6 +108,12 @@ def render(agent_id: str, hints: Mapping[str, Any] | None, trie: Mapping[str, An
     else:
         lines.append(f"hints: {format_hints(hints)}")
         lines.append(f"learned from {hints.get('runs')} runs, updated {hints.get('updated_at')}")
+        accuracy = hints.get("accuracy")
+        if accuracy:
+            lines.append(
+                f"recent accuracy: osl coverage {accuracy['osl_coverage']:.2f}, osl MAE "
+                f"{accuracy['osl_mae']:.1f} tokens, over its last {accuracy['scored']} scored calls"
+            )
     if trie is None:
         lines.append("trie: (none published)")
     else:

@@ -87,3 +87,36 @@ class LoopHistogram:
 
     def describe(self) -> list[Metric]:
         return self.collect()
+
+
+class LoopLabelledCounter:
+    """A Prometheus counter with one label of known values, updated from the event loop
+    only (as LoopCounter)."""
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        label: str,
+        values: Sequence[str],
+        registry: CollectorRegistry,
+    ) -> None:
+        self.name = name.removesuffix("_total")
+        self.documentation = documentation
+        self.label = label
+        self.values = dict.fromkeys(values, 0)
+        self.created = time.time()
+        registry.register(self)
+
+    def inc(self, value: str, amount: int = 1) -> None:
+        self.values[value] += amount
+
+    def collect(self) -> list[Metric]:
+        metric = Metric(self.name, self.documentation, "counter")
+        for value, count in self.values.items():
+            metric.add_sample(self.name + "_total", {self.label: value}, float(count))
+            metric.add_sample(self.name + "_created", {self.label: value}, self.created)
+        return [metric]
+
+    def describe(self) -> list[Metric]:
+        return self.collect()

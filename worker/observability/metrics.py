@@ -11,6 +11,7 @@ from prometheus_client import (
     generate_latest,
 )
 
+from worker.observability.accuracy_metrics import AccuracyMetrics
 from worker.observability.loop_metrics import LoopCounter, LoopHistogram
 
 REJECT_REASONS = ("invalid_json", "schema", "too_large", "limits")
@@ -27,6 +28,7 @@ class WorkerMetrics:
             "agent_hints_runs_consumed", "Records read from the runs and rekey topics", r
         )
         self.learned = LoopCounter("agent_hints_runs_learned", "Runs folded into agent state", r)
+        self.accuracy = AccuracyMetrics(r)
         self.duplicates = Counter(
             "agent_hints_runs_duplicate", "Runs skipped because their id was learned", registry=r
         )

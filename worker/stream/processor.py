@@ -9,6 +9,7 @@ from typing import Any
 
 from worker.errors import RecordError
 from worker.learner import LearnerConfig, intake
+from worker.learner.evaluation import Learned
 from worker.learner.limits import Limits
 from worker.stream.publish_queue import PublishQueue
 from worker.stream.rekey import partition_for
@@ -29,6 +30,8 @@ class Result:
     reason: str | None = None
     detail: str | None = None
     partition: int | None = None
+    #: what learning did (LEARNED only): observations, each call's score, the level flip
+    learned: Learned | None = None
 
 
 class Processor:
@@ -61,16 +64,16 @@ class Processor:
         store = self.store
         entry = store.get(run.agent_id, partition)
         try:
-            observations = intake.learn(
+            learned = intake.learn_scored(
                 store.state(entry), store.run_ids(partition), run, self.config, self.limits
             )
         except RecordError as exc:
             return Result(
                 Outcome.REJECTED, agent_id=run.agent_id, reason=exc.reason, detail=exc.detail
             )
-        if observations is None:  # stored already: nothing to do
+        if learned is None:  # stored already: nothing to do, nothing scored
             return Result(Outcome.DUPLICATE, agent_id=run.agent_id)
-        store.learned(entry, run.id.int, observations)
+        store.learned(entry, run.id.int, learned.observations, learned.recent_pairs())
         end_ns = run.ended_at if run.ended_at is not None else run.started_at
         self.to_publish.changed(entry, time.monotonic(), end_ns)
-        return Result(Outcome.LEARNED, agent_id=run.agent_id)
+        return Result(Outcome.LEARNED, agent_id=run.agent_id, learned=learned)

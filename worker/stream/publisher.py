@@ -153,6 +153,9 @@ class Publisher:
         self._last_hints[agent_id] = digest
         self._hints_newer.add(agent_id)
         record = {"agent_id": agent_id, "hints": hints, "runs": runs, "updated_at": now_rfc3339()}
+        accuracy = state.recent.summary()  # changes only with `runs`: the digest covers it
+        if accuracy is not None:
+            record["accuracy"] = accuracy
         return dumps(record)
 
     def _trie_record(self, agent_id: str, entry: AgentEntry) -> bytes | None:

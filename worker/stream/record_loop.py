@@ -57,6 +57,7 @@ class RecordLoop:
         runs_topic = self.runs_topic
         metrics = self.metrics
         learned = metrics.learned
+        accuracy = metrics.accuracy
         next_offset = self.offsets.next_offset
         yielded_at = time.perf_counter()
         async for event in stream.events():
@@ -77,6 +78,8 @@ class RecordLoop:
                 result = Result(Outcome.REJECTED, reason="internal", detail=repr(exc)[:500])
             if result.outcome is Outcome.LEARNED:  # the common outcome, without a coroutine
                 learned.inc()
+                if result.learned is not None:
+                    accuracy.observe(result.learned)
             else:
                 await self._act(message, result)
             metrics.processing.observe(time.perf_counter() - started)

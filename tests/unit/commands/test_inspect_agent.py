@@ -76,6 +76,10 @@ def test_full_report_has_hints_runs_and_tree() -> None:
     assert "osl=360 iat=760 priority=2 latency_sensitivity=3.0 total_requests=2" in text
     assert "learned from 3 runs, updated T" in text
     assert "\nroot\n" in text
+    assert "recent accuracy" not in text  # nothing scored yet
+    record["accuracy"] = {"scored": 12, "osl_coverage": 0.75, "osl_mae": 40.25}
+    text = render("planner", record, row["trie"])
+    assert "recent accuracy: osl coverage 0.75, osl MAE 40.2 tokens, over its last 12" in text
 
 
 def test_report_without_records() -> None:

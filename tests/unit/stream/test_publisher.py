@@ -43,8 +43,8 @@ class Worker:
 
     def learn(self, run: Any) -> None:
         entry = self.store.get(run.agent_id, 0)
-        observations = self.store.state(entry).learn(run, LearnerConfig())
-        self.store.learned(entry, run.id.int, observations)
+        learned = self.store.state(entry).learn(run, LearnerConfig())
+        self.store.learned(entry, run.id.int, learned.observations, learned.recent_pairs())
         self.to_publish.changed(entry, 0.0, run.started_at)
 
 

@@ -80,7 +80,7 @@ def read(agent_id: str, partition: int, log: PartitionLog, get: Get) -> AgentEnt
         delta = decode_delta(value)
         if delta.owner != head.owner or delta.seq != chain.seq + 1:
             break  # written on another (older) snapshot: not part of this chain
-        state.fold(delta.observations, delta.runs)
+        state.fold(delta.observations, delta.runs, delta.recent)
         unlogged += log.add_stored(delta.run_ids)
         serialized.deltas.append(value)
         chain.seq += 1
@@ -94,7 +94,7 @@ def decode(serialized: Serialized) -> AgentState:
     state = AgentState.from_bytes(serialized.body)
     for value in serialized.deltas:
         delta = decode_delta(value)
-        state.fold(delta.observations, delta.runs)
+        state.fold(delta.observations, delta.runs, delta.recent)
     return state
 
 
@@ -105,7 +105,9 @@ def write_delta(entry: AgentEntry, owner: int, put: Callable[[str], Put]) -> boo
     if chain.owner != owner or chain.deltas >= MAX_DELTAS or unwritten is None:
         return False
     seq = chain.seq + 1
-    value = encode_delta(owner, seq, unwritten.runs, bytes(unwritten.ids), unwritten.observations)
+    value = encode_delta(
+        owner, seq, unwritten.runs, bytes(unwritten.ids), unwritten.observations, unwritten.recent
+    )
     if chain.delta_bytes + len(value) > max(chain.snapshot_bytes, MIN_DELTA_BYTES):
         return False
     put("delta")(delta_key(entry.agent_id, seq), value)

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from enum import IntFlag
 
 from worker.learner import AgentState
+from worker.learner.accuracy import Pair
 from worker.learner.analysis import CallObservation
 from worker.stream.state.protocols import Receipt
 
@@ -55,11 +56,13 @@ class Serialized:
 
 @dataclass(slots=True)
 class Unwritten:
-    """The runs learned since the agent was last written: their observations and ids."""
+    """The runs learned since the agent was last written: their observations and ids, and
+    what they added to its recent accuracy."""
 
     runs: int = 0
     observations: list[CallObservation] = field(default_factory=list)
     ids: bytearray = field(default_factory=bytearray)
+    recent: list[Pair] = field(default_factory=list)
 
 
 @dataclass(slots=True, eq=False)

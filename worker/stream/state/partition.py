@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 from worker.learner import AgentState
+from worker.learner.accuracy import Pair
 from worker.learner.analysis import CallObservation
 from worker.learner.run_ids import id_bytes
 from worker.stream.state import agent_records
@@ -61,13 +62,21 @@ class PartitionState:
             self.unlogged[agent_id] = entry
         return entry
 
-    def learned(self, entry: AgentEntry, run_id: int, observations: list[CallObservation]) -> None:
-        """A run (`run_id`, its `observations`) was learned into the agent: buffer it."""
+    def learned(
+        self,
+        entry: AgentEntry,
+        run_id: int,
+        observations: list[CallObservation],
+        recent: list[Pair],
+    ) -> None:
+        """A run (`run_id`, its `observations`, the `recent` accuracy pairs its scored calls
+        added) was learned into the agent: buffer it."""
         unwritten = entry.unwritten
         if unwritten is None:
             unwritten = entry.unwritten = Unwritten()
         unwritten.runs += 1
         unwritten.observations += observations
+        unwritten.recent += recent
         if self.log.ids.window:
             unwritten.ids += id_bytes(run_id)
         self.dirty[entry.agent_id] = entry

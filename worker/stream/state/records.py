@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import orjson
 
+from worker.learner.accuracy import WINDOW, Pair, RecentAccuracy
 from worker.learner.analysis import CallObservation
 from worker.learner.run_ids import CHUNK_BYTES, ID_BYTES
 from worker.learner.state import StateFormatError
@@ -124,24 +125,36 @@ def decode_part(value: bytes) -> bytes:
 
 @dataclass(slots=True)
 class Delta:
-    """The runs one commit added to an agent: their observations and ids."""
+    """The runs one commit added to an agent: their observations and ids, and the
+    (covered, osl error) pairs their scored calls added to its recent accuracy (None in
+    deltas written before scoring existed: folding scores them again)."""
 
     owner: int
     seq: int
     runs: int
     run_ids: bytes
     observations: list[CallObservation] = field(default_factory=list)
+    recent: list[Pair] | None = None
 
 
 def encode_delta(
-    owner: int, seq: int, runs: int, run_ids: bytes, observations: list[CallObservation]
+    owner: int,
+    seq: int,
+    runs: int,
+    run_ids: bytes,
+    observations: list[CallObservation],
+    recent: list[Pair],
 ) -> bytes:
-    """Observations column-wise, call names once each: about 25 bytes per LLM call."""
+    """Observations column-wise, call names once each (about 25 bytes per LLM call), then
+    the recent-accuracy pairs as two columns (only the last `WINDOW` can matter)."""
     names: dict[str, int] = {}
     name_refs = [names.setdefault(o[0], len(names)) for o in observations]
     columns = [list(c) for c in zip(*observations, strict=True)][1:] if observations else [[]] * 5
+    recent = recent[-WINDOW:]
+    covered, errors = [int(c) for c, _ in recent], [e for _, e in recent]
     head = _DELTA_HEAD.pack(owner, seq, runs, len(run_ids) // ID_BYTES)
-    return _DELTA + head + run_ids + orjson.dumps([list(names), name_refs, *columns])
+    body = orjson.dumps([list(names), name_refs, *columns, covered, errors])
+    return _DELTA + head + run_ids + body
 
 
 def decode_delta(value: bytes) -> Delta:
@@ -150,14 +163,20 @@ def decode_delta(value: bytes) -> Delta:
     start = 2 + _DELTA_HEAD.size
     ids_end = start + id_count * ID_BYTES
     try:
-        names, refs, *columns = orjson.loads(value[ids_end:])
+        data = orjson.loads(value[ids_end:])
+        names, refs, columns = data[0], data[1], data[2:7]
         observations = [
             CallObservation(names[ref], *row)
             for ref, row in zip(refs, zip(*columns, strict=True), strict=True)
         ]
+        recent = None
+        if len(data) == 9:
+            recent = list(RecentAccuracy.load(data[7:9]).pairs)
+        elif len(data) != 7:
+            raise ValueError(f"{len(data)} columns")
     except (ValueError, TypeError, IndexError) as exc:
         raise StateFormatError(f"unreadable delta record: {exc}") from None
-    return Delta(owner, seq, runs, value[start:ids_end], observations)
+    return Delta(owner, seq, runs, value[start:ids_end], observations, recent)
 
 
 # --- a partition's run ids ---------------------------------------------------------------------

@@ -14,6 +14,7 @@ import logging
 from collections.abc import Iterable
 
 from worker.learner import AgentState
+from worker.learner.accuracy import Pair
 from worker.learner.analysis import CallObservation
 from worker.learner.run_ids import RunIds
 from worker.stream.state.cache import MAX_DECODED, AgentCache
@@ -81,11 +82,17 @@ class StateStore:
         """The entry's decoded state (decoded now if it was cold)."""
         return self.cache.state(entry)
 
-    def learned(self, entry: AgentEntry, run_id: int, observations: list[CallObservation]) -> None:
-        """A run (`run_id`, its `observations`) changed the agent: written at the next
-        commit."""
+    def learned(
+        self,
+        entry: AgentEntry,
+        run_id: int,
+        observations: list[CallObservation],
+        recent: list[Pair],
+    ) -> None:
+        """A run (`run_id`, its `observations`, the `recent` accuracy pairs it added)
+        changed the agent: written at the next commit."""
         self.cache.hold(entry, Hold.UNWRITTEN)
-        self.partition(entry.partition).learned(entry, run_id, observations)
+        self.partition(entry.partition).learned(entry, run_id, observations, recent)
 
     # --- writing ----------------------------------------------------------------------------
 

@@ -466,3 +466,17 @@ def test_a_backlog_of_new_agents_costs_linear_bookkeeping(monkeypatch: pytest.Mo
     store.acknowledged()
     store.cache.fit()  # released now: back within the bound
     assert store.decoded_count <= 16
+
+
+def test_deltas_carry_the_recent_accuracy_pairs_and_old_ones_read_without() -> None:
+    run = parse_run(orjson.dumps(next(iter(generate_runs(1, 1, seed=4, start_ns=START)))))
+    observations = AgentState().learn(run, CONFIG).observations
+    pairs = [(True, 12.5), (False, 300.0)]
+    delta = records.decode_delta(records.encode_delta(7, 2, 1, b"i" * 16, observations, pairs))
+    assert (delta.owner, delta.seq, delta.runs, delta.run_ids) == (7, 2, 1, b"i" * 16)
+    assert delta.observations == observations and delta.recent == pairs
+    # a delta written before scoring existed: five observation columns, no pairs
+    new = records.encode_delta(7, 2, 1, b"", observations, [])
+    head, body = new[: new.index(b"[")], orjson.loads(new[new.index(b"[") :])
+    old = records.decode_delta(head + orjson.dumps(body[:7]))
+    assert old.observations == observations and old.recent is None
