@@ -22,9 +22,9 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from worker.learner.accuracy import Pair
 from worker.learner.analysis import CallObservation
+from worker.learner.exact_sums import Mean
 from worker.learner.hints import sensitivity_level
 from worker.learner.predictor import Predictor, Values
-from worker.learner.stats import Mean
 
 if TYPE_CHECKING:
     from worker.learner.state import AgentState

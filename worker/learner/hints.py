@@ -6,8 +6,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from worker.learner.config import LearnerConfig
+from worker.learner.exact_sums import Mean
 from worker.learner.rounding import round_half_away, saturate_u32
-from worker.learner.stats import Mean, Statistic
+from worker.learner.stats import Statistic
 from worker.models import AgentHints, Prediction, TrieEnvelope
 
 

@@ -22,7 +22,8 @@ from worker.learner.accuracy import Pair, RecentAccuracy
 from worker.learner.analysis import CallObservation, observe_run
 from worker.learner.config import LearnerConfig
 from worker.learner.evaluation import Learned, Scorer, recent_pair
-from worker.learner.stats import FAST_SHIFT, FOLD_BATCH, Mean, Statistic, fast_units
+from worker.learner.exact_sums import FAST_SHIFT, Mean, fast_units
+from worker.learner.stats import FOLD_BATCH, Statistic
 from worker.models import Run
 
 #: 1: statistics and the agent's run ids in one value; 2: statistics only (exact sums);

@@ -16,8 +16,9 @@ from tests.unit.learner.states import statistics_bytes
 from tests.unit.runs import BASE_NS, llm, run
 from worker.learner import AgentState, LearnerConfig, build_trie
 from worker.learner.analysis import workflow_seconds
+from worker.learner.exact_sums import Mean, dump_exact, load_exact
 from worker.learner.rounding import round_half_away
-from worker.learner.stats import Mean, Statistic, dump_exact, load_exact
+from worker.learner.stats import Statistic
 from worker.learner.trie import sensitivity_level
 from worker.models import CallRecord, RunRecord
 
