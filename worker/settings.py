@@ -233,10 +233,13 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_json: bool = False
     processing_guarantee: Literal["at_least_once", "exactly_once"] = "at_least_once"
-    #: how often changed agents' hints are published (coalescing window; tries: per commit)
+    #: how often changed agents' hints are published (coalescing window)
     publish_interval_ms: int = Field(default=100, ge=10, le=900)
-    #: how often processed offsets (and the agent states and tries behind them) are committed
+    #: how often processed offsets (and the agent states and hints behind them) are committed
     commit_interval_s: float = Field(default=1.0, gt=0, le=60)
+    #: how often changed agents' tries are built and published; offsets are committed only
+    #: over runs whose tries are out (a crash replays up to this much, skipped as learned)
+    tries_interval_s: float = Field(default=5.0, gt=0, le=600)
     #: the broker answers a fetch once this many bytes wait, or after fetch_max_wait_ms:
     #: fewer, larger batches (each costs a round trip through faust's consumer thread)
     fetch_min_bytes: int = Field(default=262_144, ge=1)

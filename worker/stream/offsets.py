@@ -29,6 +29,11 @@ class Offsets:
         self.client_kwargs = client_kwargs
         self.next_offset: dict[Key, int] = {}
 
+    def positions(self) -> dict[Key, int]:
+        """The next offset of every source partition processed so far (a copy): every record
+        before them has been processed."""
+        return dict(self.next_offset)
+
     def keep(self, owned: Iterable[Key]) -> None:
         """After an assignment: forget partitions no longer owned.
 

@@ -71,9 +71,12 @@ class Processor:
             return Result(
                 Outcome.REJECTED, agent_id=run.agent_id, reason=exc.reason, detail=exc.detail
             )
-        if learned is None:  # stored already: nothing to do, nothing scored
+        end_ns = run.ended_at if run.ended_at is not None else run.started_at
+        if learned is None:  # stored already: nothing learned, nothing scored
+            # published again: a crash can come between its commit and its agent's trie
+            # (offsets are committed over published tries only, so this is the replay)
+            self.to_publish.changed(entry, time.monotonic(), end_ns)
             return Result(Outcome.DUPLICATE, agent_id=run.agent_id)
         store.learned(entry, run.id.int, learned.observations, learned.recent_pairs())
-        end_ns = run.ended_at if run.ended_at is not None else run.started_at
         self.to_publish.changed(entry, time.monotonic(), end_ns)
         return Result(Outcome.LEARNED, agent_id=run.agent_id, learned=learned)

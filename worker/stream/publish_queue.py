@@ -44,6 +44,10 @@ class PublishQueue:
             change.entry = entry
             change.run_end_ns = max(change.run_end_ns, run_end_ns)
 
+    def pending(self) -> list[AgentEntry]:
+        """The agents changed and not taken yet (they stay queued)."""
+        return [change.entry for change in self._changes.values()]
+
     def take(self) -> list[Change]:
         """Every change, oldest first; the agents may leave memory again."""
         changes = list(self._changes.values())

@@ -1,9 +1,11 @@
-"""Coalescing publisher: the latest hints and tries of each changed agent, on a timer.
+"""Coalescing publisher: the latest hints and tries of each changed agent, on timers.
 
-Hints (a few root statistics) go out every `publish_interval_ms`; whole tries, which cost
-one to three milliseconds per busy agent to build, at each offset commit (which waits for
-them) and on a timer of their own at the same interval, paced (`pacing`) so that building
-them never holds hints or runs back.
+Hints (a few root statistics) go out every `publish_interval_ms` (and at each offset
+commit, which waits for them); whole tries, which cost far more per agent to build, every
+`tries_interval_s`, each agent's runs coalesced into one build, paced (`pacing`) so that
+building them never holds hints or runs back. A tries cycle notes how far each source
+partition had been processed when it took its agents (`covered`): the checkpoint commits
+offsets only up to there, so a run's offset is committed only once its trie is out.
 Values equal to the last published one (ignoring `generated_at` / `updated_at`) are
 skipped, except that an agent's last trie is never older than its last hints. HintsRecord
 goes to the hints topic, the TrieEnvelope to the tries topic, both keyed by agent id.
@@ -18,7 +20,6 @@ import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 
 from aiokafka import AIOKafkaProducer
 
@@ -30,14 +31,11 @@ from worker.settings import TopicSettings
 from worker.stream.output_batches import OutputBatches
 from worker.stream.pacing import Pacer
 from worker.stream.publish_queue import PublishQueue
+from worker.stream.publish_retries import Retries
 from worker.stream.state.entry import AgentEntry
 from worker.stream.state.store import StateStore
 
 log = logging.getLogger(__name__)
-
-#: an agent whose publish failed is retried after this, doubling up to RETRY_MAX_S
-RETRY_FIRST_S = 1.0
-RETRY_MAX_S = 60.0
 
 
 def _digest(data: bytes) -> bytes:
@@ -46,65 +44,8 @@ def _digest(data: bytes) -> bytes:
 
 #: what a queued record is for: (which output, agent id, its entry)
 Owner = tuple[str, str, AgentEntry]
-
-
-@dataclass(slots=True)
-class Failing:
-    entry: AgentEntry
-    attempts: int
-    next_at: float
-    error: str
-
-
-class Retries:
-    """Agents whose last publish of an output (hints or tries) failed, each retried alone
-    with exponential backoff."""
-
-    def __init__(self) -> None:
-        self._failing: dict[tuple[str, str], Failing] = {}  # by (output, agent id)
-
-    def __len__(self) -> int:
-        """How many agents are failing (an output or both)."""
-        return len({agent_id for _, agent_id in self._failing})
-
-    def failed(
-        self, output: str, agent_id: str, entry: AgentEntry, error: BaseException, now: float
-    ) -> bool:
-        """Note a failure; True when the agent's output was not failing before."""
-        failing = self._failing.get((output, agent_id))
-        if failing is not None and now < failing.next_at:  # a newer record, same attempt
-            failing.error = repr(error)[:200]
-            return False
-        attempts = failing.attempts + 1 if failing else 1
-        delay = min(RETRY_FIRST_S * 2 ** (attempts - 1), RETRY_MAX_S)
-        failing = Failing(entry, attempts, now + delay, repr(error)[:200])
-        self._failing[(output, agent_id)] = failing
-        return attempts == 1
-
-    def succeeded(self, output: str, agent_id: str) -> None:
-        if self._failing.pop((output, agent_id), None) is not None:
-            log.info("publishing %s of agent %s works again", output, agent_id)
-
-    def due(self, now: float, skip: set[str]) -> list[tuple[str, AgentEntry]]:
-        """Failing agents whose retry time has come (not already in `skip`), once each."""
-        due: dict[str, AgentEntry] = {}
-        for (_, agent_id), failing in self._failing.items():
-            if failing.next_at <= now and agent_id not in skip:
-                due[agent_id] = failing.entry
-        return list(due.items())
-
-    def describe(self) -> str | None:
-        """For /healthz: how many agents fail, and one example."""
-        if not self._failing:
-            return None
-        (output, agent_id), failing = next(iter(self._failing.items()))
-        return (
-            f"publishing failing for {len(self)} agent(s), retried with backoff; "
-            f"e.g. {output} of {agent_id}: {failing.error}"
-        )
-
-    def clear(self) -> None:
-        self._failing.clear()
+#: a source (topic, partition)
+Position = tuple[str, int]
 
 
 class Publisher:
@@ -116,10 +57,17 @@ class Publisher:
         config: LearnerConfig,
         topics: TopicSettings,
         metrics: WorkerMetrics,
+        positions: Callable[[], dict[Position, int]],
     ) -> None:
+        """`positions()`: the next offset of each source (topic, partition) processed so
+        far, every record before it processed."""
         self.producer = producer
         self.store = store
         self.to_publish = to_publish
+        self.positions = positions
+        #: per source (topic, partition): every run before this offset has its trie out
+        #: (the positions when the last completed tries cycle took its agents)
+        self.covered: dict[Position, int] = {}
         self.config = config
         self.topics = topics
         self.metrics = metrics
@@ -211,6 +159,11 @@ class Publisher:
             self._tries_pacer.hurry()  # a rebalance or shutdown waits for the cycle under way
         async with self._tries_lock:
             self._tries_started = time.monotonic()
+            # every run processed so far belongs to an agent due here: taken by a hints
+            # cycle (then due), or still waiting for one
+            marks = self.positions()
+            for entry in self.to_publish.pending():
+                self._tries_due.setdefault(entry.agent_id, entry)
             tries, self._tries_due = list(self._tries_due.items()), {}
             batches = self._batches()
             self._tries_pacer = pacer = Pacer(share)
@@ -220,7 +173,8 @@ class Publisher:
                     await self._queue(batches, "tries", agent_id, entry, self._trie_record)
             finally:
                 self._tries_pacer = None
-            await self._settle(batches)
+            await self._settle(batches)  # a failed agent is retried alone, as for hints
+            self.covered = marks
             return len(tries)
 
     def _batches(self) -> OutputBatches[Owner]:
@@ -276,8 +230,10 @@ class Publisher:
         )
 
     def forget(self) -> None:
-        """Forget what was last published (after losing partitions; re-publish is harmless)
-        and the agents waiting for a retry (their new owner publishes them)."""
+        """Forget what was last published (after losing partitions; re-publish is harmless),
+        the agents waiting for a retry (their new owner publishes them), and how far tries
+        cover the partitions (faust seeks them again)."""
+        self.covered = {}
         self._last_hints.clear()
         self._last_trie.clear()
         self._hints_newer.clear()
@@ -287,8 +243,8 @@ class Publisher:
         self, hints_interval_s: float, tries_interval_s: float, share: Callable[[], float]
     ) -> None:
         """The publish timers, each on its own so that building tries never holds the hints
-        back. Tries are built once per `tries_interval_s` (the commit interval: each commit
-        publishes them too, and moves the timer back), with at most `share()` of the loop."""
+        back. Tries are built once per `tries_interval_s` (a rebalance or shutdown publishes
+        them too, and moves the timer back), with at most `share()` of the loop."""
         await asyncio.gather(
             self._every(hints_interval_s, self.publish_hints, lambda: self._hints_started, "hints"),
             self._every(
@@ -307,8 +263,8 @@ class Publisher:
         what: str,
     ) -> None:
         """Call `publish` `interval_s` after its last cycle started (`last_started()`), for
-        ever: a cycle run by someone else (each commit publishes tries too) moves the next
-        one back, so tries are not built twice as often as needed."""
+        ever: a cycle run by someone else (a commit publishes hints too) moves the next one
+        back, so nothing is built twice as often as needed."""
         while True:
             due = last_started() + interval_s - time.monotonic()
             if due > 0:

@@ -89,5 +89,6 @@ class Rebalances:
         forgotten = self.store.keep(partitions)
         self.to_publish.forget(forgotten)
         self.publisher.forget()
+        self.checkpoint.reset()
         if forgotten:
             log.info("forgot %d agents of revoked partitions", len(forgotten))

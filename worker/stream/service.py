@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
@@ -98,7 +99,13 @@ class StreamService:
             self.metrics,
         )
         self.publisher = Publisher(
-            self.producer, self.store, self.to_publish, s.learner, topics, self.metrics
+            self.producer,
+            self.store,
+            self.to_publish,
+            s.learner,
+            topics,
+            self.metrics,
+            self.offsets.positions,
         )
         self.checkpoint = Checkpoint(self.store, self.table, sends, self.publisher, self.metrics)
         processor = Processor(self.store, self.to_publish, s.learner, s.limits, partitions)
@@ -127,7 +134,7 @@ class StreamService:
         self.health = HealthServer(
             self.metrics, self.ready, self.healthy, before_scrape=self._update_gauges
         )
-        self._publish_task: asyncio.Task[None] | None = None
+        self._publish_task: asyncio.Future[Any] | None = None
 
     # --- health -----------------------------------------------------------------------------
 
@@ -171,14 +178,26 @@ class StreamService:
         s = self.settings
         self.checkpoint.install(self.app, self._share)
         await self.producer.start()
-        self._publish_task = asyncio.create_task(
+        self._publish_task = asyncio.gather(
             self.publisher.run_forever(
-                s.publish_interval_ms / 1000, s.commit_interval_s, self._share
+                s.publish_interval_ms / 1000, s.tries_interval_s, self._share
             ),
-            name="publisher",
+            self._catch_up_forever(s.tries_interval_s),
         )
         await self.health.start(s.metrics_host, s.metrics_port)
         log.info("metrics and health on %s:%s", s.metrics_host, self.health.port)
+
+    async def _catch_up_forever(self, interval_s: float) -> None:
+        """Commit, once their tries are out, the offsets faust asked to commit before (an
+        idle input would otherwise leave them uncommitted until the next record)."""
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                await self.checkpoint.catch_up()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the next faust commit or catch-up tries again
+                log.warning("committing covered offsets failed", exc_info=True)
 
     def _share(self) -> float:
         """How much of the loop a commit's work may take: paced while the runs are live,

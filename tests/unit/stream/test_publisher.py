@@ -16,6 +16,7 @@ from worker.observability.metrics import WorkerMetrics
 from worker.settings import TopicSettings
 from worker.stream import publisher as publisher_module
 from worker.stream.publish_queue import PublishQueue
+from worker.stream.publish_retries import Retries
 from worker.stream.publisher import Publisher
 from worker.stream.state.store import StateStore
 
@@ -39,7 +40,9 @@ class Worker:
             LearnerConfig(),
             topics or TopicSettings(),
             self.metrics,
+            positions=lambda: dict(self.positions),
         )
+        self.positions: dict[tuple[str, int], int] = {}
 
     def learn(self, run: Any) -> None:
         entry = self.store.get(run.agent_id, 0)
@@ -125,7 +128,7 @@ async def test_a_failing_agent_is_retried_alone_with_backoff(monkeypatch: Any) -
 
 
 async def test_the_backoff_doubles_up_to_a_minute(monkeypatch: Any) -> None:
-    retries = publisher_module.Retries()
+    retries = Retries()
     delays = []
     now = 0.0
     for attempt in range(9):
@@ -199,3 +202,26 @@ async def test_a_rebalance_hurries_the_paced_tries_cycle_under_way() -> None:
     assert paced.done() and paced.result() == len(worker.store) > 30
     tried = {agent for topic, agent in producer.sent if topic == "agent-tries"}
     assert len(tried) == len(worker.store)
+
+
+async def test_a_tries_cycle_covers_the_positions_it_started_from() -> None:
+    """`covered` is where every source partition stood when the last completed tries cycle
+    took its agents, agents still waiting for their hints included: the checkpoint commits
+    offsets only up to there."""
+    producer = Producer(refused=set())
+    worker = Worker(producer)
+    first, second = (
+        parse_run(orjson.dumps(raw)) for raw in generate_runs(2, 2, seed=8, llm_calls=(2, 3))
+    )
+    worker.learn(first)
+    worker.positions[("runs", 0)] = 11
+    await worker.publisher.publish_hints()
+    worker.learn(second)  # not taken by a hints cycle yet
+    worker.positions[("runs", 0)] = 12
+    assert worker.publisher.covered == {}
+    await worker.publisher.publish_tries()
+    assert worker.publisher.covered == {("runs", 0): 12}
+    tried = {agent for topic, agent in producer.sent if topic == TopicSettings().tries}
+    assert tried == {first.agent_id, second.agent_id}
+    worker.publisher.forget()  # a rebalance: faust seeks the partitions again
+    assert worker.publisher.covered == {}
