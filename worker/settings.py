@@ -138,6 +138,9 @@ class FallbackHintsSettings(_Section):
     total_requests: int = Field(default=0, ge=0, le=2**32 - 1)
 
 
+#: how hints are written into a request (SPEC 8's rendering profiles); the one list
+Profile = Literal["dynamo", "nemo-relay", "nat-headers"]
+PROFILES: tuple[Profile, ...] = get_args(Profile)
 #: how a request's Dynamo priority is chosen (docs/router.md, "Priority policies"); the one list
 PriorityPolicyName = Literal["age-remaining", "level", "classes", "none"]
 PRIORITY_POLICIES: tuple[PriorityPolicyName, ...] = get_args(PriorityPolicyName)
@@ -173,7 +176,7 @@ class GatewaySettings(_Section):
     upstream: Annotated[str, AfterValidator(_check_upstream_url)] = ""
     host: str = "0.0.0.0"
     port: int = Field(default=8080, ge=0, le=65535)
-    profile: Literal["dynamo", "nemo-relay", "nat-headers"] = "dynamo"
+    profile: Profile = "dynamo"
     #: replace hint fields the caller already set (by default the caller's values win)
     overwrite: bool = False
     #: skip an agent's entry older than this (by updated_at / generated_at); 0 = no limit

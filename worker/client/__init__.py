@@ -15,10 +15,11 @@ from worker.client.call_context import CallCounter
 from worker.client.client import HintsClient
 from worker.client.fanout import FanOutGroups
 from worker.client.priority import PriorityPolicy
-from worker.client.profiles import PROFILES, Profile, Rendering, render
+from worker.client.profiles import Rendering, render
 from worker.client.resolution import SOURCES, Resolution, Resolver, Source
 from worker.client.store import HintsEntry, HintsStore, TrieEntry
 from worker.client.view import HintsView
+from worker.settings import PROFILES, Profile
 
 __all__ = [
     "PROFILES",

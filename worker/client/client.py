@@ -21,10 +21,17 @@ from typing import Any
 from worker.client.call_context import CallCounter
 from worker.client.fanout import FanOutGroups
 from worker.client.priority import PriorityPolicy
-from worker.client.profiles import PROFILES, Profile, Rendering, render
+from worker.client.profiles import Rendering, render
 from worker.client.resolution import Resolution, Resolver
 from worker.client.view import HintsView
-from worker.settings import DEFAULT_TOPICS, KafkaSettings, PrioritySettings, Settings
+from worker.settings import (
+    DEFAULT_TOPICS,
+    PROFILES,
+    KafkaSettings,
+    PrioritySettings,
+    Profile,
+    Settings,
+)
 
 
 class HintsClient:

@@ -30,7 +30,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from worker.client.prediction import agent_prediction, lookup_prediction, remaining_run_tokens
-from worker.client.profiles import sensitivity_level
+from worker.client.profiles import hinted_level
 from worker.client.store import HintsStore
 from worker.settings import PRIORITY_POLICIES, PriorityPolicyName, PrioritySettings
 
@@ -104,7 +104,7 @@ class PriorityPolicy:
         run_age_s: float,
     ) -> int | None:
         """The learned latency-sensitivity level; None without hints or at level 0."""
-        level = sensitivity_level(hints) if hints is not None else 0
+        level = hinted_level(hints) if hints is not None else 0
         return level if level > 0 else None
 
     def service_class(

@@ -26,9 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from worker.learner.rounding import round_half_away
-
-Profile = Literal["dynamo", "nemo-relay", "nat-headers"]
-PROFILES: tuple[Profile, ...] = ("dynamo", "nemo-relay", "nat-headers")
+from worker.settings import PROFILES, Profile
 
 DYNAMO_PRIORITY_HEADER = "x-dynamo-request-priority"
 NEMO_RELAY_HEADER = "x-nemo-relay-adaptive-agent-hints"
@@ -52,7 +50,7 @@ class Rendering:
     headers: dict[str, str] = field(default_factory=dict)
 
 
-def sensitivity_level(hints: Mapping[str, Any]) -> int:
+def hinted_level(hints: Mapping[str, Any]) -> int:
     """The latency-sensitivity level as an integer (halves away from zero), 0 when none."""
     level = round_half_away(float(hints["latency_sensitivity"]))
     return min(max(level, 0), _I32_MAX)
@@ -75,7 +73,7 @@ def render(
     hints' latency-sensitivity level).
     """
     if priority == "level":
-        priority = sensitivity_level(hints) if hints is not None else None
+        priority = hinted_level(hints) if hints is not None else None
         priority = priority or None
     caller_headers = {name.lower() for name in headers}
     if profile == "dynamo":
@@ -169,7 +167,7 @@ def _nat_headers(hints: Mapping[str, Any], caller: set[str], overwrite: bool) ->
         str(hints["total_requests"]),
         str(hints["osl"]),
         str(hints["iat"]),
-        str(sensitivity_level(hints)),
+        str(hinted_level(hints)),
     )
     return Rendering(
         headers={
