@@ -16,7 +16,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from worker.client import HintsClient
 from worker.gateway.config import GatewayConfig
 from worker.gateway.headers import response_headers, upstream_headers
-from worker.gateway.proxy import _HeadersWithBody
+from worker.gateway.relay import _HeadersWithBody
 from worker.settings import SettingsError, load_settings
 
 
