@@ -135,10 +135,15 @@ class UpstreamRelay:
         response: web.StreamResponse,
         usage: ResponseUsage | None,
     ) -> bool:
-        """Copy the upstream's body to the caller as it arrives; False when cut short."""
+        """Copy the upstream's body to the caller as it arrives; False when cut short.
+
+        The last bytes leave with the end of the response (a chunked body's terminator) in
+        one write, before the handler's bookkeeping: a caller of a chunked upstream (Dynamo's
+        frontend answers JSON chunked) otherwise waits for a second write after it."""
+        content = upstream.content
         while True:
             try:
-                chunk = await upstream.content.readany()
+                chunk = await content.readany()
             except (aiohttp.ClientError, TimeoutError) as exc:
                 self.metrics.upstream_errors.labels("broken").inc()
                 log.warning(
@@ -147,17 +152,20 @@ class UpstreamRelay:
                 if request.transport is not None:
                     request.transport.abort()  # the caller must not take it for complete
                 return False
-            ended = not chunk
+            ended = not chunk or content.at_eof()
             if usage is not None:
-                chunk = usage.finish() if ended else usage.feed(chunk)
-            if chunk:
-                try:
+                chunk = usage.feed(chunk) if chunk else b""
+                if ended:
+                    chunk += usage.finish()
+            try:
+                if ended:
+                    await response.write_eof(chunk)
+                    return True
+                if chunk:
                     await response.write(chunk)
-                except ConnectionError:  # the caller went away: stop reading the upstream
-                    log.debug("caller disconnected during %s %s", request.method, request.path)
-                    return False
-            if ended:
-                return True
+            except ConnectionError:  # the caller went away: stop reading the upstream
+                log.debug("caller disconnected during %s %s", request.method, request.path)
+                return False
 
     def _failed(
         self, request: web.Request, route: str, status: int, kind: str, message: str
