@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, Literal, NamedTuple
 
-from worker.client.store import HintsStore, check_hints
+from worker.client.store import HintsStore, TrieEntry, check_hints
 from worker.learner.config import LearnerConfig
 from worker.learner.hints import lookup_hints
 
@@ -42,6 +42,9 @@ class Resolution(NamedTuple):
 
 
 NO_HINTS = Resolution("none", None)
+#: what a resolver (and a client) remembers per call name at most; more and it forgets all
+MAX_REMEMBERED = 100_000
+_INVALID = object()
 
 
 class Resolver:
@@ -66,6 +69,9 @@ class Resolver:
         self.min_runs = min_runs
         self.fallback = check_hints(dict(fallback)) if fallback is not None else None
         self.clock = clock
+        #: (agent, name, call index) -> (the trie entry looked up, its hints): a trie is
+        #: only replaced, never changed, so a lookup holds while its entry is the store's
+        self._lookups: dict[tuple[str, str, int], tuple[TrieEntry, Any]] = {}
 
     def resolve(self, agent_id: str, name: str | None, call_index: int | None) -> Resolution:
         """Hints for the `call_index`-th call named `name` of a run of `agent_id`.
@@ -87,9 +93,8 @@ class Resolver:
                 if self.max_age_s and self.clock() - trie.generated_at_s > self.max_age_s:
                     skipped = "max_age"
                 else:
-                    try:
-                        hints = lookup_hints(trie.trie, (name,), call_index, self.config)
-                    except (KeyError, TypeError, ValueError, AttributeError):
+                    hints = self._lookup(agent_id, trie, name, call_index)
+                    if hints is _INVALID:
                         hints, skipped = None, "invalid_trie"
                     if hints is not None:
                         return Resolution("trie", hints, call_index)
@@ -98,3 +103,18 @@ class Resolver:
         if self.fallback is not None:
             return Resolution("fallback", self.fallback, call_index, skipped)
         return Resolution("none", None, call_index, skipped)
+
+    def _lookup(self, agent_id: str, trie: TrieEntry, name: str, call_index: int) -> Any:
+        """`lookup_hints` in `trie` (remembered), or `_INVALID` when it cannot be walked."""
+        key = (agent_id, name, call_index)
+        known = self._lookups.get(key)
+        if known is not None and known[0] is trie:
+            return known[1]
+        try:
+            hints: Any = lookup_hints(trie.trie, (name,), call_index, self.config)
+        except (KeyError, TypeError, ValueError, AttributeError):
+            hints = _INVALID
+        if len(self._lookups) >= MAX_REMEMBERED:
+            self._lookups.clear()  # names are the callers': never hold an unbounded set
+        self._lookups[key] = (trie, hints)
+        return hints
