@@ -13,11 +13,15 @@ on a real Dynamo router? Issue 22's A/B, end to end.
    so no hints; else `--priority-policy ARM`), fresh prompt salts per phase, arms
    interleaved in a rotating order, `--repeats` times.
 5. Report: makespan per program (p50/p90/mean) and TTFT, medians over repeats with ranges;
-   the gateway's added latency; issue 22's targets; a plot (`--plot`).
+   the gateway's added latency, end to end (`hop`); issue 22's targets; a plot (`--plot`).
+
+`--probe-only` runs only the end-to-end probe of the gateway's added latency (`hop`; with
+`--baseline-repo DIR` a gateway of another checkout beside this one's).
 
 Run: `python -m benchmarks dynamo [--arms off,none,level,age-remaining,classes] [--repeats 2]
 [--seconds 60] [--semantics corrected] [--gateway-set gateway.priority.tokens_per_s=25]
-[--results FILE] [--report-only FILE]`.
+[--results FILE] [--report-only FILE]`; `python -m benchmarks dynamo --probe-only
+[--probe-pairs 300] [--baseline-repo DIR]`.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from benchmarks.dynamo import phases, report
+from benchmarks.dynamo import hop, phases, report
 from benchmarks.dynamo.plot import plot
 from benchmarks.dynamo.programs import PROGRAMS
 from benchmarks.dynamo.schedule import learning_schedule, poisson_schedule
@@ -72,6 +76,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--results", type=Path, default=DEFAULT_RESULTS)
     parser.add_argument("--plot", type=Path, default=DEFAULT_PLOT)
     parser.add_argument("--report-only", type=Path, help="report and plot a saved results file")
+    parser.add_argument(
+        "--probe-only", action="store_true", help="only the gateway's added latency (hop)"
+    )
+    parser.add_argument("--probe-pairs", type=int, default=300, help="requests per probe arm")
+    parser.add_argument(
+        "--baseline-repo", type=Path, help="also probe a gateway of this checkout (before/after)"
+    )
     args = parser.parse_args(argv)
     args.arm_list = [a for a in args.arms.split(",") if a]
     unknown = set(args.arm_list) - {"off", *PRIORITY_POLICIES}
@@ -186,19 +197,53 @@ async def bench(
                     flush=True,
                 )
                 args.results.write_text(json.dumps(results))
-    gw = gateway(PrioritySettings().policy)
-    try:
-        probe = await phases.added_latency(dynamo.url, gw.url)
-    finally:
-        gw.stop()
-    results["added_latency"] = probe.__dict__
+    policy = PrioritySettings().policy
+    results["added_latency"] = await probe(args, dynamo, bootstrap, topics, workdir, policy)
     return results
+
+
+async def probe(
+    args: argparse.Namespace,
+    dynamo: DynamoStack,
+    bootstrap: str,
+    topics: TopicNames,
+    workdir: Path,
+    policy: str,
+    env: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """The end-to-end probe (`hop`) through a gateway of this checkout, and one of
+    `--baseline-repo` beside it when given."""
+    repos = [None, *([args.baseline_repo.resolve()] if args.baseline_repo else [])]
+    gateways: list[Gateway] = []
+    try:
+        for repo in repos:
+            where = {} if repo is None else {"cwd": repo, "python": hop.baseline_python(repo)}
+            gw = Gateway(
+                dynamo.url, bootstrap, topics, workdir, policy=policy,
+                settings=list(args.gateway_set), env=dict(env or {}), **where,
+            )  # fmt: skip
+            gateways.append(gw.start())
+        urls = dict(zip((hop.GATEWAY, hop.BASELINE), (g.url for g in gateways), strict=False))
+        return await hop.run(dynamo.url, urls, args.probe_pairs)
+    finally:
+        for gw in gateways:
+            gw.stop()
+
+
+async def probe_only(
+    args: argparse.Namespace, dynamo: DynamoStack, bootstrap: str, workdir: Path
+) -> dict[str, Any]:
+    """The probe alone, no worker: gateways with fallback hints and the `level` policy."""
+    topics = await new_topics(bootstrap, "dynamo-probe", 1)
+    return await probe(args, dynamo, bootstrap, topics, workdir, "level", hop.probe_only_env())
 
 
 def show(results: dict[str, Any], plot_path: Path | None) -> None:
     print("\n".join(report.markdown(results)))
     print("\n".join(report.ttft_markdown(results)))
     print()
+    if "added_latency" in results:
+        print("\n".join(hop.lines(results["added_latency"])))
     print("\n".join(report.verdicts(results, PrioritySettings().policy)))
     if plot_path is not None:
         print(f"plot: {plot(results, plot_path)}")
@@ -218,6 +263,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with broker(args.bootstrap_servers) as bootstrap, DynamoStack(workdir) as dynamo:
             dynamo.start()
+            if args.probe_only:
+                added = asyncio.run(probe_only(args, dynamo, bootstrap, workdir))
+                print("\n".join(hop.lines(added)))
+                return 0
             topics = asyncio.run(new_topics(bootstrap, "dynamo-bench", 4))
             worker_args = [x for item in args.worker_set for x in ("--set", item)]
             worker = WorkerProcess(bootstrap, topics, base_env={}, env=worker_env, args=worker_args)

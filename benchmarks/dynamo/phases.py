@@ -1,5 +1,5 @@
-"""The benchmark's load phases: closed-loop calibration, open-loop (Poisson) phases, and the
-gateway's added latency."""
+"""The benchmark's load phases: closed-loop calibration and open-loop (Poisson) phases (the
+gateway's added latency: `hop`)."""
 
 from __future__ import annotations
 
@@ -8,14 +8,11 @@ import statistics
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import aiohttp
-import orjson
 
 from benchmarks.dynamo.programs import RunResult, call_sizes, run_program
 from benchmarks.dynamo.schedule import Arrival, program_sequence
-from devtools.dynamo.model_dir import MODEL_NAME
 
 
 def session() -> aiohttp.ClientSession:
@@ -91,45 +88,3 @@ async def open_loop(
                 )
             )
         return list(await asyncio.gather(*tasks))
-
-
-@dataclass(frozen=True)
-class AddedLatency:
-    p50_ms: float
-    p90_ms: float
-    requests: int
-
-
-async def added_latency(direct: str, gateway: str, pairs: int = 200) -> AddedLatency:
-    """Sequential 1-token requests, alternating straight to the frontend and through the
-    gateway (with agent headers: resolved and rendered); the gateway's percentiles minus
-    the direct ones."""
-    times: dict[str, list[float]] = {"direct": [], "gateway": []}
-    body = orjson.dumps(
-        {"model": MODEL_NAME, "max_tokens": 1, "messages": [{"role": "user", "content": "ping"}]}
-    )
-    async with session() as s:
-        for i in range(pairs):
-            for target, url in (("direct", direct), ("gateway", gateway)):
-                headers = {
-                    "Content-Type": "application/json",
-                    "x-agent-id": "chat-assistant",
-                    "x-agent-run-id": f"probe-{i}",
-                    "x-agent-call-name": "plan-answer",
-                    "x-agent-run-end": "true",
-                }
-                start = time.perf_counter()
-                async with s.post(url + "/v1/chat/completions", data=body, headers=headers) as r:
-                    await r.read()
-                    if r.status != 200:
-                        raise RuntimeError(f"{target}: status {r.status}")
-                times[target].append(time.perf_counter() - start)
-
-    def q(values: list[float], n: int) -> float:
-        return statistics.quantiles(values, n=100)[n - 1]
-
-    return AddedLatency(
-        (statistics.median(times["gateway"]) - statistics.median(times["direct"])) * 1000,
-        (q(times["gateway"], 90) - q(times["direct"], 90)) * 1000,
-        pairs,
-    )

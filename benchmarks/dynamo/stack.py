@@ -42,6 +42,9 @@ class Gateway:
     #: extra `--set NAME=VALUE` settings
     settings: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
+    #: another checkout's gateway (its directory and python), for before/after runs
+    cwd: Path = REPO_ROOT
+    python: str = PYTHON
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
 
@@ -51,7 +54,7 @@ class Gateway:
 
     def start(self, timeout: float = 60.0) -> Gateway:
         cmd = [
-            PYTHON,
+            self.python,
             "-m",
             "worker",
             "gateway",
@@ -81,7 +84,7 @@ class Gateway:
         with open(self.log, "wb") as log:
             self.proc = subprocess.Popen(
                 cmd,
-                cwd=REPO_ROOT,
+                cwd=self.cwd,
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,

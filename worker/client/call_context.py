@@ -45,6 +45,10 @@ class CallCounter:
 
     def next_call(self, agent_id: str, run_id: str, name: str) -> int:
         """Count one more call named `name` in this run; returns its call index (1-based)."""
+        return self.next_call_and_age(agent_id, run_id, name)[0]
+
+    def next_call_and_age(self, agent_id: str, run_id: str, name: str) -> tuple[int, float]:
+        """`next_call`, and the run's age (`run_age_s`) once this call is counted."""
         now = self._clock()
         key = (agent_id, run_id)
         runs = self._runs
@@ -58,7 +62,7 @@ class CallCounter:
         runs[key] = (now, started, counts)  # re-inserted: most recently used last
         if len(runs) > self.max_runs or now >= self._next_sweep:
             self._forget_old(now)
-        return index
+        return index, now - started
 
     def peek(self, agent_id: str, run_id: str, name: str) -> int:
         """Calls named `name` this run has made so far (0 for an unknown run)."""

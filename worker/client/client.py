@@ -22,7 +22,8 @@ from worker.client.call_context import CallCounter
 from worker.client.fanout import FanOutGroups
 from worker.client.priority import PriorityPolicy
 from worker.client.profiles import Rendering, render
-from worker.client.resolution import Resolution, Resolver
+from worker.client.resolution import MAX_REMEMBERED, Resolution, Resolver
+from worker.client.store import HintsEntry, TrieEntry
 from worker.client.view import HintsView
 from worker.settings import (
     DEFAULT_TOPICS,
@@ -75,6 +76,12 @@ class HintsClient:
         )
         self.policy = PriorityPolicy(priority or PrioritySettings(), self.view.store)
         self.fanouts: FanOutGroups[Resolution] = FanOutGroups(run_idle_s, max_runs)
+        #: (agent, name, call index) -> (the store's hints and trie entries for the agent,
+        #: the resolution, the policy's fixed part): see `_resolve`
+        self._decided: dict[
+            tuple[str, str | None, int | None],
+            tuple[HintsEntry | None, TrieEntry | None, Resolution, Any],
+        ] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings) -> HintsClient:
@@ -131,12 +138,12 @@ class HintsClient:
         """
         if run_id is None or name is None:
             return self._resolve(agent_id, name, None, 0.0)
-        index = self.calls.next_call(agent_id, run_id, name)
+        index, run_age_s = self.calls.next_call_and_age(agent_id, run_id, name)
         key = (agent_id, run_id, name)
         joined, group = self.fanouts.join(key)
         if joined and group is not None:  # (a namedtuple's _replace costs a microsecond)
             return Resolution(group.source, group.hints, index, group.skipped, group.priority)
-        resolution = self._resolve(agent_id, name, index, self.calls.run_age_s(agent_id, run_id))
+        resolution = self._resolve(agent_id, name, index, run_age_s)
         self.fanouts.open(key, resolution)
         return resolution
 
@@ -148,10 +155,25 @@ class HintsClient:
     def _resolve(
         self, agent_id: str, name: str | None, index: int | None, run_age_s: float
     ) -> Resolution:
+        """Resolution and priority. Both follow from the store's entries for the agent (and
+        the time, when `max_age_s` is set): what they decide for a call name and index is
+        remembered while those entries are the same objects (a record replaces its entry)."""
         if not self.view.ready:
             return Resolution("none", None, index)
-        r = self.resolver.resolve(agent_id, name, index)
-        priority = self.policy.priority(agent_id, name, index, r.hints, run_age_s)
+        store = self.view.store
+        hints, trie = store.hints.get(agent_id), store.tries.get(agent_id)
+        key = (agent_id, name, index)
+        known = self._decided.get(key)
+        if known is not None and known[0] is hints and known[1] is trie:
+            r, part = known[2], known[3]
+        else:
+            r = self.resolver.resolve(agent_id, name, index)
+            part = self.policy.fixed_part(agent_id, name, index, r.hints)
+            if not self.resolver.max_age_s:
+                if len(self._decided) >= MAX_REMEMBERED:
+                    self._decided.clear()  # names are the callers': never an unbounded set
+                self._decided[key] = (hints, trie, r, part)
+        priority = self.policy.with_age(part, run_age_s)
         return r if priority is None else Resolution(r.source, r.hints, index, r.skipped, priority)
 
     def render(

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, Literal, NamedTuple
 
-from worker.client.store import HintsEntry, HintsStore, check_hints
+from worker.client.store import HintsEntry, HintsStore, TrieEntry, check_hints
 from worker.learner.config import LearnerConfig
 from worker.learner.hints import lookup_hints
 
@@ -45,6 +45,9 @@ class Resolution(NamedTuple):
 
 
 NO_HINTS = Resolution("none", None)
+#: what a resolver (and a client) remembers per call name at most; more and it forgets all
+MAX_REMEMBERED = 100_000
+_INVALID = object()
 
 
 class Resolver:
@@ -77,6 +80,9 @@ class Resolver:
         self.min_scored = min_scored
         self.fallback = check_hints(dict(fallback)) if fallback is not None else None
         self.clock = clock
+        #: (agent, name, call index) -> (the trie entry looked up, its hints): a trie is
+        #: only replaced, never changed, so a lookup holds while its entry is the store's
+        self._lookups: dict[tuple[str, str, int], tuple[TrieEntry, Any]] = {}
 
     def resolve(self, agent_id: str, name: str | None, call_index: int | None) -> Resolution:
         """Hints for the `call_index`-th call named `name` of a run of `agent_id`.
@@ -100,9 +106,8 @@ class Resolver:
                 if self.max_age_s and self.clock() - trie.generated_at_s > self.max_age_s:
                     skipped = "max_age"
                 else:
-                    try:
-                        hints = lookup_hints(trie.trie, (name,), call_index, self.config)
-                    except (KeyError, TypeError, ValueError, AttributeError):
+                    hints = self._lookup(agent_id, trie, name, call_index)
+                    if hints is _INVALID:
                         hints, skipped = None, "invalid_trie"
                     if hints is not None:
                         return Resolution("trie", hints, call_index)
@@ -120,3 +125,18 @@ class Resolver:
             and accuracy.scored >= self.min_scored
             and accuracy.osl_coverage < self.min_osl_coverage
         )
+
+    def _lookup(self, agent_id: str, trie: TrieEntry, name: str, call_index: int) -> Any:
+        """`lookup_hints` in `trie` (remembered), or `_INVALID` when it cannot be walked."""
+        key = (agent_id, name, call_index)
+        known = self._lookups.get(key)
+        if known is not None and known[0] is trie:
+            return known[1]
+        try:
+            hints: Any = lookup_hints(trie.trie, (name,), call_index, self.config)
+        except (KeyError, TypeError, ValueError, AttributeError):
+            hints = _INVALID
+        if len(self._lookups) >= MAX_REMEMBERED:
+            self._lookups.clear()  # names are the callers': never hold an unbounded set
+        self._lookups[key] = (trie, hints)
+        return hints

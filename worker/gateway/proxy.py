@@ -2,12 +2,10 @@
 
 Only `POST /v1/chat/completions` and `POST /v1/completions` with an `x-agent-id` header get
 hints; everything else (other paths and methods, headers, status codes, error bodies) is
-forwarded untouched, and responses stream back chunk by chunk as they arrive (SSE
-included), never buffered. Hints never stand in a request's way: an invalid or non-object
-JSON body, or one over `max_body_bytes`, is forwarded exactly as received; a view that is
-not loaded yet gives no hints. An upstream that cannot be reached answers 502, one that
-stays silent past `read_timeout_s` 504, both as OpenAI-style error bodies; a response cut
-short by the upstream is cut short for the caller too (the connection is closed).
+forwarded untouched by the relay (`relay.UpstreamRelay`: the HTTP hop, errors, streaming).
+Hints never stand in a request's way: an invalid or non-object JSON body, or one over
+`max_body_bytes`, is forwarded exactly as received; a view that is not loaded yet gives no
+hints.
 
 The client hears when each counted call is complete (`call_finished`: fan-out groups close
 with their last call). Observers (`observer.CallObserver`, e.g. run recording) hear of each
@@ -27,13 +25,13 @@ from typing import Any
 import aiohttp
 import orjson
 from aiohttp import web
-from yarl import URL
 
 from worker.client import HintsClient
 from worker.gateway.config import GatewayConfig
-from worker.gateway.headers import response_headers, upstream_headers
+from worker.gateway.headers import upstream_headers
 from worker.gateway.metrics import GatewayMetrics
 from worker.gateway.observer import NO_RESPONSE, CallObserver, CompletedCall, StartedCall
+from worker.gateway.relay import UpstreamRelay
 from worker.gateway.response_usage import ResponseUsage, ask_for_stream_usage
 
 log = logging.getLogger("worker.gateway")
@@ -83,17 +81,9 @@ class _Call:
         self.counted = False
 
 
-class _HeadersWithBody(web.StreamResponse):
-    """A relayed response whose headers leave with its first body bytes: one write and one
-    TCP segment to the caller instead of two (aiohttp's StreamResponse sends the headers at
-    `prepare`; its Response holds them like this). Not for event streams, whose headers go
-    at once: a client may wait for them before the first event."""
-
-    _send_headers_immediately = False
-
-
 class HintsProxy:
-    """The aiohttp handler that forwards requests (see the module docstring)."""
+    """The aiohttp handler: each request's hints, and the call's story told to the client
+    and the observers; the relay does the HTTP hop (see the module docstring)."""
 
     def __init__(
         self,
@@ -108,39 +98,26 @@ class HintsProxy:
         self.observers = list(observers)
         #: an observer wants the usage of streamed responses even when the client did not ask
         self.ask_stream_usage = any(o.wants_stream_usage for o in self.observers)
-        self.session: aiohttp.ClientSession | None = None
+        self.relay = UpstreamRelay(config, metrics)
 
     async def start(self) -> None:
-        timeout = aiohttp.ClientTimeout(
-            total=None,
-            sock_connect=self.config.connect_timeout_s,
-            sock_read=self.config.read_timeout_s,
-        )
-        self.session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=60),
-            timeout=timeout,
-            auto_decompress=False,  # bytes pass through as the upstream encoded them
-            skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
-            cookie_jar=aiohttp.DummyCookieJar(),
-        )
+        await self.relay.start()
 
     async def stop(self) -> None:
-        if self.session is not None:
-            await self.session.close()
-            self.session = None
+        await self.relay.stop()
 
     # --- the handler ----------------------------------------------------------------------
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         started = time.perf_counter()
         route = HINT_ROUTES.get(request.path) if request.method == "POST" else None
-        url = URL(self.config.upstream + request.raw_path, encoded=True)
         agent_id = request.headers.get(AGENT_HEADER) if route is not None else None
         if route is None or not agent_id:  # absent or "": no hints, nothing observed
             data = request.content if request.body_exists else None
             headers = upstream_headers(request.headers, {}, keep_length=True)
             added_s = time.perf_counter() - started
-            return await self._forward(request, url, headers, data, route or "other", None, added_s)
+            relayed = await self.relay.forward(request, headers, data, route or "other", added_s)
+            return relayed.response
         call = _Call(
             agent_id,
             request.headers.get(RUN_HEADER) or None,
@@ -152,7 +129,17 @@ class HintsProxy:
             data, added, keep_length = await self._with_hints(request, call)
             headers = upstream_headers(request.headers, added, keep_length=keep_length)
             added_s = time.perf_counter() - started
-            return await self._forward(request, url, headers, data, route, call, added_s)
+            relayed = await self.relay.forward(
+                request,
+                headers,
+                data,
+                route,
+                added_s,
+                usage=bool(self.observers),
+                strip_usage=call.strip_usage,
+            )
+            call.status, call.complete, call.usage = relayed.status, relayed.complete, relayed.usage
+            return relayed.response
         finally:
             self._completed(call)
 
@@ -199,106 +186,6 @@ class HintsProxy:
         call.counted = True
         self.metrics.passed_unchanged.labels(reason).inc()
         return data, {}, True
-
-    async def _forward(
-        self,
-        request: web.Request,
-        url: URL,
-        headers: Any,
-        data: Any,
-        route: str,
-        call: _Call | None,
-        added_s: float,
-    ) -> web.StreamResponse:
-        assert self.session is not None, "proxy not started"
-        try:
-            upstream = await self.session.request(
-                request.method, url, headers=headers, data=data, allow_redirects=False
-            )
-        except TimeoutError:
-            return self._failed(
-                request, route, call, 504, "timeout", "the upstream did not answer in time"
-            )
-        except aiohttp.ClientConnectorError as exc:
-            return self._failed(
-                request, route, call, 502, "unreachable", f"cannot reach the upstream: {exc}"
-            )
-        except aiohttp.ClientError as exc:
-            return self._failed(
-                request, route, call, 502, "broken", f"the upstream failed: {exc!r}"
-            )
-        relay_start = time.perf_counter()
-        async with upstream:
-            sse = upstream.headers.get("Content-Type", "").startswith("text/event-stream")
-            response = (web.StreamResponse if sse else _HeadersWithBody)(
-                status=upstream.status,
-                reason=upstream.reason,
-                headers=response_headers(upstream.headers),
-            )
-            try:
-                await response.prepare(request)
-            except ConnectionError:
-                complete = False
-            else:
-                self.metrics.added.observe(added_s + time.perf_counter() - relay_start)
-                if call is not None and self.observers and upstream.status < 400:
-                    call.usage = ResponseUsage(
-                        upstream.headers.get("Content-Type", ""), strip=call.strip_usage
-                    )
-                complete = await self._relay(request, upstream, response, call)
-        self.metrics.requests.labels(route, str(upstream.status)).inc()
-        if call is not None:
-            call.status, call.complete = upstream.status, complete
-        return response
-
-    async def _relay(
-        self,
-        request: web.Request,
-        upstream: aiohttp.ClientResponse,
-        response: web.StreamResponse,
-        call: _Call | None,
-    ) -> bool:
-        """Copy the upstream's body to the caller as it arrives; False when cut short."""
-        usage = call.usage if call is not None else None
-        while True:
-            try:
-                chunk = await upstream.content.readany()
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                self.metrics.upstream_errors.labels("broken").inc()
-                log.warning(
-                    "upstream response to %s %s cut short: %r", request.method, request.path, exc
-                )
-                if request.transport is not None:
-                    request.transport.abort()  # the caller must not take it for complete
-                return False
-            ended = not chunk
-            if usage is not None:
-                chunk = usage.finish() if ended else usage.feed(chunk)
-            if chunk:
-                try:
-                    await response.write(chunk)
-                except ConnectionError:  # the caller went away: stop reading the upstream
-                    log.debug("caller disconnected during %s %s", request.method, request.path)
-                    return False
-            if ended:
-                return True
-
-    def _failed(
-        self,
-        request: web.Request,
-        route: str,
-        call: _Call | None,
-        status: int,
-        kind: str,
-        message: str,
-    ) -> web.Response:
-        self.metrics.upstream_errors.labels(kind).inc()
-        self.metrics.requests.labels(route, str(status)).inc()
-        log.warning("%s %s: %s", request.method, request.path, message)
-        if call is not None:
-            call.status, call.complete = status, True
-        error = {"error": {"message": message, "type": f"upstream_{kind}", "code": status}}
-        return web.json_response(error, status=status, dumps=lambda v: orjson.dumps(v).decode())
 
     def _started(self, call: _Call) -> None:
         if not self.observers:

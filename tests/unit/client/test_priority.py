@@ -220,3 +220,50 @@ def test_store_is_shared() -> None:
     client, _ = client_with()
     assert isinstance(client.view.store, HintsStore)
     assert client.policy.store is client.view.store
+
+
+def test_what_the_client_remembers_follows_the_records_it_came_from() -> None:
+    """A call name and index resolve once while the agent's records stay the same; a
+    republished record or a tombstone takes effect at the next request."""
+    client, _ = client_with(("chat", chain_runs("chat")), head_start_s=30, tokens_per_s=25)
+    first = client.hints_for("chat", "r1", "draft")
+    assert (first.hints["osl"], first.priority) == (100, int(30 - (100 + 1 * 200) / 25))
+    assert client.hints_for("chat", "r2", "draft") == first  # remembered, the same
+    # the worker learned longer drafts: draft 200 tokens, the agent 250 per call
+    hints, trie = published("chat", run(llm("draft", 0, 100, 200), llm("polish", 200, 300, 300)))
+    client.view.store.apply("tries", b"chat", trie)
+    client.view.store.apply("hints", b"chat", hints)
+    again = client.hints_for("chat", "r3", "draft")
+    assert (again.hints["osl"], again.priority) == (200, int(30 - (200 + 1 * 250) / 25))
+    client.view.store.apply("hints", b"chat", None)  # the agent is deleted
+    gone = client.hints_for("chat", "r4", "draft")
+    assert (gone.source, gone.hints, gone.priority) == ("none", None, None)
+
+
+def test_with_max_age_the_client_resolves_anew_as_time_passes() -> None:
+    hints, trie = published("chat", *chain_runs("chat"))
+    client = HintsClient("127.0.0.1:9", max_age_s=60)
+    client.view.store.apply("hints", b"chat", hints)
+    client.view.store.apply("tries", b"chat", trie)
+    client.view._ready.set()  # loaded without Kafka: the store was filled above
+    now = client.view.store.hints["chat"].updated_at_s
+    client.resolver.clock = lambda: now + 10
+    assert client.hints_for("chat", "r1", "draft").source == "trie"
+    client.resolver.clock = lambda: now + 61
+    stale = client.hints_for("chat", "r2", "draft")
+    assert (stale.source, stale.skipped) == ("none", "max_age")
+
+
+def test_call_names_never_fill_the_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Call names are the callers' (any string through the gateway): what the client and
+    its resolver remember per name is bounded."""
+    import worker.client.client
+    import worker.client.resolution
+
+    monkeypatch.setattr(worker.client.client, "MAX_REMEMBERED", 4)
+    monkeypatch.setattr(worker.client.resolution, "MAX_REMEMBERED", 4)
+    client, _ = client_with(("chat", chain_runs("chat")))
+    for k in range(20):
+        client.hints_for("chat", f"r{k}", f"name-{k}")
+    assert 0 < len(client._decided) <= 4 and 0 < len(client.resolver._lookups) <= 4
+    assert client.hints_for("chat", "r1", "draft").source == "trie"

@@ -1,4 +1,4 @@
-"""The gateway's pure parts: settings glue and header forwarding."""
+"""The gateway's pure parts: settings glue, header forwarding, how a response is written."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 from unittest import mock
 
 import pytest
-from aiohttp import web
+from aiohttp import StreamReader, web
 from aiohttp.http_writer import StreamWriter
 from aiohttp.test_utils import make_mocked_request
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -16,7 +16,8 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from worker.client import HintsClient
 from worker.gateway.config import GatewayConfig
 from worker.gateway.headers import response_headers, upstream_headers
-from worker.gateway.proxy import _HeadersWithBody
+from worker.gateway.metrics import GatewayMetrics
+from worker.gateway.relay import UpstreamRelay, _HeadersWithBody
 from worker.settings import SettingsError, load_settings
 
 
@@ -212,3 +213,47 @@ async def test_a_relayed_response_sends_its_headers_with_its_first_body_bytes() 
     assert one[0].startswith(b"HTTP/1.1 200 OK\r\n") and one[0].endswith(b'\r\n\r\n{"ok": true')
     two = await _writes_of(web.StreamResponse)  # aiohttp's default: headers at prepare()
     assert b"".join(two) == one[0] and len(two) == 2
+
+
+def _chunked_request() -> tuple[web.BaseRequest, _Transport]:
+    transport = _Transport()
+    protocol = mock.Mock(transport=transport, _drain_helper=mock.AsyncMock())
+    writer = StreamWriter(protocol, asyncio.get_running_loop())
+    request = make_mocked_request(
+        "POST", "/v1/chat/completions", writer=writer, transport=transport, protocol=protocol
+    )
+    return request, transport
+
+
+async def _relayed(parts: list[bytes]) -> tuple[bool, list[bytes], int]:
+    """Relay an upstream body that arrives in `parts` (the last with its end) to a chunked
+    response; (complete, the caller's writes, writes made before the last part arrived)."""
+    loop = asyncio.get_running_loop()
+    content = StreamReader(mock.Mock(_reading_paused=False), 2**16, loop=loop)
+    upstream = mock.Mock(content=content)
+    request, transport = _chunked_request()
+    response = _HeadersWithBody(status=200, headers={"Content-Type": "application/json"})
+    await response.prepare(request)
+    relay = UpstreamRelay(GatewayConfig(upstream="http://llm:8000"), GatewayMetrics())
+    task = asyncio.create_task(relay._relay(request, upstream, response, None))
+    for part in parts[:-1]:
+        content.feed_data(part)
+        await asyncio.sleep(0)
+    before_last = len(transport.writes)
+    content.feed_data(parts[-1])
+    content.feed_eof()
+    return await task, transport.writes, before_last
+
+
+async def test_a_relayed_answer_ends_in_the_write_of_its_last_bytes() -> None:
+    # a chunked JSON answer that arrives whole (as Dynamo's frontend sends one): headers,
+    # body and the chunked terminator in one write, done before the handler returns
+    complete, writes, _ = await _relayed([b'{"ok": true}'])
+    assert complete and len(writes) == 1
+    assert writes[0].startswith(b"HTTP/1.1 200 OK\r\n")
+    assert writes[0].endswith(b'\r\n\r\nc\r\n{"ok": true}\r\n0\r\n\r\n')
+    # one that arrives in parts is still relayed part by part; the end leaves with the last
+    complete, writes, before_last = await _relayed([b'{"ok": ', b"true}"])
+    assert complete and before_last == 1 and len(writes) == 2
+    assert writes[0].endswith(b'\r\n\r\n7\r\n{"ok": \r\n')
+    assert writes[1] == b"5\r\ntrue}\r\n0\r\n\r\n"
