@@ -47,8 +47,10 @@ DEFAULT_PLOT = REPO_ROOT / "docs" / "fleet-curve.png"
 
 @dataclass
 class Point:
-    """One fleet size: distinct agents, runs/s, worker CPU us per run, worker RSS bytes."""
+    """One fleet size on one checkout: distinct agents, runs/s, worker CPU us per run,
+    worker RSS bytes."""
 
+    label: str
     agents: int
     runs: int
     rate: float
@@ -71,8 +73,10 @@ async def run_point(
     workdir: Path,
     agents: int,
     cpus: list[set[int]] | None,
+    checkout: tuple[str, Path | None] = ("this tree", None),
 ) -> Point:
-    """A fresh group of `len(cpus)` workers (one if unpinned) through one fleet's backlog."""
+    """A fresh group of `len(cpus)` workers (one if unpinned) of `checkout` (label, repo;
+    None: this one) through one fleet's backlog."""
     tag = nonce()
     topics = await new_topics(bootstrap, f"fleet-{tag}", args.partitions)
     count = max(20_000, 4 * agents)
@@ -85,7 +89,7 @@ async def run_point(
             state_dir=workdir / f"{tag}-{i}",
             base_env={},
             cpus=pinned,
-            **worker_checkout(args.worker_repo),
+            **worker_checkout(checkout[1]),
         )
         for i, pinned in enumerate(cpus or [None])
     ]
@@ -98,15 +102,19 @@ async def run_point(
         for worker in workers:
             await asyncio.to_thread(stop_worker, worker)
     cpu_us = sat.cpu["worker_cores"] / sat.mid_rate * 1e6 if sat.cpu and sat.mid_rate else 0.0
-    return Point(sat.agents, sat.runs, sat.mid_rate, cpu_us, rss, sat.complete)
+    return Point(checkout[0], sat.agents, sat.runs, sat.mid_rate, cpu_us, rss, sat.complete)
 
 
 async def bench(args: argparse.Namespace, bootstrap: str, workdir: Path) -> list[str]:
     plan = pinning.plan() if args.pin else None
+    checkouts: list[tuple[str, Path | None]] = [("this tree", args.worker_repo)]
+    if args.compare is not None:
+        checkouts.append((f"{args.compare}", args.compare))
     lines = [
         f"fleet curve: one worker, {plan.describe() if plan else 'CPUs not pinned'}; "
         f"backlog 4 x agents runs (>= 20,000), every agent known, Zipf {FLEET_ZIPF}",
-        f"{'agents':>9} {'runs':>9} {'runs/s':>9} {'CPU us/run':>11} {'RSS MiB':>9}",
+        f"{'checkout':<24} {'agents':>9} {'runs':>9} {'runs/s':>9} {'CPU us/run':>11} "
+        f"{'RSS MiB':>9}",
     ]
     points: list[Point] = []
     with contextlib.ExitStack() as stack:
@@ -114,17 +122,19 @@ async def bench(args: argparse.Namespace, bootstrap: str, workdir: Path) -> list
             os.sched_setaffinity(0, plan.others)
             stack.enter_context(pinning.pinned_broker(bootstrap, plan.others))
         for agents in args.agents_list:
-            print(f"{agents:,} agents ...", flush=True)
-            pinned = [plan.worker] if plan else None
-            point = await run_point(args, bootstrap, workdir, agents, pinned)
-            points.append(point)
-            lines.append(
-                f"{point.agents:>9,} {point.runs:>9,} {point.rate:>9,.0f} {point.cpu_us:>11,.0f} "
-                f"{point.rss / 2**20:>9,.0f}" + ("" if point.complete else "  INCOMPLETE")
-            )
+            for checkout in checkouts:  # side by side: each size on each checkout in turn
+                print(f"{agents:,} agents, {checkout[0]} ...", flush=True)
+                pinned = [plan.worker] if plan else None
+                point = await run_point(args, bootstrap, workdir, agents, pinned, checkout)
+                points.append(point)
+                lines.append(
+                    f"{point.label[-24:]:<24} {point.agents:>9,} {point.runs:>9,} "
+                    f"{point.rate:>9,.0f} {point.cpu_us:>11,.0f} {point.rss / 2**20:>9,.0f}"
+                    + ("" if point.complete else "  INCOMPLETE")
+                )
     if args.scale_out:
         lines += await scale_out(args, bootstrap, workdir)
-    lines += targets(points)
+    lines += targets([p for p in points if p.label == "this tree"])
     if args.plot:
         plot(points, args.plot)
         lines.append(f"plot: {args.plot}")
@@ -168,29 +178,31 @@ def targets(points: list[Point]) -> list[str]:
 
 
 def plot(points: list[Point], path: Path) -> None:
-    """runs/s and CPU us per run (left), RSS (right) against the fleet size."""
+    """runs/s and CPU us per run (left), RSS (right) against the fleet size, a line per
+    checkout."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    agents = [p.agents for p in points]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    left.plot(agents, [p.rate for p in points], "o-", label="runs/s")
-    left.set_xscale("log")
-    left.set_xlabel("agents in the fleet")
-    left.set_ylabel("runs/s, one worker")
-    cpu = left.twinx()
-    cpu.plot(agents, [p.cpu_us for p in points], "s--", color="tab:red", label="CPU us/run")
-    cpu.set_ylabel("CPU us per run")
-    left.set_title("throughput and cost per run")
-    right.plot(agents, [p.rss / 2**20 for p in points], "o-", color="tab:green")
-    right.axhline(1024, color="grey", linestyle=":", label="1 GiB")
-    right.set_xscale("log")
-    right.set_xlabel("agents in the fleet")
-    right.set_ylabel("worker RSS, MiB")
-    right.set_title("memory")
-    right.legend()
+    fig, (rate_ax, cpu_ax, rss_ax) = plt.subplots(1, 3, figsize=(14, 4))
+    for label in dict.fromkeys(p.label for p in points):
+        mine = [p for p in points if p.label == label]
+        agents = [p.agents for p in mine]
+        rate_ax.plot(agents, [p.rate for p in mine], "o-", label=label)
+        cpu_ax.plot(agents, [p.cpu_us for p in mine], "s-", label=label)
+        rss_ax.plot(agents, [p.rss / 2**20 for p in mine], "o-", label=label)
+    rss_ax.axhline(1024, color="grey", linestyle=":", label="1 GiB")
+    for ax, title, unit in (
+        (rate_ax, "throughput, one worker", "runs/s"),
+        (cpu_ax, "worker CPU per run", "us"),
+        (rss_ax, "worker memory", "RSS, MiB"),
+    ):
+        ax.set_xscale("log")
+        ax.set_xlabel("agents in the fleet")
+        ax.set_ylabel(unit)
+        ax.set_title(title)
+        ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
 
@@ -206,6 +218,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=23)
     parser.add_argument("--no-scale-out", dest="scale_out", action="store_false")
     parser.add_argument("--scale-out-agents", type=int, default=10_000)
+    parser.add_argument(
+        "--compare", type=Path, help="another checkout (with its .venv): each point on it too"
+    )
     parser.add_argument("--plot", type=Path, default=DEFAULT_PLOT, help="PNG to write ('' none)")
     parser.add_argument("--no-pin", dest="pin", action="store_false")
     args: Any = parser.parse_args(argv)
