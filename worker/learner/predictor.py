@@ -28,7 +28,7 @@ from worker.learner.stats import (
 )
 
 if TYPE_CHECKING:
-    from worker.learner.state import StatGroup
+    from worker.learner.nodes import StatGroup
 
 #: (osl, p50 of output tokens, mean remaining calls, mean interarrival ms or None)
 Values = tuple[int, float, float, float | None]

@@ -6,7 +6,8 @@ from typing import Any
 
 from worker.learner.config import LearnerConfig
 from worker.learner.hints import default_hint_values, sensitivity_level
-from worker.learner.state import AgentState, NodeStats, StatGroup
+from worker.learner.nodes import NodeStats, StatGroup
+from worker.learner.state import AgentState
 from worker.models import TrieEnvelope
 from worker.models.timestamps import now_rfc3339
 
