@@ -86,6 +86,7 @@ class Evaluation:
         limits = limits or Limits()
         config = config.model_copy(update={"evaluate": True})
         self.fleet = Fleet(config, limits)
+        #: the baseline rule set: nemo-flow beside corrected, corrected beside the others
         self.other_semantics = "nemo-flow" if config.semantics == "corrected" else "corrected"
         other = config.model_copy(update={"semantics": self.other_semantics})
         self.other_fleet = Fleet(other, limits)
