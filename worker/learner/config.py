@@ -35,10 +35,10 @@ class AdaptiveSettings(BaseModel):
     backoff_samples: float = Field(default=1.0, ge=0, le=100)
     #: decay: scored calls beyond their prediction, in a streak of runs, that make the agent
     #: forget everything learned before the streak (a change of model or prompt); 0 = off
-    shift_calls: int = Field(default=4, ge=0, le=10_000)
+    shift_calls: int = Field(default=5, ge=0, le=10_000)
     #: ... a run extends the streak when at least this share of its eligible calls is beyond
     #: their prediction, all on the same side
-    shift_share: float = Field(default=0.6, gt=0, le=1)
+    shift_share: float = Field(default=0.75, gt=0, le=1)
     #: ... eligible calls: those whose own (name, call index) group has this many samples
     shift_min_samples: int = Field(default=5, ge=1, le=100)
     #: priors: trie nodes carry their call's model, from which routers pool hints for agents

@@ -15,7 +15,10 @@ from collections.abc import Iterable
 
 import orjson
 
+from worker.learner import adaptive
 from worker.learner.accuracy import Pair, RecentAccuracy
+from worker.learner.adaptive import AdaptiveExtras
+from worker.learner.adaptive_scoring import AdaptiveScorer
 from worker.learner.analysis import CallObservation, observe_run
 from worker.learner.config import LearnerConfig
 from worker.learner.evaluation import Learned, Scorer, recent_pair
@@ -23,8 +26,10 @@ from worker.learner.nodes import FOLD_OBSERVATIONS, NodeStats, units_of
 from worker.models import Run
 
 #: 1: statistics and the agent's run ids in one value; 2: statistics only (exact sums);
-#: 3: statistics and the recent accuracy
+#: 3: statistics and the recent accuracy; 4: and what the adaptive rule set keeps (written
+#: only by states learned under it)
 _FORMAT_VERSION = 3
+_ADAPTIVE_FORMAT = 4
 _HEADER = struct.Struct("<BI")  # format version, length of the JSON part (v1: run ids follow)
 
 
@@ -34,9 +39,10 @@ class StateFormatError(ValueError):
 
 class AgentState:
     """Everything learned for one agent; `learn` folds in one run (SPEC section 4) after
-    scoring it (SPEC 10): the statistics, and the recent accuracy of its hints."""
+    scoring it (SPEC 10): the statistics, the recent accuracy of its hints, and under the
+    adaptive rule set what it keeps besides (`adaptive`)."""
 
-    __slots__ = ("_scorer", "children", "recent", "root", "runs")
+    __slots__ = ("_scorer", "adaptive", "children", "recent", "root", "runs")
 
     def __init__(self) -> None:
         self.runs = 0
@@ -45,6 +51,7 @@ class AgentState:
         self.children: dict[str, NodeStats] = {}
         self.recent = RecentAccuracy()
         self._scorer: Scorer | None = None  # built on the first run scored
+        self.adaptive: AdaptiveExtras | None = None  # learned under the adaptive rule set
 
     @property
     def node_count(self) -> int:
@@ -78,11 +85,13 @@ class AgentState:
         """Score the run's LLM calls against this state (unless `config.evaluate` is off),
         then fold the run in (unconditionally: duplicates are the caller's to skip). The
         observations returned, folded into another state, have the same effect (`fold`)."""
+        if config.semantics == "adaptive":
+            return adaptive.learn(self, run, config)
         observations = observe_run(run, config)
         self.runs += 1
         if not config.evaluate:
             self._scorer = None  # its predictors would miss this run
-            self._queue(observations, units_of([o[5] for o in observations]))
+            self.queue(observations, units_of([o[5] for o in observations]))
             return Learned(observations, [], False)
         return self._score_and_fold(observations, config.scale)
 
@@ -93,7 +102,7 @@ class AgentState:
         scores = scorer.score(self, observations)
         sensitivity = [o[5] for o in observations]
         units = units_of(sensitivity)
-        self._queue(observations, units)
+        self.queue(observations, units)
         flipped = scorer.learn_scores(units, sensitivity, scale)
         if scores and scores[0].source != "none":  # a run's calls are all served, or none
             self.recent.extend(map(recent_pair, scores))
@@ -104,12 +113,18 @@ class AgentState:
         observations: Iterable[CallObservation],
         runs: int,
         recent: Iterable[Pair] | None = None,
+        config: LearnerConfig | None = None,
+        models: list[str | None] | None = None,
     ) -> None:
         """Apply the observations of `runs` runs (as `learn` returned them, in order) and
         what those runs added to the recent accuracy: `recent`, the (covered, osl error)
         pairs of their scored calls, or else scored again here against this state (the same
         pairs when this state is the one they were learned on: a snapshot and the deltas
-        before them)."""
+        before them). Under the adaptive rule set (`config`) the runs are learned again one
+        by one from their observations and `models` (`adaptive.fold`), `recent` unread."""
+        if config is not None and config.semantics == "adaptive":
+            adaptive.fold(self, list(observations), models, runs, config)
+            return
         if recent is None:
             run: list[CallObservation] = []
             for observation in observations:
@@ -122,11 +137,30 @@ class AgentState:
         else:
             self._scorer = None  # its predictors would miss these observations
             observations = list(observations)
-            self._queue(observations, units_of([o[5] for o in observations]))
+            self.queue(observations, units_of([o[5] for o in observations]))
             self.recent.extend(recent)
         self.runs += runs
 
-    def _queue(self, observations: list[CallObservation], units: list[int | None]) -> None:
+    def scorer(self, config: LearnerConfig) -> Scorer:
+        """The scorer of an agent learned under the adaptive rule set (built when missing)."""
+        scorer = self._scorer
+        if scorer is None:
+            scorer = self._scorer = AdaptiveScorer(self, config.adaptive)
+        return scorer
+
+    def extras(self) -> AdaptiveExtras:
+        """What the adaptive rule set keeps for the agent (empty at first)."""
+        if self.adaptive is None:
+            self.adaptive = AdaptiveExtras()
+        return self.adaptive
+
+    def forget(self) -> None:
+        """Drop the statistics (a shift, `worker.learner.shift`); runs and accuracy stay."""
+        self.root = NodeStats()
+        self.children = {}
+        self._scorer = None
+
+    def queue(self, observations: list[CallObservation], units: list[int | None]) -> None:
         """Queue observations at the root and their nodes, with their scores in units."""
         root = self.root
         high = root.high
@@ -161,6 +195,12 @@ class AgentState:
         for name, node in other.children.items():
             self.children.setdefault(name, NodeStats()).merge(node)
         self.recent.extend(other.recent.pairs)
+        if other.adaptive is not None:  # models add up; the streak and levels stay this one's
+            extras = self.extras()
+            for name, counts in other.adaptive.models.items():
+                mine = extras.models.setdefault(name, {})
+                for model, count in counts.items():
+                    mine[model] = mine.get(model, 0) + count
         self._scorer = None
         return self
 
@@ -168,8 +208,13 @@ class AgentState:
         """Compact canonical form: a small header, then the statistics and the recent
         accuracy as JSON."""
         children = {n: s.dump() for n, s in sorted(self.children.items())}
-        body = orjson.dumps([self.runs, self.root.dump(), children, self.recent.dump()])
-        return _HEADER.pack(_FORMAT_VERSION, len(body)) + body
+        parts = [self.runs, self.root.dump(), children, self.recent.dump()]
+        version = _FORMAT_VERSION
+        if self.adaptive is not None:
+            parts.append(self.adaptive.dump())
+            version = _ADAPTIVE_FORMAT
+        body = orjson.dumps(parts)
+        return _HEADER.pack(version, len(body)) + body
 
     @classmethod
     def from_bytes(cls, blob: bytes) -> AgentState:
@@ -177,10 +222,11 @@ class AgentState:
         (whose run ids are ignored: `legacy_run_ids`)."""
         try:
             version, length = _HEADER.unpack_from(blob)
-            if version not in (1, 2, _FORMAT_VERSION):
+            if version not in (1, 2, _FORMAT_VERSION, _ADAPTIVE_FORMAT):
                 raise StateFormatError(f"unknown agent state format version {version}")
             start = _HEADER.size
             runs, root, children, *recent = orjson.loads(blob[start : start + length])
+            extras = recent.pop() if version == _ADAPTIVE_FORMAT else None
             if len(recent) > 1:
                 raise ValueError("more parts than a state has")
             state = cls()
@@ -189,6 +235,8 @@ class AgentState:
             state.children = {name: NodeStats.load(data) for name, data in children.items()}
             if recent:  # formats 1 and 2 have none
                 state.recent = RecentAccuracy.load(recent[0])
+            if extras is not None:
+                state.adaptive = AdaptiveExtras.load(extras)
         except StateFormatError:
             raise
         except (ValueError, TypeError, KeyError, struct.error) as exc:
@@ -202,6 +250,7 @@ class AgentState:
             and self.root == other.root
             and self.children == other.children
             and self.recent == other.recent
+            and self.adaptive == other.adaptive
         )
 
     def __repr__(self) -> str:

@@ -1,0 +1,208 @@
+"""Learning one run under the `adaptive` rule set (SPEC 6): the corrected rules, scored with
+back-off, then decay, priors' models and hysteresis.
+
+Per run, in order: score its calls against the state (`AdaptiveScorer`: the back-off `osl`,
+and the shift evidence); let the streak judge the run (`shift`: on a shift the agent forgets
+everything before the streak, whose runs it learns again); fold the run in (statistics, and
+the models of its calls); move the levels of the groups it touched (`hysteresis`). Folding
+stored observations (`fold`) goes through the same steps run by run, so a state rebuilt from
+a snapshot and deltas equals the state that learned the runs, bit for bit.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from worker.learner.adaptive_scoring import AdaptiveScorer
+from worker.learner.analysis import CallObservation, observe_run
+from worker.learner.config import LearnerConfig
+from worker.learner.evaluation import Learned, recent_pair
+from worker.learner.hints import sensitivity_level
+from worker.learner.hysteresis import Levels
+from worker.learner.nodes import units_of
+from worker.learner.shift import KeptRun, Streak
+from worker.models import Run
+
+if TYPE_CHECKING:
+    from worker.learner.state import AgentState
+
+#: a call's model counts for priors only when its name is at most this long, and a node counts
+#: at most this many models (bounds the published trie: `limits.trie_bytes_bound`)
+MODEL_CHARS = 64
+MODELS_PER_NODE = 8
+
+
+class AdaptiveExtras:
+    """What an agent keeps under the adaptive rule set besides its statistics: each node's
+    call models (priors), the streak (decay) and each group's published level (hysteresis)."""
+
+    __slots__ = ("levels", "models", "streak")
+
+    def __init__(self) -> None:
+        #: per node name: model -> calls of it learned since the last shift
+        self.models: dict[str, dict[str, int]] = {}
+        self.streak = Streak()
+        self.levels = Levels()
+
+    def count_models(
+        self, observations: list[CallObservation], models: list[str | None] | None
+    ) -> None:
+        if models is None:
+            return
+        known = self.models
+        for obs, model in zip(observations, models, strict=True):
+            if model is None or len(model) > MODEL_CHARS:
+                continue
+            counts = known.get(obs[0])
+            if counts is None:
+                counts = known[obs[0]] = {}
+            if model in counts:
+                counts[model] += 1
+            elif len(counts) < MODELS_PER_NODE:
+                counts[model] = 1
+
+    def model_of(self, name: str) -> str | None:
+        """The model most of the node's calls named (the first in order on a tie)."""
+        counts = self.models.get(name)
+        if not counts:
+            return None
+        return min(counts.items(), key=lambda item: (-item[1], item[0]))[0]
+
+    def dump(self) -> list[Any]:
+        models = [[name, sorted(counts.items())] for name, counts in sorted(self.models.items())]
+        return [models, self.streak.dump(), self.levels.dump()]
+
+    @classmethod
+    def load(cls, data: Any) -> AdaptiveExtras:
+        models, streak, levels = data
+        extras = cls()
+        for name, counts in models:
+            if not isinstance(name, str) or not all(
+                isinstance(m, str) and type(c) is int and c > 0 for m, c in counts
+            ):
+                raise ValueError("models: a node name and [model, count] pairs")
+            extras.models[name] = dict(counts)
+        extras.streak = Streak.load(streak)
+        extras.levels = Levels.load(levels)
+        return extras
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, AdaptiveExtras)
+            and self.models == other.models
+            and self.streak == other.streak
+            and self.levels == other.levels
+        )
+
+
+def call_models(run: Run) -> list[str | None]:
+    """The model of each LLM call `observe_run` learns, in its order."""
+    return [c.model_name for c in run.calls if c.kind == "llm" and c.ended_at is not None]
+
+
+def learn(state: AgentState, run: Run, config: LearnerConfig) -> Learned:
+    """`AgentState.learn` under the adaptive rule set."""
+    observations = observe_run(run, config)
+    models = call_models(run) if config.adaptive.priors else None
+    state.runs += 1
+    return _fold_run(state, observations, models, config)
+
+
+def fold(
+    state: AgentState,
+    observations: list[CallObservation],
+    models: list[str | None] | None,
+    runs: int,
+    config: LearnerConfig,
+) -> None:
+    """`AgentState.fold` under the adaptive rule set: the stored observations of `runs` runs
+    (and their models), learned again run by run; a run's last LLM call has no calls
+    remaining. (What the runs added to the recent accuracy comes out the same.)"""
+    start = 0
+    for end, observation in enumerate(observations, start=1):
+        if observation[2] == 0:
+            kept = None if models is None else models[start:end]
+            _fold_run(state, observations[start:end], kept, config)
+            start = end
+    if start != len(observations):
+        raise ValueError("observations end inside a run (remaining_calls never 0)")
+    state.runs += runs
+
+
+def _fold_run(
+    state: AgentState,
+    observations: list[CallObservation],
+    models: list[str | None] | None,
+    config: LearnerConfig,
+) -> Learned:
+    settings = config.adaptive
+    if not observations:  # nothing to score, fold or judge: the streak is left as it is
+        return Learned([], [], False, models)
+    if settings.priors and models is None:  # stored before the models were: none known
+        models = [None] * len(observations)
+    extras = state.extras()
+    scorer = state.scorer(config)
+    assert isinstance(scorer, AdaptiveScorer)
+    before = _root_level(state, scorer, extras, config.scale)
+    scores = scorer.score(state, observations)
+    shifted = None
+    if settings.shift_calls:
+        shifted = extras.streak.observe(scorer.tally, (observations, models), settings)
+    sensitivity = [o[5] for o in observations]
+    units = units_of(sensitivity)
+    if shifted is None:
+        state.queue(observations, units)
+        extras.count_models(observations, models)
+        _move_levels(state, scorer, extras, observations, units, config)
+    else:
+        _forget_before(state, extras, shifted, config)
+    after = _root_level(state, state.scorer(config), extras, config.scale)  # type: ignore[arg-type]
+    if not config.evaluate:
+        return Learned(observations, [], before is not None and after != before, models)
+    if scores[0].source != "none":  # a run's calls are all served, or none
+        state.recent.extend(map(recent_pair, scores))
+    return Learned(observations, scores, before is not None and after != before, models)
+
+
+def _move_levels(
+    state: AgentState,
+    scorer: AdaptiveScorer,
+    extras: AdaptiveExtras,
+    observations: list[CallObservation],
+    units: list[int | None],
+    config: LearnerConfig,
+) -> None:
+    """The run's scores into the scorer's root mean (and with hysteresis, every touched
+    group's mean and level)."""
+    margin = config.adaptive.hysteresis
+    if margin:
+        scorer.learn_levels(observations, units, extras.levels, config.scale, margin)
+    else:
+        scorer.learn_scores(units, [o[5] for o in observations], None)
+
+
+def _forget_before(
+    state: AgentState, extras: AdaptiveExtras, runs: list[KeptRun], config: LearnerConfig
+) -> None:
+    """A shift: the statistics and models become those of the streak's `runs` alone (the
+    current run last); the levels of groups that remain move from where they were."""
+    state.forget()
+    extras.models = {}
+    for observations, models in runs:
+        state.queue(observations, units_of([o[5] for o in observations]))
+        extras.count_models(observations, models)
+    scorer = state.scorer(config)  # a new one, for the statistics as they now are
+    margin = config.adaptive.hysteresis
+    if margin:
+        assert isinstance(scorer, AdaptiveScorer) and scorer.means is not None
+        extras.levels.keep_only(set(scorer.means))
+        extras.levels.update(scorer.means.items(), config.scale, margin)
+
+
+def _root_level(
+    state: AgentState, scorer: AdaptiveScorer, extras: AdaptiveExtras, scale: int
+) -> int | None:
+    """The agent's default latency sensitivity: the root's published level."""
+    if scorer.means is not None:
+        return extras.levels.get((None, 0))
+    return sensitivity_level(scorer.root_score, scale)

@@ -1,0 +1,183 @@
+"""SPEC 10 scoring under the `adaptive` rule set: what `Scorer` does, with the back-off `osl`
+the trie publishes, the tally the shift detector reads, and the score means hysteresis needs.
+
+- `osl` with back-off (`worker.learner.backoff`): the own group's order statistic of rank
+  ceil(0.9 (n + k)) while its samples are exact, else, beyond them, the larger of its largest
+  sample and its parent's back-off p90 (the node's any-index group, read from the statistics
+  before the run and kept until that group changes).
+- the tally of a run: its calls whose own (name, call index) group had at least
+  `shift_min_samples` samples, and how many of them were above their `osl` or below
+  `2 p50 - osl` (`worker.learner.shift`).
+- with hysteresis, the exact mean score of every group the agent has, kept in step with the
+  statistics (`learn_levels`), so a run's levels cost no fold of the node queues.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from worker.learner.analysis import CallObservation
+from worker.learner.backoff import RankTable, Uppers, rank_table, uppers
+from worker.learner.config import AdaptiveSettings
+from worker.learner.evaluation import CallScore, Scorer, new_score, unserved
+from worker.learner.exact_sums import FAST_SHIFT, Mean, add_exact, exact
+from worker.learner.hysteresis import GroupKey, Levels
+from worker.learner.predictor import Values
+from worker.learner.stats import EXACT_LIMIT
+
+if TYPE_CHECKING:
+    from worker.learner.nodes import StatGroup
+    from worker.learner.state import AgentState
+
+#: a run's shift evidence: (eligible calls, calls above their osl, calls below 2 p50 - osl)
+Tally = tuple[int, int, int]
+
+
+class AdaptiveScorer(Scorer):
+    """`Scorer` for the adaptive rule set (see the module docstring)."""
+
+    __slots__ = ("means", "min_samples", "parents", "ranks", "tally")
+
+    def __init__(self, state: AgentState, settings: AdaptiveSettings) -> None:
+        super().__init__(state)
+        k = settings.backoff_samples
+        self.ranks: RankTable | None = rank_table(k) if k else None
+        self.min_samples = settings.shift_min_samples
+        #: back-off uppers of parent groups, by node name (None: the root), with the sample
+        #: counts they were read at (the group's, and the root's behind it)
+        self.parents: dict[str | None, tuple[int, int, Uppers | None]] = {}
+        self.tally: Tally = (0, 0, 0)
+        #: with hysteresis: every group's score mean, the root's being `root_score`
+        self.means: dict[GroupKey, Mean] | None = None
+        if settings.hysteresis:
+            self.means = {key: _copy(group.score) for key, group in groups(state)}
+            self.means[(None, 0)] = self.root_score
+
+    def score(self, state: AgentState, observations: list[CallObservation]) -> list[CallScore]:
+        """As `Scorer.score`, with the back-off osl; sets `tally`."""
+        predictors = self.predictors
+        ranks = self.ranks
+        min_samples = self.min_samples
+        eligible = above = below = 0
+        scores: list[CallScore] = []
+        append = scores.append
+        for obs in observations:
+            name, index, remaining, gap, y, _ = obs
+            predictor = predictors.get((name, index))
+            if predictor is not None:
+                osl, p50, remaining_mean, gap_mean = predictor.values
+                count = predictor.count
+                if ranks is not None and count <= EXACT_LIMIT:
+                    rank = ranks[count][0]
+                    if rank <= count:
+                        osl = predictor.tokens[rank - 1]
+                    else:
+                        parent = self._parent(state, name)
+                        top = predictor.tokens[count - 1]
+                        osl = top if parent is None or parent[0] <= top else int(parent[0] + 0.5)
+                if count >= min_samples:
+                    eligible += 1
+                    if y > osl:
+                        above += 1
+                    elif y < 2 * p50 - osl:
+                        below += 1
+                predictor.add(y, remaining, gap)
+            else:
+                found = self._new_group(state, obs)
+                if found is None:
+                    append(unserved(obs))
+                    continue
+                osl, p50, remaining_mean, gap_mean = found
+            append(
+                new_score(
+                    (
+                        "trie",
+                        y,
+                        p50,
+                        y <= osl,
+                        abs(p50 - y),
+                        None if gap is None or gap_mean is None else abs(gap_mean - gap),
+                        abs(remaining_mean - remaining),
+                    )
+                )
+            )
+        self.tally = (eligible, above, below)
+        return scores
+
+    def _new_group(self, state: AgentState, obs: CallObservation) -> Values | None:
+        """As `Scorer._new_group`, with the fallback group's back-off osl."""
+        values = super()._new_group(state, obs)
+        if values is None or self.ranks is None:
+            return values
+        name, index = obs[0], obs[1]
+        root = state.root
+        if name in state.children:
+            found = self._parent(state, name)
+        elif index <= root.high:
+            found = uppers(
+                root.by_index[index].output_tokens, self._parent(state, None), self.ranks
+            )
+        else:
+            found = self._parent(state, None)
+        assert found is not None  # the group has samples
+        return int(found[0] + 0.5), *values[1:]
+
+    def _parent(self, state: AgentState, name: str | None) -> Uppers | None:
+        """The back-off (p90, p95) of output tokens of node `name`'s any-index group (the
+        root's for None), as the statistics stand before the run."""
+        root = state.root.any_index.output_tokens
+        stat = root if name is None else state.children[name].any_index.output_tokens
+        counts = stat.count, root.count
+        cached = self.parents.get(name)
+        if cached is not None and cached[:2] == counts:
+            return cached[2]
+        parent = None if name is None else self._parent(state, None)
+        found = uppers(stat, parent, self.ranks)  # type: ignore[arg-type]
+        self.parents[name] = (*counts, found)
+        return found
+
+    def learn_levels(
+        self,
+        observations: list[CallObservation],
+        units: list[int | None],
+        levels: Levels,
+        scale: int,
+        margin: float,
+    ) -> None:
+        """Fold a run's scores into the group means, as the groups fold them, and move the
+        levels of the groups it touched (hysteresis)."""
+        means = self.means
+        assert means is not None, "built with hysteresis"
+        touched: dict[GroupKey, Mean] = {}
+        for obs, unit in zip(observations, units, strict=True):
+            name, index, score = obs[0], obs[1], obs[5]
+            for key in ((name, index), (name, 0), (None, index), (None, 0)):
+                mean = touched.get(key)
+                if mean is None:
+                    mean = means.get(key)
+                    if mean is None:
+                        mean = means[key] = Mean()
+                    touched[key] = mean
+                mean.count += 1
+                if unit is not None and mean.shift == FAST_SHIFT:
+                    mean.units += unit
+                else:
+                    mean.units, mean.shift = add_exact(mean.units, mean.shift, *exact(score))
+        self.level = None
+        levels.update(touched.items(), scale, margin)
+
+
+def groups(state: AgentState) -> Iterable[tuple[GroupKey, StatGroup]]:
+    """Every statistics group of the state with its key (folding the node queues)."""
+    yield (None, 0), state.root.any_index
+    for index, group in state.root.by_index.items():
+        yield (None, index), group
+    for name, node in state.children.items():
+        yield (name, 0), node.any_index
+        for index, group in node.by_index.items():
+            yield (name, index), group
+
+
+def _copy(mean: Mean) -> Mean:
+    return Mean(mean.count, mean.units, mean.shift)

@@ -1,0 +1,83 @@
+"""Hysteresis (the `adaptive` rule set): a published level moves only once the score has
+passed the boundary by a margin.
+
+SPEC 5's level of a mean score m is `clamp(round(m (scale - 1)) + 1, 1, scale)`: a mean
+hovering at a boundary flips it run after run. With margin h, after each run a group's
+published level L changes only when its SPEC 5 level differs and `m (scale - 1)` lies beyond
+the boundary by h: at least `L - 1/2 + h` going up, below `L - 3/2 - h` going down; it then
+takes the SPEC 5 level. At h = 0 this is the SPEC 5 level, exactly. The levels are kept per
+group (`Levels`), so they depend on the order runs were learned in, and are stored with the
+state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from worker.learner.exact_sums import Mean
+from worker.learner.hints import sensitivity_level
+
+#: a statistics group: (call name, call index), None for the root, 0 for any index
+GroupKey = tuple[str | None, int]
+
+
+def next_level(previous: int | None, score: Mean, scale: int, margin: float) -> int | None:
+    """The published level after a run, from the one before and the group's mean score."""
+    level = sensitivity_level(score, scale)
+    if previous is None or level is None or level == previous or not margin:
+        return level
+    position = score.mean * (scale - 1)  # SPEC 5's level is round(position) + 1
+    if level > previous:
+        return level if position >= previous - 0.5 + margin else previous
+    return level if position < previous - 1.5 - margin else previous
+
+
+class Levels:
+    """Each group's published level, as hysteresis left it after the last run."""
+
+    __slots__ = ("levels",)
+
+    def __init__(self, levels: dict[GroupKey, int] | None = None) -> None:
+        self.levels: dict[GroupKey, int] = levels if levels is not None else {}
+
+    def get(self, key: GroupKey) -> int | None:
+        return self.levels.get(key)
+
+    def update(self, touched: Iterable[tuple[GroupKey, Mean]], scale: int, margin: float) -> None:
+        """After a run: the new level of each group the run changed."""
+        levels = self.levels
+        for key, score in touched:
+            level = next_level(levels.get(key), score, scale, margin)
+            if level is None:
+                levels.pop(key, None)
+            else:
+                levels[key] = level
+
+    def keep_only(self, keys: set[GroupKey]) -> None:
+        """Forget the levels of groups that no longer exist (after a shift)."""
+        self.levels = {k: v for k, v in self.levels.items() if k in keys}
+
+    def dump(self) -> list[list[Any]]:
+        return [
+            [name, index, level] for (name, index), level in sorted(self.levels.items(), key=_order)
+        ]
+
+    @classmethod
+    def load(cls, data: Any) -> Levels:
+        levels: dict[GroupKey, int] = {}
+        for name, index, level in data:
+            if not (name is None or isinstance(name, str)) or type(index) is not int:
+                raise ValueError("levels: a group is (name or null, index)")
+            if type(level) is not int or level < 1:
+                raise ValueError("levels: a level is an integer >= 1")
+            levels[(name, index)] = level
+        return cls(levels)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Levels) and self.levels == other.levels
+
+
+def _order(item: tuple[GroupKey, int]) -> tuple[bool, str, int]:
+    (name, index), _ = item
+    return name is not None, name or "", index
