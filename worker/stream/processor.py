@@ -73,7 +73,9 @@ class Processor:
             )
         if learned is None:  # stored already: nothing to do, nothing scored
             return Result(Outcome.DUPLICATE, agent_id=run.agent_id)
-        store.learned(entry, run.id.int, learned.observations, learned.recent_pairs())
+        store.learned(
+            entry, run.id.int, learned.observations, learned.recent_pairs(), learned.models
+        )
         end_ns = run.ended_at if run.ended_at is not None else run.started_at
         self.to_publish.changed(entry, time.monotonic(), end_ns)
         return Result(Outcome.LEARNED, agent_id=run.agent_id, learned=learned)
