@@ -114,22 +114,26 @@ class HintsClient:
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
-    def hints_for(self, agent_id: str, run_id: str | None, name: str | None) -> Resolution:
-        """Count this call of the run, resolve its hints (SPEC 8) and choose its priority.
+    def hints_for(
+        self, agent_id: str, run_id: str | None, name: str | None, model: str | None = None
+    ) -> Resolution:
+        """Count this call of the run, resolve its hints (SPEC 8) and choose its priority;
+        `model` (the request's) picks the prior of an agent without history.
 
         Without a run id or a call name the call cannot be placed in a run: only the
-        agent-wide sources (default hints, fallback) apply, and it joins no fan-out group.
-        A call of a run and name with a call still in flight gets that call's resolution
-        (its own call index): pair each such call with `call_finished`.
+        agent-wide sources (default hints, prior, fallback) apply, and it joins no fan-out
+        group. A call of a run and name with a call still in flight gets that call's
+        resolution (its own call index): pair each such call with `call_finished`.
         """
         if run_id is None or name is None:
-            return self._resolve(agent_id, name, None, 0.0)
+            return self._resolve(agent_id, name, None, 0.0, model)
         index = self.calls.next_call(agent_id, run_id, name)
         key = (agent_id, run_id, name)
         joined, group = self.fanouts.join(key)
         if joined and group is not None:  # (a namedtuple's _replace costs a microsecond)
             return Resolution(group.source, group.hints, index, group.skipped, group.priority)
-        resolution = self._resolve(agent_id, name, index, self.calls.run_age_s(agent_id, run_id))
+        age = self.calls.run_age_s(agent_id, run_id)
+        resolution = self._resolve(agent_id, name, index, age, model)
         self.fanouts.open(key, resolution)
         return resolution
 
@@ -139,11 +143,16 @@ class HintsClient:
             self.fanouts.finished((agent_id, run_id, name))
 
     def _resolve(
-        self, agent_id: str, name: str | None, index: int | None, run_age_s: float
+        self,
+        agent_id: str,
+        name: str | None,
+        index: int | None,
+        run_age_s: float,
+        model: str | None,
     ) -> Resolution:
         if not self.view.ready:
             return Resolution("none", None, index)
-        r = self.resolver.resolve(agent_id, name, index)
+        r = self.resolver.resolve(agent_id, name, index, model)
         priority = self.policy.priority(agent_id, name, index, r.hints, run_age_s)
         return r if priority is None else Resolution(r.source, r.hints, index, r.skipped, priority)
 

@@ -118,7 +118,9 @@ def run(args: argparse.Namespace) -> int:
         return ExitCode.START
     tries = settings.topics.tries
     try:  # a trie the limits allow must be publishable, or its agent could never publish
-        check_publishable(settings.limits, tries, layout.record_limit(tries))
+        adaptive = settings.learner.adaptive_on
+        models = adaptive is not None and adaptive.priors
+        check_publishable(settings.limits, tries, layout.record_limit(tries), models)
     except SettingsError as exc:
         log.error("cannot start: %s", exc)
         loop.close()

@@ -178,7 +178,9 @@ class HintsProxy:
             return self._unchanged(request, call, name_header, "not_object", raw)
         model = body.get("model")
         call.name = name_header or (model if isinstance(model, str) else None)
-        resolution = self.client.hints_for(call.agent_id, call.run_id, call.name)
+        resolution = self.client.hints_for(
+            call.agent_id, call.run_id, call.name, model if isinstance(model, str) else None
+        )
         call.counted = True
         self.metrics.hints.labels(resolution.source).inc()
         if resolution.skipped is not None:

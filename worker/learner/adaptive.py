@@ -11,6 +11,7 @@ a snapshot and deltas equals the state that learned the runs, bit for bit.
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any
 
 from worker.learner.adaptive_scoring import AdaptiveScorer
@@ -26,10 +27,12 @@ from worker.models import Run
 if TYPE_CHECKING:
     from worker.learner.state import AgentState
 
-#: a call's model counts for priors only when its name is at most this long, and a node counts
-#: at most this many models (bounds the published trie: `limits.trie_bytes_bound`)
+#: a call's model counts for priors only when its name is at most this long, without control
+#: characters, and a node counts at most this many models (bounds the published trie:
+#: `limits.trie_bytes_bound`)
 MODEL_CHARS = 64
 MODELS_PER_NODE = 8
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class AdaptiveExtras:
@@ -51,7 +54,7 @@ class AdaptiveExtras:
             return
         known = self.models
         for obs, model in zip(observations, models, strict=True):
-            if model is None or len(model) > MODEL_CHARS:
+            if model is None or len(model) > MODEL_CHARS or _CONTROL.search(model):
                 continue
             counts = known.get(obs[0])
             if counts is None:

@@ -17,6 +17,7 @@ from worker.learner.config import LearnerConfig
 from worker.learner.hints import default_hint_values, sensitivity_level
 from worker.learner.hysteresis import GroupKey, Levels
 from worker.learner.nodes import NodeStats, StatGroup
+from worker.learner.priors import Component, component
 from worker.learner.state import AgentState
 from worker.models.timestamps import now_rfc3339
 
@@ -69,6 +70,26 @@ class AdaptiveTrie:
         prediction["latency_sensitivity"] = self.level(group, key)
         return prediction
 
+    def root_uppers(self) -> Parent:
+        """The root's any-index uppers: the parent of every node's any-index prediction."""
+        group = self.state.root.any_index
+        return self.uppers(group, _NO_PARENT) if group.remaining_calls.count else _NO_PARENT
+
+    def components(self) -> dict[str, Component]:
+        """Each node's prior component: its model and any-index prediction (priors)."""
+        extras = self.state.adaptive
+        root = self.root_uppers()
+        found: dict[str, Component] = {}
+        for name, node in self.state.children.items():
+            group = node.any_index
+            if group.remaining_calls.count:
+                model = None if extras is None else extras.model_of(name)
+                own = self.prediction(group, (name, 0), self.uppers(group, root))
+                known = component(model, own)
+                if known is not None:
+                    found[name] = known
+        return found
+
     def node(self, name: str | None, node: NodeStats, root: Parent) -> dict[str, Any]:
         """A node's dict (no children); `root`: the root's any-index uppers (None: the root)."""
         any_index = node.any_index
@@ -92,10 +113,7 @@ class AdaptiveTrie:
 
     def trie(self, agent_id: str) -> dict[str, Any]:
         state = self.state
-        root_group = state.root.any_index
-        root = (
-            self.uppers(root_group, _NO_PARENT) if root_group.remaining_calls.count else _NO_PARENT
-        )
+        root = self.root_uppers()
         tree = self.node(None, state.root, _NO_PARENT)
         tree["children"] = {
             name: self.node(name, node, root) for name, node in sorted(state.children.items())
