@@ -199,7 +199,8 @@ def _forget_before(
     if margin:
         assert isinstance(scorer, AdaptiveScorer) and scorer.means is not None
         extras.levels.keep_only(set(scorer.means))
-        extras.levels.update(scorer.means.items(), config.scale, margin)
+        for key, mean in scorer.means.items():
+            extras.levels.update(key, mean, mean.count, config.scale, margin)
 
 
 def _root_level(

@@ -8,8 +8,9 @@ the trie publishes, the tally the shift detector reads, and the score means hyst
 - the tally of a run: its calls whose own (name, call index) group had at least
   `shift_min_samples` samples, and how many of them were above their `osl` or below
   `2 p50 - osl` (`worker.learner.shift`).
-- with hysteresis, the exact mean score of every group the agent has, kept in step with the
-  statistics (`learn_levels`), so a run's levels cost no fold of the node queues.
+- with hysteresis, the exact mean score of each group hysteresis keeps a level for (every
+  call's own group, and the root's any-index one), kept in step with the statistics
+  (`learn_levels`), so a run's levels cost no fold of the node queues.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from worker.learner.analysis import CallObservation
-from worker.learner.backoff import RankTable, Uppers, rank_table, uppers
+from worker.learner.backoff import RankTable, own_p90, rank_table, uppers
 from worker.learner.config import AdaptiveSettings
 from worker.learner.evaluation import CallScore, Scorer, new_score, unserved
 from worker.learner.exact_sums import FAST_SHIFT, Mean, add_exact, exact
@@ -44,9 +45,10 @@ class AdaptiveScorer(Scorer):
         k = settings.backoff_samples
         self.ranks: RankTable | None = rank_table(k) if k else None
         self.min_samples = settings.shift_min_samples
-        #: back-off uppers of parent groups, by node name (None: the root), with the sample
-        #: counts they were read at (the group's, and the root's behind it)
-        self.parents: dict[str | None, tuple[int, int, Uppers | None]] = {}
+        #: back-off output-token p90 of parent groups, by node name (None: the root), with
+        #: the sample counts it was read at: the group's, and the root's when it leaned on it
+        #: (else -1)
+        self.parents: dict[str | None, tuple[int, int, float | None]] = {}
         self.tally: Tally = (0, 0, 0)
         #: with hysteresis: every group's score mean, the root's being `root_score`
         self.means: dict[GroupKey, Mean] | None = None
@@ -75,7 +77,7 @@ class AdaptiveScorer(Scorer):
                     else:
                         parent = self._parent(state, name)
                         top = predictor.tokens[count - 1]
-                        osl = top if parent is None or parent[0] <= top else int(parent[0] + 0.5)
+                        osl = top if parent is None or parent <= top else int(parent + 0.5)
                 if count >= min_samples:
                     eligible += 1
                     if y > osl:
@@ -115,26 +117,32 @@ class AdaptiveScorer(Scorer):
         if name in state.children:
             found = self._parent(state, name)
         elif index <= root.high:
-            found = uppers(
-                root.by_index[index].output_tokens, self._parent(state, None), self.ranks
-            )
+            parent = self._parent(state, None)
+            behind = None if parent is None else (parent, parent)  # only p90 is read
+            fallback = uppers(root.by_index[index].output_tokens, behind, self.ranks)
+            found = None if fallback is None else fallback[0]
         else:
             found = self._parent(state, None)
         assert found is not None  # the group has samples
-        return int(found[0] + 0.5), *values[1:]
+        return int(found + 0.5), *values[1:]
 
-    def _parent(self, state: AgentState, name: str | None) -> Uppers | None:
-        """The back-off (p90, p95) of output tokens of node `name`'s any-index group (the
-        root's for None), as the statistics stand before the run."""
+    def _parent(self, state: AgentState, name: str | None) -> float | None:
+        """The back-off p90 of output tokens of node `name`'s any-index group (the root's for
+        None), as the statistics stand before the run."""
         root = state.root.any_index.output_tokens
         stat = root if name is None else state.children[name].any_index.output_tokens
-        counts = stat.count, root.count
+        count = stat.count
         cached = self.parents.get(name)
-        if cached is not None and cached[:2] == counts:
+        if cached is not None and cached[0] == count and cached[1] in (-1, root.count):
             return cached[2]
-        parent = None if name is None else self._parent(state, None)
-        found = uppers(stat, parent, self.ranks)  # type: ignore[arg-type]
-        self.parents[name] = (*counts, found)
+        own = own_p90(stat, self.ranks)  # type: ignore[arg-type]
+        found, leaned = (None, -1) if own is None else (own[0], -1)
+        if own is not None and own[1] and name is not None:  # beyond: the root's counts too
+            parent = self._parent(state, None)
+            leaned = root.count
+            if parent is not None and parent > own[0]:
+                found = parent
+        self.parents[name] = (count, leaned, found)
         return found
 
     def learn_levels(
@@ -145,36 +153,41 @@ class AdaptiveScorer(Scorer):
         scale: int,
         margin: float,
     ) -> None:
-        """Fold a run's scores into the group means, as the groups fold them, and move the
-        levels of the groups it touched (hysteresis)."""
+        """Fold a run's scores into the score means of the groups hysteresis keeps (each
+        call's own group, and the root's any-index one), as those groups fold them, and move
+        their levels."""
         means = self.means
         assert means is not None, "built with hysteresis"
-        touched: dict[GroupKey, Mean] = {}
+        update = levels.update
         for obs, unit in zip(observations, units, strict=True):
-            name, index, score = obs[0], obs[1], obs[5]
-            for key in ((name, index), (name, 0), (None, index), (None, 0)):
-                mean = touched.get(key)
-                if mean is None:
-                    mean = means.get(key)
-                    if mean is None:
-                        mean = means[key] = Mean()
-                    touched[key] = mean
-                mean.count += 1
-                if unit is not None and mean.shift == FAST_SHIFT:
-                    mean.units += unit
-                else:
-                    mean.units, mean.shift = add_exact(mean.units, mean.shift, *exact(score))
+            key = (obs[0], obs[1])  # a run adds one call to a (name, call index) group
+            mean = means.get(key)
+            if mean is None:
+                mean = means[key] = Mean()
+            _add(mean, unit, obs[5])
+            update(key, mean, 1, scale, margin)
+        root = self.root_score
+        for obs, unit in zip(observations, units, strict=True):
+            _add(root, unit, obs[5])
         self.level = None
-        levels.update(touched.items(), scale, margin)
+        update((None, 0), root, len(observations), scale, margin)
+
+
+def _add(mean: Mean, unit: int | None, score: float) -> None:
+    """One score into a mean, as `Mean.add_fast` adds it."""
+    mean.count += 1
+    if unit is not None and mean.shift == FAST_SHIFT:
+        mean.units += unit
+    else:
+        mean.units, mean.shift = add_exact(mean.units, mean.shift, *exact(score))
 
 
 def groups(state: AgentState) -> Iterable[tuple[GroupKey, StatGroup]]:
-    """Every statistics group of the state with its key (folding the node queues)."""
+    """The groups hysteresis keeps a level for, with their keys (folding the node queues):
+    the root's any-index group and every node's per-call-index ones, the groups a router's
+    lookup reads for the agent's default hints and for the calls it knows."""
     yield (None, 0), state.root.any_index
-    for index, group in state.root.by_index.items():
-        yield (None, index), group
     for name, node in state.children.items():
-        yield (name, 0), node.any_index
         for index, group in node.by_index.items():
             yield (name, index), group
 

@@ -58,3 +58,18 @@ def uppers(stat: Statistic, parent: Uppers | None, ranks: RankTable) -> Uppers |
         float(samples[j90 - 1] if j90 <= n else top if parent is None else max(top, parent[0])),
         float(samples[j95 - 1] if j95 <= n else top if parent is None else max(top, parent[1])),
     )
+
+
+def own_p90(stat: Statistic, ranks: RankTable) -> tuple[float, bool] | None:
+    """The statistic's own part of its back-off p90: (the sample of rank j, False), or
+    (its largest sample, True) when j is beyond them (the parent's then counts too); SPEC 5's
+    p90 past the exact limit; None without samples. For scoring, which reads only p90."""
+    if not stat.count:
+        return None
+    if not stat.exact:
+        return stat.metrics()["p90"], False
+    samples = stat.pending
+    samples.sort()
+    n = len(samples)
+    rank = ranks[n][0]
+    return (float(samples[rank - 1]), False) if rank <= n else (float(samples[-1]), True)

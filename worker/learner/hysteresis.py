@@ -12,7 +12,6 @@ state.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
 from worker.learner.exact_sums import Mean
@@ -34,29 +33,41 @@ def next_level(previous: int | None, score: Mean, scale: int, margin: float) -> 
 
 
 class Levels:
-    """Each group's published level, as hysteresis left it after the last run."""
+    """Each group's published level, as hysteresis left it after the last run.
 
-    __slots__ = ("levels",)
+    Also, not stored: how far each group's mean score may move before its level could
+    change (`slack`). A run adding k scores in [0, 1] to a group of n moves its mean by at
+    most k / n, so most runs need no exact mean at all; the levels are the same either way."""
+
+    __slots__ = ("levels", "slack")
 
     def __init__(self, levels: dict[GroupKey, int] | None = None) -> None:
         self.levels: dict[GroupKey, int] = levels if levels is not None else {}
+        self.slack: dict[GroupKey, float] = {}
 
     def get(self, key: GroupKey) -> int | None:
         return self.levels.get(key)
 
-    def update(self, touched: Iterable[tuple[GroupKey, Mean]], scale: int, margin: float) -> None:
-        """After a run: the new level of each group the run changed."""
+    def update(self, key: GroupKey, score: Mean, added: int, scale: int, margin: float) -> None:
+        """After a run that added `added` scores to the group `key` (mean `score`): its level."""
+        slacks = self.slack
+        slack = slacks.get(key, 0.0) - added / score.count
+        if slack > 0.0:
+            slacks[key] = slack
+            return
         levels = self.levels
-        for key, score in touched:
-            level = next_level(levels.get(key), score, scale, margin)
-            if level is None:
-                levels.pop(key, None)
-            else:
-                levels[key] = level
+        level = next_level(levels.get(key), score, scale, margin)
+        if level is None:
+            levels.pop(key, None)
+            slacks.pop(key, None)
+            return
+        levels[key] = level
+        slacks[key] = _slack(level, score.mean * (scale - 1), scale, margin)
 
     def keep_only(self, keys: set[GroupKey]) -> None:
         """Forget the levels of groups that no longer exist (after a shift)."""
         self.levels = {k: v for k, v in self.levels.items() if k in keys}
+        self.slack = {}
 
     def dump(self) -> list[list[Any]]:
         return [
@@ -76,6 +87,14 @@ class Levels:
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Levels) and self.levels == other.levels
+
+
+def _slack(level: int, position: float, scale: int, margin: float) -> float:
+    """How far (in mean score) `position`, the mean times (scale - 1), is from where the
+    level could change, less a little for rounding."""
+    up = level - 0.5 + margin - position if level < scale else float("inf")
+    down = position - (level - 1.5 - margin) if level > 1 else float("inf")
+    return min(up, down) / (scale - 1) - 1e-9
 
 
 def _order(item: tuple[GroupKey, int]) -> tuple[bool, str, int]:
