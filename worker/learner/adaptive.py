@@ -141,7 +141,9 @@ def _fold_run(
     settings = config.adaptive
     if not observations:  # nothing to score, fold or judge: the streak is left as it is
         return Learned([], [], False, models)
-    if settings.priors and models is None:  # stored before the models were: none known
+    if not settings.priors:
+        models = None
+    elif models is None:  # stored before the models were: none known
         models = [None] * len(observations)
     extras = state.extras()
     scorer = state.scorer(config)

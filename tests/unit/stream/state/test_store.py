@@ -18,6 +18,7 @@ from tests.unit.stream.state.changelog_sim import Changelog, Crash, LocalStore, 
 from worker.demo_workload import generate_runs
 from worker.learner import AgentState, LearnerConfig, state_hints, trie_dict
 from worker.learner.limits import Limits
+from worker.learner.state import StateFormatError
 from worker.models import parse_run
 from worker.stream.processor import Outcome, Processor
 from worker.stream.publish_queue import PublishQueue
@@ -533,3 +534,20 @@ def test_deltas_carry_the_recent_accuracy_pairs_and_old_ones_read_without() -> N
     head, body = new[: new.index(b"[")], orjson.loads(new[new.index(b"[") :])
     old = records.decode_delta(head + orjson.dumps(body[:7]))
     assert old.observations == observations and old.recent is None
+
+
+def test_deltas_carry_the_calls_models_and_older_ones_read_without() -> None:
+    run = parse_run(orjson.dumps(next(iter(generate_runs(1, 1, seed=4, start_ns=START)))))
+    learned = AgentState().learn(run, ADAPTIVE)
+    observations = learned.observations
+    models = ["gpt-4o", None, *["llama"] * (len(observations) - 2)]
+    value = records.encode_delta(7, 2, 1, b"", observations, [], models)
+    delta = records.decode_delta(value)
+    assert delta.observations == observations and delta.models == models
+    assert delta.recent == []
+    head, body = value[: value.index(b"[")], orjson.loads(value[value.index(b"[") :])
+    assert body[9] == ["gpt-4o", "llama"]  # each model once, then a reference per call
+    older = records.decode_delta(head + orjson.dumps(body[:9]))
+    assert older.observations == observations and older.models is None
+    with pytest.raises(StateFormatError):  # a reference per observation, or it is not a delta
+        records.decode_delta(head + orjson.dumps([*body[:10], body[10][:-1]]))
