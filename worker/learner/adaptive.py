@@ -2,9 +2,10 @@
 back-off, then decay, priors' models and hysteresis.
 
 Per run, in order: score its calls against the state (`AdaptiveScorer`: the back-off `osl`,
-and the shift evidence); let the streak judge the run (`shift`: on a shift the agent forgets
-everything before the streak, whose runs it learns again); fold the run in (statistics, and
-the models of its calls); move the levels of the groups it touched (`hysteresis`). Folding
+and the shift evidence); let the streak judge the run (`shift`: it may hold the run for a
+while, and on a shift the agent forgets everything before the streak); fold the runs to
+learn in (statistics, and the models of their calls); move the levels of the groups they
+touched (`hysteresis`). Folding
 stored observations (`fold`) goes through the same steps run by run, so a state rebuilt from
 a snapshot and deltas equals the state that learned the runs, bit for bit.
 """
@@ -150,35 +151,35 @@ def _fold_run(
     assert isinstance(scorer, AdaptiveScorer)
     before = _root_level(state, scorer, extras, config.scale)
     scores = scorer.score(state, observations)
-    shifted = None
+    run: KeptRun = (observations, models)
+    now, shift = [run], False
     if settings.shift_calls:
-        shifted = extras.streak.observe(scorer.tally, (observations, models), settings)
-    sensitivity = [o[5] for o in observations]
-    units = units_of(sensitivity)
-    if shifted is None:
+        now, shift = extras.streak.observe(scorer.tally, run, settings)
+    if not shift and now == [run]:  # the usual case: this run, learned now
+        units = units_of([o[5] for o in observations])
         state.queue(observations, units)
         extras.count_models(observations, models)
-        _move_levels(state, scorer, extras, observations, units, config)
-    else:
-        _forget_before(state, extras, shifted, config)
+        _move_levels(scorer, extras, observations, units, config)
+    else:  # runs held, released, or a shift: the scorer is rebuilt for the new statistics
+        _learn_runs(state, extras, now, shift, config)
     after = _root_level(state, state.scorer(config), extras, config.scale)  # type: ignore[arg-type]
+    flipped = before is not None and after != before
     if not config.evaluate:
-        return Learned(observations, [], before is not None and after != before, models)
+        return Learned(observations, [], flipped, models)
     if scores[0].source != "none":  # a run's calls are all served, or none
         state.recent.extend(map(recent_pair, scores))
-    return Learned(observations, scores, before is not None and after != before, models)
+    return Learned(observations, scores, flipped, models)
 
 
 def _move_levels(
-    state: AgentState,
     scorer: AdaptiveScorer,
     extras: AdaptiveExtras,
     observations: list[CallObservation],
     units: list[int | None],
     config: LearnerConfig,
 ) -> None:
-    """The run's scores into the scorer's root mean (and with hysteresis, every touched
-    group's mean and level)."""
+    """The run's scores into the scorer's root mean (and with hysteresis, the means and
+    levels of the groups it keeps)."""
     margin = config.adaptive.hysteresis
     if margin:
         scorer.learn_levels(observations, units, extras.levels, config.scale, margin)
@@ -186,21 +187,28 @@ def _move_levels(
         scorer.learn_scores(units, [o[5] for o in observations], None)
 
 
-def _forget_before(
-    state: AgentState, extras: AdaptiveExtras, runs: list[KeptRun], config: LearnerConfig
+def _learn_runs(
+    state: AgentState,
+    extras: AdaptiveExtras,
+    runs: list[KeptRun],
+    shift: bool,
+    config: LearnerConfig,
 ) -> None:
-    """A shift: the statistics and models become those of the streak's `runs` alone (the
-    current run last); the levels of groups that remain move from where they were."""
-    state.forget()
-    extras.models = {}
+    """Learn `runs` (none, while this run is held), after forgetting everything before
+    them on a shift; the levels of the groups then move from where they were."""
+    if shift:
+        state.forget()
+        extras.models = {}
     for observations, models in runs:
         state.queue(observations, units_of([o[5] for o in observations]))
         extras.count_models(observations, models)
-    scorer = state.scorer(config)  # a new one, for the statistics as they now are
+    state.drop_scorer()
+    scorer = state.scorer(config)  # for the statistics as they now are
     margin = config.adaptive.hysteresis
     if margin:
         assert isinstance(scorer, AdaptiveScorer) and scorer.means is not None
-        extras.levels.keep_only(set(scorer.means))
+        if shift:
+            extras.levels.keep_only(set(scorer.means))
         for key, mean in scorer.means.items():
             extras.levels.update(key, mean, mean.count, config.scale, margin)
 

@@ -7,13 +7,17 @@ ones. Here each run's scored calls are the evidence (`AdaptiveScorer.tally`): th
 own (name, call index) group had at least `shift_min_samples` samples are *eligible*; one is
 *above* when its output tokens exceed its `osl`, *below* when they are under `2 p50 - osl`.
 A run whose eligible calls are at least `shift_share` above (or below) extends a streak on that
-side; any other run with LLM calls ends the streak. Once a streak holds `shift_calls` calls
-beyond, the agent's statistics are replaced by those of the streak's runs alone: everything
-learned before the streak's first run is forgotten.
+side and is held, not learned yet, so the next runs are judged against the statistics from
+before the streak (one sample beyond would otherwise widen the very prediction the next is
+compared with); any other run with LLM calls ends the streak, and the held runs are learned,
+in order, before it. Once a streak holds `shift_calls` calls beyond, the agent's statistics
+are replaced by those of the streak's runs alone: everything learned before the streak's
+first run is forgotten.
 
 Nothing here reads a clock: the same runs in the same order give the same state, in the
 worker and in `replay`, and a duplicate (never learned) changes nothing. A streak keeps its
-runs' observations until it ends, at most `shift_calls` runs (each adds a call beyond).
+runs' observations until it ends, at most `shift_calls` runs (each adds a call beyond), and
+their hints lag by as many runs meanwhile.
 """
 
 from __future__ import annotations
@@ -39,10 +43,12 @@ class Streak:
 
     def observe(
         self, tally: tuple[int, int, int], run: KeptRun, settings: AdaptiveSettings
-    ) -> list[KeptRun] | None:
-        """After a run with LLM calls was scored (`tally`: eligible, above, below): extend,
-        restart or end the streak. Returns the streak's runs, this one last, when they make
-        a shift (the streak then starts over), else None."""
+    ) -> tuple[list[KeptRun], bool]:
+        """Judge a run with LLM calls once scored (`tally`: eligible, above, below): the runs
+        to learn now, in order, and whether they make a shift (then the agent learns them
+        alone). A run beyond its hints is held by the streak, not learned, so that the runs
+        after it are judged against the statistics from before the streak; a run that is not
+        beyond ends the streak, its held runs learned first."""
         eligible, above, below = tally
         threshold = settings.shift_share * eligible
         if eligible and above >= threshold:
@@ -50,17 +56,20 @@ class Streak:
         elif eligible and below >= threshold:
             side, beyond = -1, below
         else:
+            released = [*self.runs, run]
             self.clear()
-            return None
-        if side != self.side:
+            return released, False
+        released = []
+        if side != self.side:  # the other side: the held runs are learned, a new streak
+            released = self.runs
             self.side, self.beyond, self.runs = side, 0, []
         self.beyond += beyond
         self.runs.append(run)
         if self.beyond < settings.shift_calls:
-            return None
-        runs = self.runs
+            return released, False
+        streak = self.runs
         self.clear()
-        return runs
+        return streak, True
 
     def clear(self) -> None:
         self.side, self.beyond, self.runs = 0, 0, []

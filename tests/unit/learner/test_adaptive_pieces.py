@@ -85,21 +85,21 @@ def test_with_enough_samples_the_rank_is_the_samples_own() -> None:
 # --- decay ------------------------------------------------------------------------------------
 
 
-def test_a_streak_returns_its_runs_once_it_holds_enough_calls_beyond() -> None:
+def test_a_streak_holds_its_runs_until_they_make_a_shift_or_it_ends() -> None:
+    """observe answers (the runs to learn now, in order; whether they make a shift)."""
     settings = AdaptiveSettings(shift_calls=3, shift_share=0.75)
     streak = Streak()
-    assert streak.observe((4, 3, 0), ([], None), settings) == [([], None)]  # 3 of 4 above
+    a, b, c, d, e = ([], ["a"]), ([], ["b"]), ([], ["c"]), ([], ["d"]), ([], ["e"])
+    assert streak.observe((4, 3, 0), a, settings) == ([a], True)  # 3 of 4 above: 3 beyond
     assert streak.side == 0 and not streak.runs  # a shift starts the streak over
-    assert streak.observe((4, 2, 0), ([], None), settings) is None  # 2 of 4: not a shift run
+    assert streak.observe((4, 2, 0), a, settings) == ([a], False)  # 2 of 4: learned now
+    assert streak.observe((2, 2, 0), a, settings) == ([], False)  # beyond: held
+    assert streak.observe((1, 1, 0), b, settings) == ([a, b], True)  # 3 beyond: a shift
+    assert streak.observe((2, 0, 2), c, settings) == ([], False)  # below: held
+    assert streak.observe((2, 2, 0), d, settings) == ([c], False)  # above: c learned, d held
+    assert (streak.side, streak.beyond, streak.runs) == (1, 2, [d])
+    assert streak.observe((0, 0, 0), e, settings) == ([d, e], False)  # nothing eligible
     assert streak.side == 0 and not streak.runs
-    assert streak.observe((2, 2, 0), ([], ["a"]), settings) is None  # 2 beyond so far
-    kept = streak.observe((1, 1, 0), ([], ["b"]), settings)  # 3: a shift
-    assert kept == [([], ["a"]), ([], ["b"])] and streak.side == 0
-    assert streak.observe((2, 0, 2), ([], None), settings) is None  # below: a new streak
-    assert streak.observe((2, 2, 0), ([], None), settings) is None  # above: starts over
-    assert (streak.side, streak.beyond, len(streak.runs)) == (1, 2, 1)
-    assert streak.observe((0, 0, 0), ([], None), settings) is None  # nothing eligible: ends it
-    assert streak.side == 0
 
 
 def tokens_run(*tokens: int) -> RunRecord:
@@ -116,7 +116,7 @@ def test_an_agent_forgets_what_it_learned_before_its_calls_changed() -> None:
     config = only(shift_calls=2, shift_min_samples=5)
     state = learn(config, *map(tokens_run, STEADY))
     state.learn(tokens_run(1000), config)
-    assert state.root.any_index.output_tokens.count == 7  # one run beyond: not yet
+    assert state.root.any_index.output_tokens.count == 6  # one run beyond: held
     state.learn(tokens_run(1010), config)
     assert state.runs == 8
     tokens = state.root.any_index.output_tokens
@@ -139,7 +139,9 @@ def test_a_run_within_its_hints_ends_the_streak() -> None:
     state = learn(config, *map(tokens_run, STEADY))
     for tokens in (1000, 100, 1000):
         state.learn(tokens_run(tokens), config)
-    assert state.root.any_index.output_tokens.count == 9  # nothing forgotten
+    # nothing forgotten: the first 1000 was held, then learned before the 100; the last held
+    assert state.root.any_index.output_tokens.count == 8
+    assert state.adaptive is not None and len(state.adaptive.streak.runs) == 1
 
 
 # --- hysteresis -------------------------------------------------------------------------------
