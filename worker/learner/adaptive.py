@@ -19,7 +19,6 @@ from worker.learner.adaptive_scoring import AdaptiveScorer
 from worker.learner.analysis import CallObservation, observe_run
 from worker.learner.config import LearnerConfig
 from worker.learner.evaluation import Learned, recent_pair
-from worker.learner.hints import sensitivity_level
 from worker.learner.hysteresis import Levels
 from worker.learner.nodes import units_of
 from worker.learner.shift import KeptRun, Streak
@@ -149,20 +148,21 @@ def _fold_run(
     extras = state.extras()
     scorer = state.scorer(config)
     assert isinstance(scorer, AdaptiveScorer)
-    before = _root_level(state, scorer, extras, config.scale)
+    before = scorer.default_level(extras.levels, config.scale)
     scores = scorer.score(state, observations)
     run: KeptRun = (observations, models)
     now, shift = [run], False
     if settings.shift_calls:
         now, shift = extras.streak.observe(scorer.tally, run, settings)
-    if not shift and now == [run]:  # the usual case: this run, learned now
-        units = units_of([o[5] for o in observations])
-        state.queue(observations, units)
-        extras.count_models(observations, models)
-        _move_levels(scorer, extras, observations, units, config)
-    else:  # runs held, released, or a shift: the scorer is rebuilt for the new statistics
-        _learn_runs(state, extras, now, shift, config)
-    after = _root_level(state, state.scorer(config), extras, config.scale)  # type: ignore[arg-type]
+    if shift:
+        scorer = _shift(state, extras, now, config)
+    else:  # this run, or the runs a streak held and this one, or none while it is held
+        for kept, kept_models in now:
+            units = units_of([o[5] for o in kept])
+            state.queue(kept, units)
+            extras.count_models(kept, kept_models)
+            scorer.learn(kept, units, extras.levels, config.scale, settings.hysteresis)
+    after = scorer.default_level(extras.levels, config.scale)
     flipped = before is not None and after != before
     if not config.evaluate:
         return Learned(observations, [], flipped, models)
@@ -171,52 +171,22 @@ def _fold_run(
     return Learned(observations, scores, flipped, models)
 
 
-def _move_levels(
-    scorer: AdaptiveScorer,
-    extras: AdaptiveExtras,
-    observations: list[CallObservation],
-    units: list[int | None],
-    config: LearnerConfig,
-) -> None:
-    """The run's scores into the scorer's root mean (and with hysteresis, the means and
-    levels of the groups it keeps)."""
-    margin = config.adaptive.hysteresis
-    if margin:
-        scorer.learn_levels(observations, units, extras.levels, config.scale, margin)
-    else:
-        scorer.learn_scores(units, [o[5] for o in observations], None)
-
-
-def _learn_runs(
-    state: AgentState,
-    extras: AdaptiveExtras,
-    runs: list[KeptRun],
-    shift: bool,
-    config: LearnerConfig,
-) -> None:
-    """Learn `runs` (none, while this run is held), after forgetting everything before
-    them on a shift; the levels of the groups then move from where they were."""
-    if shift:
-        state.forget()
-        extras.models = {}
+def _shift(
+    state: AgentState, extras: AdaptiveExtras, runs: list[KeptRun], config: LearnerConfig
+) -> AdaptiveScorer:
+    """A shift: the agent forgets everything and learns the streak's `runs` alone; the
+    levels of the groups that remain move from where they were. Returns the new scorer."""
+    state.forget()
+    extras.models = {}
     for observations, models in runs:
         state.queue(observations, units_of([o[5] for o in observations]))
         extras.count_models(observations, models)
-    state.drop_scorer()
     scorer = state.scorer(config)  # for the statistics as they now are
+    assert isinstance(scorer, AdaptiveScorer)
     margin = config.adaptive.hysteresis
     if margin:
-        assert isinstance(scorer, AdaptiveScorer) and scorer.means is not None
-        if shift:
-            extras.levels.keep_only(set(scorer.means))
+        assert scorer.means is not None
+        extras.levels.keep_only(set(scorer.means))
         for key, mean in scorer.means.items():
-            extras.levels.update(key, mean, mean.count, config.scale, margin)
-
-
-def _root_level(
-    state: AgentState, scorer: AdaptiveScorer, extras: AdaptiveExtras, scale: int
-) -> int | None:
-    """The agent's default latency sensitivity: the root's published level."""
-    if scorer.means is not None:
-        return extras.levels.get((None, 0))
-    return sensitivity_level(scorer.root_score, scale)
+            extras.levels.update(key, mean, config.scale, margin)
+    return scorer

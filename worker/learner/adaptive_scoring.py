@@ -9,8 +9,11 @@ the trie publishes, the tally the shift detector reads, and the score means hyst
   `shift_min_samples` samples, and how many of them were above their `osl` or below
   `2 p50 - osl` (`worker.learner.shift`).
 - with hysteresis, the exact mean score of each group hysteresis keeps a level for (every
-  call's own group, and the root's any-index one), kept in step with the statistics
-  (`learn_levels`), so a run's levels cost no fold of the node queues.
+  call's own group, and the root's any-index one), kept in step with the statistics, so a
+  run's levels cost no fold of the node queues.
+
+Scoring a run changes nothing (`score`); a run is learned into the predictors and means only
+once the streak has judged it (`learn`), so a held run leaves the scorer as it was.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from worker.learner.config import AdaptiveSettings
 from worker.learner.evaluation import CallScore, Scorer, new_score, unserved
 from worker.learner.exact_sums import FAST_SHIFT, Mean, add_exact, exact
 from worker.learner.hysteresis import GroupKey, Levels
-from worker.learner.predictor import Values
+from worker.learner.predictor import Predictor, Values
 from worker.learner.stats import EXACT_LIMIT
 
 if TYPE_CHECKING:
@@ -50,14 +53,16 @@ class AdaptiveScorer(Scorer):
         #: (else -1)
         self.parents: dict[str | None, tuple[int, int, float | None]] = {}
         self.tally: Tally = (0, 0, 0)
-        #: with hysteresis: every group's score mean, the root's being `root_score`
+        #: with hysteresis: the score mean of each group keeping a level (the root's is
+        #: `root_score`)
         self.means: dict[GroupKey, Mean] | None = None
         if settings.hysteresis:
             self.means = {key: _copy(group.score) for key, group in groups(state)}
             self.means[(None, 0)] = self.root_score
 
     def score(self, state: AgentState, observations: list[CallObservation]) -> list[CallScore]:
-        """As `Scorer.score`, with the back-off osl; sets `tally`."""
+        """Each call of one run against the state before the run, with the back-off osl;
+        sets `tally`. Changes nothing: `learn` the run once it is to be learned."""
         predictors = self.predictors
         ranks = self.ranks
         min_samples = self.min_samples
@@ -84,9 +89,8 @@ class AdaptiveScorer(Scorer):
                         above += 1
                     elif y < 2 * p50 - osl:
                         below += 1
-                predictor.add(y, remaining, gap)
             else:
-                found = self._new_group(state, obs)
+                found = self._fallback(state, obs)
                 if found is None:
                     append(unserved(obs))
                     continue
@@ -107,19 +111,81 @@ class AdaptiveScorer(Scorer):
         self.tally = (eligible, above, below)
         return scores
 
-    def _new_group(self, state: AgentState, obs: CallObservation) -> Values | None:
-        """As `Scorer._new_group`, with the fallback group's back-off osl."""
-        values = super()._new_group(state, obs)
-        if values is None or self.ranks is None:
-            return values
+    def learn(
+        self,
+        observations: list[CallObservation],
+        units: list[int | None],
+        levels: Levels,
+        scale: int,
+        margin: float,
+    ) -> None:
+        """Learn a run the state folds: its calls into their groups' predictors, its scores
+        into the means (and, with hysteresis, the levels of the groups it touched)."""
+        predictors = self.predictors
+        if not margin:
+            for obs in observations:
+                key = (obs[0], obs[1])
+                predictor = predictors.get(key)
+                if predictor is None:
+                    predictor = predictors[key] = Predictor()
+                predictor.add(obs[4], obs[2], obs[3])
+            self.learn_scores(units, [o[5] for o in observations], None)
+            return
+        means = self.means
+        assert means is not None, "built with hysteresis"
+        update, approx = levels.update, levels.approx
+        for obs, unit in zip(observations, units, strict=True):
+            key = (obs[0], obs[1])  # a run adds one call to a (name, call index) group
+            predictor = predictors.get(key)
+            if predictor is None:
+                predictor = predictors[key] = Predictor()
+                mean = means[key] = Mean()
+            else:
+                mean = means[key]
+            predictor.add(obs[4], obs[2], obs[3])
+            score = obs[5]
+            count = mean.count = mean.count + 1  # `_add` inlined
+            if unit is not None and mean.shift == FAST_SHIFT:
+                mean.units += unit
+            else:
+                mean.units, mean.shift = add_exact(mean.units, mean.shift, *exact(score))
+            band = approx.get(key)
+            if band is not None:  # the float mean, moved; inside the band the level stays
+                moved = band[0] + (score - band[0]) / count
+                if band[1] <= moved < band[2]:
+                    band[0] = moved
+                    continue
+            update(key, mean, scale, margin)
+        self._learn_root_level(observations, units, levels, scale, margin)
+
+    def default_level(self, levels: Levels, scale: int) -> int | None:
+        """The agent's default latency sensitivity: the root's published level."""
+        return levels.get((None, 0)) if self.means is not None else self.root_level(scale)
+
+    def _fallback(self, state: AgentState, obs: CallObservation) -> Values | None:
+        """For a call whose name or index is new to the agent, the prediction the lookup
+        falls back to (`Scorer._new_group`), with its back-off osl; None before the agent's
+        first LLM call."""
         name, index = obs[0], obs[1]
+        node = state.children.get(name)
         root = state.root
-        if name in state.children:
+        if node is not None:
+            group = node.any_index
+        elif index <= root.high:
+            group = root.by_index[index]
+        elif root.high:
+            group = root.any_index
+        else:
+            return None
+        values = Predictor.of(group).values
+        if self.ranks is None:
+            return values
+        if node is not None:
             found = self._parent(state, name)
         elif index <= root.high:
             parent = self._parent(state, None)
             behind = None if parent is None else (parent, parent)  # only p90 is read
-            fallback = uppers(root.by_index[index].output_tokens, behind, self.ranks)
+            fallback = uppers(group.output_tokens, behind, self.ranks)
             found = None if fallback is None else fallback[0]
         else:
             found = self._parent(state, None)
@@ -129,23 +195,23 @@ class AdaptiveScorer(Scorer):
     def _parent(self, state: AgentState, name: str | None) -> float | None:
         """The back-off p90 of output tokens of node `name`'s any-index group (the root's for
         None), as the statistics stand before the run."""
-        root = state.root.any_index.output_tokens
-        stat = root if name is None else state.children[name].any_index.output_tokens
-        count = stat.count
+        root = state.root
+        node = root if name is None else state.children[name]
+        count, root_count = node.samples, root.samples  # neither folds a queue
         cached = self.parents.get(name)
-        if cached is not None and cached[0] == count and cached[1] in (-1, root.count):
+        if cached is not None and cached[0] == count and cached[1] in (-1, root_count):
             return cached[2]
-        own = own_p90(stat, self.ranks)  # type: ignore[arg-type]
+        own = own_p90(node.any_index.output_tokens, self.ranks)  # type: ignore[arg-type]
         found, leaned = (None, -1) if own is None else (own[0], -1)
         if own is not None and own[1] and name is not None:  # beyond: the root's counts too
             parent = self._parent(state, None)
-            leaned = root.count
+            leaned = root_count
             if parent is not None and parent > own[0]:
                 found = parent
         self.parents[name] = (count, leaned, found)
         return found
 
-    def learn_levels(
+    def _learn_root_level(
         self,
         observations: list[CallObservation],
         units: list[int | None],
@@ -153,24 +219,20 @@ class AdaptiveScorer(Scorer):
         scale: int,
         margin: float,
     ) -> None:
-        """Fold a run's scores into the score means of the groups hysteresis keeps (each
-        call's own group, and the root's any-index one), as those groups fold them, and move
-        their levels."""
-        means = self.means
-        assert means is not None, "built with hysteresis"
-        update = levels.update
-        for obs, unit in zip(observations, units, strict=True):
-            key = (obs[0], obs[1])  # a run adds one call to a (name, call index) group
-            mean = means.get(key)
-            if mean is None:
-                mean = means[key] = Mean()
-            _add(mean, unit, obs[5])
-            update(key, mean, 1, scale, margin)
+        """The run's scores into the root's mean, and its level (hysteresis)."""
         root = self.root_score
+        total = 0.0
         for obs, unit in zip(observations, units, strict=True):
             _add(root, unit, obs[5])
+            total += obs[5]
         self.level = None
-        update((None, 0), root, len(observations), scale, margin)
+        band = levels.approx.get((None, 0))
+        if band is not None:
+            moved = band[0] + (total - len(observations) * band[0]) / root.count
+            if band[1] <= moved < band[2]:
+                band[0] = moved
+                return
+        levels.update((None, 0), root, scale, margin)
 
 
 def _add(mean: Mean, unit: int | None, score: float) -> None:

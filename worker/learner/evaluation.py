@@ -180,6 +180,10 @@ class Scorer:
         self.level = None
         return scale is not None and before is not None and self._level(scale) != before
 
+    def root_level(self, scale: int) -> int | None:
+        """The default latency sensitivity at `scale`, kept until the next run."""
+        return self._level(scale)
+
     def _level(self, scale: int) -> int | None:
         """The default latency sensitivity at `scale`, kept until the next run."""
         if self.level is None or self.level[0] != scale:

@@ -35,39 +35,36 @@ def next_level(previous: int | None, score: Mean, scale: int, margin: float) -> 
 class Levels:
     """Each group's published level, as hysteresis left it after the last run.
 
-    Also, not stored: how far each group's mean score may move before its level could
-    change (`slack`). A run adding k scores in [0, 1] to a group of n moves its mean by at
-    most k / n, so most runs need no exact mean at all; the levels are the same either way."""
+    Also, not stored: each group's mean score as a float kept in step with the exact one
+    (`approx`), and the band of means in which its level stays what it is. While the float
+    mean is inside the band (less a margin far above its rounding error), the level cannot
+    change and no exact mean is computed; the levels are the same either way."""
 
-    __slots__ = ("levels", "slack")
+    __slots__ = ("approx", "levels")
 
     def __init__(self, levels: dict[GroupKey, int] | None = None) -> None:
         self.levels: dict[GroupKey, int] = levels if levels is not None else {}
-        self.slack: dict[GroupKey, float] = {}
+        #: per group: [float mean, lowest and highest float mean that keep its level]
+        self.approx: dict[GroupKey, list[float]] = {}
 
     def get(self, key: GroupKey) -> int | None:
         return self.levels.get(key)
 
-    def update(self, key: GroupKey, score: Mean, added: int, scale: int, margin: float) -> None:
-        """After a run that added `added` scores to the group `key` (mean `score`): its level."""
-        slacks = self.slack
-        slack = slacks.get(key, 0.0) - added / score.count
-        if slack > 0.0:
-            slacks[key] = slack
-            return
+    def update(self, key: GroupKey, score: Mean, scale: int, margin: float) -> None:
+        """After a run changed the group `key` (its mean score now `score`): its level."""
         levels = self.levels
         level = next_level(levels.get(key), score, scale, margin)
         if level is None:
             levels.pop(key, None)
-            slacks.pop(key, None)
+            self.approx.pop(key, None)
             return
         levels[key] = level
-        slacks[key] = _slack(level, score.mean * (scale - 1), scale, margin)
+        self.approx[key] = [score.mean, *_band(level, scale, margin)]
 
     def keep_only(self, keys: set[GroupKey]) -> None:
         """Forget the levels of groups that no longer exist (after a shift)."""
         self.levels = {k: v for k, v in self.levels.items() if k in keys}
-        self.slack = {}
+        self.approx = {}
 
     def dump(self) -> list[list[Any]]:
         return [
@@ -89,12 +86,17 @@ class Levels:
         return isinstance(other, Levels) and self.levels == other.levels
 
 
-def _slack(level: int, position: float, scale: int, margin: float) -> float:
-    """How far (in mean score) `position`, the mean times (scale - 1), is from where the
-    level could change, less a little for rounding."""
-    up = level - 0.5 + margin - position if level < scale else float("inf")
-    down = position - (level - 1.5 - margin) if level > 1 else float("inf")
-    return min(up, down) / (scale - 1) - 1e-9
+#: far above the rounding error of a float mean kept in step over millions of scores
+_SAFE = 1e-9
+
+
+def _band(level: int, scale: int, margin: float) -> tuple[float, float]:
+    """The means, less `_SAFE` at each end, at which `next_level` keeps `level`: positions
+    mean (scale - 1) from `level - 3/2 - margin` up to, not including, `level - 1/2 + margin`
+    (unbounded below level 1 and above the scale)."""
+    low = (level - 1.5 - margin) / (scale - 1) + _SAFE if level > 1 else float("-inf")
+    high = (level - 0.5 + margin) / (scale - 1) - _SAFE if level < scale else float("inf")
+    return low, high
 
 
 def _order(item: tuple[GroupKey, int]) -> tuple[bool, str, int]:

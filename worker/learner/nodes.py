@@ -108,6 +108,11 @@ class NodeStats:
             self._fold()
 
     @property
+    def samples(self) -> int:
+        """Calls the node learned (its queue included), without folding anything."""
+        return self._any_index.output_tokens.count + len(self._queued) - self._any_folded
+
+    @property
     def any_index(self) -> StatGroup:
         queued, folded = self._queued, self._any_folded
         if len(queued) > folded:

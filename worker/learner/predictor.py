@@ -181,6 +181,17 @@ class Predictor:
         self.at90, self.before90 = at, before
         self.values = self._sketch_values()
 
+    def sketch_p90(self) -> float:
+        """The p90 itself (not rounded) while a sketch, as `_sketch_values` computes it."""
+        keys: list[int] = self.keys  # type: ignore[assignment]
+        rank = (self.count - 1) * 90 / 100
+        low = int(rank)
+        at = self.at90
+        p90 = value_of(keys[at])
+        if rank != low and low + 1 >= self.before90 + self.counts[at]:
+            p90 += (value_of(keys[at + 1]) - p90) * (rank - low)
+        return p90
+
     def _sketch_values(self) -> Values:
         """As `Statistic._sketch_percentiles` interpolates between the two ranks' buckets
         (when the next rank is in the same bucket it adds (below - below) * fraction:

@@ -154,10 +154,6 @@ class AgentState:
             self.adaptive = AdaptiveExtras()
         return self.adaptive
 
-    def drop_scorer(self) -> None:
-        """Forget the scorer (it is rebuilt from the statistics when next needed)."""
-        self._scorer = None
-
     def forget(self) -> None:
         """Drop the statistics (a shift, `worker.learner.shift`); runs and accuracy stay."""
         self.root = NodeStats()
