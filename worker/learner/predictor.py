@@ -16,7 +16,7 @@ from array import array
 from bisect import bisect_left, insort
 from collections import Counter
 from itertools import accumulate
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Self
 
 from worker.learner.stats import (
     _BUCKET_KEYS,
@@ -72,7 +72,7 @@ class Predictor:
         self.values: Values = (0, 0.0, 0.0, None)
 
     @classmethod
-    def of(cls, group: StatGroup) -> Predictor:
+    def of(cls, group: StatGroup) -> Self:
         """From a group's statistics (its queued observations folded in)."""
         predictor = cls()
         tokens = group.output_tokens

@@ -185,7 +185,7 @@ def test_a_mean_hovering_at_a_boundary_flips_without_hysteresis_only() -> None:
         got = []
         for position in positions:
             mean = mean_at(position)
-            levels.update((None, 0), mean, mean.count, 5, margin)
+            levels.update((None, 0), mean, 5, margin)
             got.append(levels.get((None, 0)))
         assert got == want
 
