@@ -16,6 +16,7 @@ import sys
 BENCHMARKS = {
     "learner": "benchmarks.learner",
     "accuracy": "benchmarks.accuracy",
+    "adaptive": "benchmarks.adaptive",
     "e2e": "benchmarks.e2e",
     "mixes": "benchmarks.mixes",
     "limits": "benchmarks.limits",

@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 
 from worker.demo_workload import generate_runs
-from worker.learner import AgentState, Fleet, LearnerConfig, state_hints, trie_dict
+from worker.learner import SEMANTICS, AgentState, Fleet, LearnerConfig, state_hints, trie_dict
 from worker.models import parse_run
 
 
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=20_000)
     parser.add_argument("--agents", type=int, default=100)
     args = parser.parse_args(argv)
-    for semantics in ("corrected", "nemo-flow"):
+    for semantics in SEMANTICS:
         bench_learner(args.runs, args.agents, semantics)
     return 0
 

@@ -11,6 +11,10 @@ Sizes: a short variant by default (all four scenarios in a few minutes, part of 
 `WORKER_FAULTS_FULL=1` (`make test-faults`) runs the sizes of the issue: 20,000 runs and
 at least five `kill -9` in the crash scenario. `WORKER_FAULTS_GUARANTEE=exactly_once` runs
 the workers with faust's transactions instead of the default at_least_once.
+`WORKER_FAULTS_SEMANTICS=adaptive` runs them under the adaptive rule set, whose outputs depend
+on the order each agent's runs are learned in (decay, hysteresis): every run is then keyed by
+its agent id, duplicates too, so the worker learns each agent's runs in the input's order
+(re-routing is the corrected runs' to exercise).
 """
 
 from __future__ import annotations
@@ -44,6 +48,9 @@ from worker.demo_workload import generate_runs
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
 FULL = os.environ.get("WORKER_FAULTS_FULL", "") not in ("", "0", "false", "no")
+SEMANTICS = os.environ.get("WORKER_FAULTS_SEMANTICS", "corrected")
+#: the learning rules depend on each agent's order of runs: keep it (no re-routed records)
+ORDERED = SEMANTICS == "adaptive"
 PARTITIONS = 4
 
 
@@ -69,6 +76,8 @@ WORKER_ENV = {
     "WORKER_SESSION_TIMEOUT_S": "6",
     # WORKER_FAULTS_GUARANTEE=exactly_once runs the suite against faust's transactions
     "WORKER_PROCESSING_GUARANTEE": os.environ.get("WORKER_FAULTS_GUARANTEE", "at_least_once"),
+    # WORKER_FAULTS_SEMANTICS=adaptive runs it under the adaptive rule set
+    "WORKER_LEARNER__SEMANTICS": SEMANTICS,
     "WORKER_LOG_LEVEL": "INFO",
 }
 
@@ -80,15 +89,16 @@ Record = tuple[bytes | None, bytes]
 
 
 def make_input(size: Size, seed: int) -> tuple[list[dict[str, Any]], list[Record], list[bytes]]:
-    """(runs, records to send in order, bad values). Records: mixed keys, ~3% duplicates,
-    one bad record per ~500 runs (at least 3), each bad value unique."""
+    """(runs in the order they are first sent, records to send in order, bad values).
+    Records: mixed keys (all keyed by agent id when ORDERED), ~3% duplicates, one bad record
+    per ~500 runs (at least 3), each bad value unique."""
     rng = random.Random(seed)
     runs = list(generate_runs(size.runs, size.agents, seed=seed))
     agents = sorted({r["agent_id"] for r in runs})
     records: list[Record] = []
     for run in runs:
         value = orjson.dumps(run)
-        roll = rng.random()
+        roll = 0.0 if ORDERED else rng.random()
         if roll < 0.6:
             key: bytes | None = run["agent_id"].encode()
         elif roll < 0.8:
@@ -99,7 +109,8 @@ def make_input(size: Size, seed: int) -> tuple[list[dict[str, Any]], list[Record
     for _ in range(max(10, size.runs // 30)):  # producer retries, possibly keyed otherwise
         key, value = records[rng.randrange(len(records))]
         at = rng.randrange(len(records))
-        records.insert(at, (rng.choice([key, None, rng.choice(agents).encode()]), value))
+        keys = [key] if ORDERED else [key, None, rng.choice(agents).encode()]
+        records.insert(at, (rng.choice(keys), value))
     bad: list[bytes] = []
     for i in range(max(3, size.runs // 500)):
         kind = i % 3
@@ -113,7 +124,13 @@ def make_input(size: Size, seed: int) -> tuple[list[dict[str, Any]], list[Record
         # not in the first or last 5%: bad records are consumed while faults happen
         at = rng.randrange(len(records) // 20, len(records) - len(records) // 20)
         records.insert(at, (rng.choice([None, rng.choice(agents).encode()]), value))
-    return runs, records, bad
+    good = {run["id"]: run for run in runs}
+    first_sent = {}  # run id -> run, in the order records first carry it
+    for _, value in records:
+        run_id = orjson.loads(value).get("id") if value not in bad else None
+        if run_id in good and run_id not in first_sent:
+            first_sent[run_id] = good[run_id]
+    return list(first_sent.values()), records, bad
 
 
 class Feeder(threading.Thread):
@@ -240,7 +257,7 @@ def check_outputs(
     timeout: float = 240.0,
 ) -> None:
     """Wait for every run to show in the hints, then compare hints, tries and the DLQ."""
-    expected = expected_outputs(runs)
+    expected = expected_outputs(runs, semantics=SEMANTICS)
 
     def dead_letters() -> list[Any]:
         return run_sync(read_all(bootstrap, topics.dlq))

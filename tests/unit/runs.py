@@ -15,13 +15,16 @@ def ms(value: float) -> int:
     return BASE_NS + round(value * 1_000_000)
 
 
-def llm(name: str, start: float, end: float | None, tokens: int | None = None) -> CallRecord:
+def llm(
+    name: str, start: float, end: float | None, tokens: int | None = None, model: str | None = None
+) -> CallRecord:
     return CallRecord(
         kind="llm",
         name=name,
         started_at=ms(start),
         ended_at=None if end is None else ms(end),
         output_tokens=tokens,
+        model_name=model,
     )
 
 

@@ -5,7 +5,8 @@ enough. `HintsClient` bundles the parts; each is usable on its own:
 
 - `HintsView` follows `agent-hints` and `agent-tries` into a `HintsStore`;
 - `CallCounter` turns (agent, run, call name) into the call's index within its run;
-- `Resolver` picks the hints and their source (`trie`, `agent_default`, `fallback`, `none`);
+- `Resolver` picks the hints and their source (`trie`, `agent_default`, `prior`, `fallback`,
+  `none`);
 - `PriorityPolicy` chooses the `dynamo` profile's priority (`age-remaining`, `level`,
   `classes`, `none`), and `FanOutGroups` gives a fan-out's calls one resolution;
 - `render` writes them into a request for a profile (`dynamo`, `nemo-relay`, `nat-headers`).

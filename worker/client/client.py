@@ -22,7 +22,7 @@ from worker.client.call_context import CallCounter
 from worker.client.fanout import FanOutGroups
 from worker.client.priority import PriorityPolicy
 from worker.client.profiles import Rendering, render
-from worker.client.resolution import MAX_REMEMBERED, Resolution, Resolver
+from worker.client.resolution import MAX_REMEMBERED, Resolution, Resolver, Source
 from worker.client.store import HintsEntry, TrieEntry
 from worker.client.view import HintsView
 from worker.settings import (
@@ -33,6 +33,9 @@ from worker.settings import (
     Profile,
     Settings,
 )
+
+#: sources decided by the agent's own entries alone (what `_resolve` may remember)
+_MEMO_SOURCES: frozenset[Source] = frozenset(("trie", "agent_default"))
 
 
 class HintsClient:
@@ -128,22 +131,25 @@ class HintsClient:
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
-    def hints_for(self, agent_id: str, run_id: str | None, name: str | None) -> Resolution:
-        """Count this call of the run, resolve its hints (SPEC 8) and choose its priority.
+    def hints_for(
+        self, agent_id: str, run_id: str | None, name: str | None, model: str | None = None
+    ) -> Resolution:
+        """Count this call of the run, resolve its hints (SPEC 8) and choose its priority;
+        `model` (the request's) picks the prior of an agent without history.
 
         Without a run id or a call name the call cannot be placed in a run: only the
-        agent-wide sources (default hints, fallback) apply, and it joins no fan-out group.
-        A call of a run and name with a call still in flight gets that call's resolution
-        (its own call index): pair each such call with `call_finished`.
+        agent-wide sources (default hints, prior, fallback) apply, and it joins no fan-out
+        group. A call of a run and name with a call still in flight gets that call's
+        resolution (its own call index): pair each such call with `call_finished`.
         """
         if run_id is None or name is None:
-            return self._resolve(agent_id, name, None, 0.0)
+            return self._resolve(agent_id, name, None, 0.0, model)
         index, run_age_s = self.calls.next_call_and_age(agent_id, run_id, name)
         key = (agent_id, run_id, name)
         joined, group = self.fanouts.join(key)
         if joined and group is not None:  # (a namedtuple's _replace costs a microsecond)
             return Resolution(group.source, group.hints, index, group.skipped, group.priority)
-        resolution = self._resolve(agent_id, name, index, run_age_s)
+        resolution = self._resolve(agent_id, name, index, run_age_s, model)
         self.fanouts.open(key, resolution)
         return resolution
 
@@ -153,11 +159,18 @@ class HintsClient:
             self.fanouts.finished((agent_id, run_id, name))
 
     def _resolve(
-        self, agent_id: str, name: str | None, index: int | None, run_age_s: float
+        self,
+        agent_id: str,
+        name: str | None,
+        index: int | None,
+        run_age_s: float,
+        model: str | None,
     ) -> Resolution:
-        """Resolution and priority. Both follow from the store's entries for the agent (and
-        the time, when `max_age_s` is set): what they decide for a call name and index is
-        remembered while those entries are the same objects (a record replaces its entry)."""
+        """Resolution and priority. From the agent's own entries (`trie`, `agent_default`)
+        both follow from those entries alone (and the time, when `max_age_s` is set): what
+        they decide for a call name and index is remembered while the entries are the same
+        objects (a record replaces its entry). The other sources depend on the fleet's
+        priors and the model too, so they are resolved each time."""
         if not self.view.ready:
             return Resolution("none", None, index)
         store = self.view.store
@@ -167,9 +180,9 @@ class HintsClient:
         if known is not None and known[0] is hints and known[1] is trie:
             r, part = known[2], known[3]
         else:
-            r = self.resolver.resolve(agent_id, name, index)
+            r = self.resolver.resolve(agent_id, name, index, model)
             part = self.policy.fixed_part(agent_id, name, index, r.hints)
-            if not self.resolver.max_age_s:
+            if not self.resolver.max_age_s and r.source in _MEMO_SOURCES:
                 if len(self._decided) >= MAX_REMEMBERED:
                     self._decided.clear()  # names are the callers': never an unbounded set
                 self._decided[key] = (hints, trie, r, part)

@@ -2,7 +2,9 @@
 
 First that applies: the SPEC 5 lookup in the agent's trie at path `[name]` and the call's
 index (source `trie`); the agent's default hints from `agent-hints` (`agent_default`); the
-configured fallback (`fallback`); nothing (`none`).
+prior of the call's name and model pooled from the fleet's tries (`prior`: tries the adaptive
+rule set published, `worker.learner.priors`); the configured fallback (`fallback`); nothing
+(`none`).
 
 An agent's entry is its HintsRecord: it carries `runs`, `updated_at` and the agent's recent
 `accuracy`, so staleness and accuracy are judged on it. An entry learned from fewer than
@@ -21,10 +23,10 @@ from typing import Any, Literal, NamedTuple
 
 from worker.client.store import HintsEntry, HintsStore, TrieEntry, check_hints
 from worker.learner.config import LearnerConfig
-from worker.learner.hints import lookup_hints
+from worker.learner.hints import lookup_hints, prediction_hints
 
-Source = Literal["trie", "agent_default", "fallback", "none"]
-SOURCES: tuple[Source, ...] = ("trie", "agent_default", "fallback", "none")
+Source = Literal["trie", "agent_default", "prior", "fallback", "none"]
+SOURCES: tuple[Source, ...] = ("trie", "agent_default", "prior", "fallback", "none")
 #: why an entry was passed over: too old, too few runs, hints not accurate enough lately, a
 #: trie that cannot be walked
 SkipReason = Literal["max_age", "min_runs", "accuracy", "invalid_trie"]
@@ -84,11 +86,14 @@ class Resolver:
         #: only replaced, never changed, so a lookup holds while its entry is the store's
         self._lookups: dict[tuple[str, str, int], tuple[TrieEntry, Any]] = {}
 
-    def resolve(self, agent_id: str, name: str | None, call_index: int | None) -> Resolution:
-        """Hints for the `call_index`-th call named `name` of a run of `agent_id`.
+    def resolve(
+        self, agent_id: str, name: str | None, call_index: int | None, model: str | None = None
+    ) -> Resolution:
+        """Hints for the `call_index`-th call named `name` of a run of `agent_id`, made with
+        `model` (the request's, when known).
 
         Without a name or index (a request outside any known run) only the agent-wide
-        sources apply.
+        sources apply, and the prior of the name when there is one.
         """
         store = self.store
         entry = store.hints.get(agent_id)
@@ -113,6 +118,11 @@ class Resolver:
                         return Resolution("trie", hints, call_index)
         if entry is not None and entry.hints is not None:
             return Resolution("agent_default", entry.hints, call_index, skipped)
+        if name is not None:
+            prior = store.priors.prediction(name, model)
+            if prior is not None:
+                hints = prediction_hints(prior, f"{agent_id}-d1", call_index or 1, self.config)
+                return Resolution("prior", hints, call_index, skipped)
         if self.fallback is not None:
             return Resolution("fallback", self.fallback, call_index, skipped)
         return Resolution("none", None, call_index, skipped)

@@ -16,6 +16,7 @@ from typing import Any, Literal, TypeGuard
 
 import orjson
 
+from worker.learner.priors import PriorIndex
 from worker.models.timestamps import NS_PER_SECOND, parse_timestamp_ns
 
 Topic = Literal["hints", "tries"]
@@ -56,11 +57,13 @@ class InvalidRecord(ValueError):
 
 
 class HintsStore:
-    """Latest HintsRecord and TrieEnvelope per agent id."""
+    """Latest HintsRecord and TrieEnvelope per agent id, and the priors pooled from the
+    tries (`priors`; a prior may lag its tries by up to `prior_max_stale_s`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, prior_max_stale_s: float = 1.0) -> None:
         self.hints: dict[str, HintsEntry] = {}
         self.tries: dict[str, TrieEntry] = {}
+        self.priors = PriorIndex(prior_max_stale_s)
         #: records skipped per topic (no key, bad JSON, wrong shape)
         self.invalid: dict[Topic, int] = {"hints": 0, "tries": 0}
         self.last_error: str | None = None
@@ -76,13 +79,19 @@ class HintsStore:
             return self._reject(topic, "key is not UTF-8")
         if value is None:
             table.pop(agent_id, None)
+            if topic == "tries":
+                self.priors.set_trie(agent_id, None)
             return True
         try:
             data = orjson.loads(value)
             table[agent_id] = parse_hints(data) if topic == "hints" else parse_trie(data)
         except (orjson.JSONDecodeError, InvalidRecord) as exc:
             table.pop(agent_id, None)
+            if topic == "tries":
+                self.priors.set_trie(agent_id, None)
             return self._reject(topic, f"{agent_id}: {exc}")
+        if topic == "tries":
+            self.priors.set_trie(agent_id, data)
         return True
 
     def _reject(self, topic: Topic, why: str) -> bool:

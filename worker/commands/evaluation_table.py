@@ -21,7 +21,8 @@ PLACES = {"osl_mae": 1, "iat_mae_ms": 1, "remaining_mae": 2, "level_flips_per_10
 def evaluation_table(summary: dict[str, Any]) -> bytes:
     """The summary of `Evaluation.summary()` as an aligned text table."""
     calls = summary["calls"]
-    rows = [("ours (trie lookup)", summary)]
+    ours = "ours (trie, prior)" if "prior" in summary["sources"] else "ours (trie lookup)"
+    rows = [(ours, summary)]
     for name, scores in summary["baselines"].items():
         served = scores["scored"] / calls if calls else None
         rows.append((name, {**scores, "served": served}))

@@ -22,6 +22,7 @@ from worker.commands.evaluation_table import evaluation_table
 from worker.commands.options import add_settings_arguments, settings_from_args
 from worker.errors import ExitCode, RecordError, SettingsError
 from worker.learner import Fleet, LearnerConfig, Weights, intake
+from worker.learner.config import SEMANTICS
 from worker.learner.fleet_evaluation import Evaluation
 from worker.learner.limits import Limits
 from worker.progress import Progress
@@ -36,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_settings_arguments(parser, kafka=False)
     parser.add_argument(
         "--semantics",
-        choices=("corrected", "nemo-flow"),
+        choices=SEMANTICS,
         help="learning rules (SPEC section 4); default: the learner.semantics setting",
     )
     parser.add_argument("--scale", type=int, help="sensitivity scale (default: learner.scale)")

@@ -16,6 +16,7 @@ from worker.commands.options import add_settings_arguments
 from worker.errors import ExitCode, MissingExtraError, SettingsError, StartError
 from worker.kafka.clients import explain
 from worker.kafka.topics import prepare_topics
+from worker.learner.config import SEMANTICS
 from worker.learner.limits import check_publishable
 from worker.observability.logs import setup_logging
 from worker.settings import Settings
@@ -50,7 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-json", action="store_true", default=None, help="JSON log lines")
     parser.add_argument("--processing-guarantee", choices=["at_least_once", "exactly_once"])
     parser.add_argument("--publish-interval-ms", type=int, help="hints publish interval")
-    parser.add_argument("--semantics", choices=["corrected", "nemo-flow"], help="learner rules")
+    parser.add_argument("--semantics", choices=SEMANTICS, help="learner rules")
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
@@ -117,7 +118,9 @@ def run(args: argparse.Namespace) -> int:
         return ExitCode.START
     tries = settings.topics.tries
     try:  # a trie the limits allow must be publishable, or its agent could never publish
-        check_publishable(settings.limits, tries, layout.record_limit(tries))
+        adaptive = settings.learner.adaptive_on
+        models = adaptive is not None and adaptive.priors
+        check_publishable(settings.limits, tries, layout.record_limit(tries), models)
     except SettingsError as exc:
         log.error("cannot start: %s", exc)
         loop.close()

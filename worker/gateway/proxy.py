@@ -163,9 +163,9 @@ class HintsProxy:
             return self._unchanged(request, call, name_header, "invalid_json", raw)
         if not isinstance(body, dict):
             return self._unchanged(request, call, name_header, "not_object", raw)
-        model = body.get("model")
-        call.name = name_header or (model if isinstance(model, str) else None)
-        resolution = self.client.hints_for(call.agent_id, call.run_id, call.name)
+        model = body["model"] if isinstance(body.get("model"), str) else None
+        call.name = name_header or model
+        resolution = self.client.hints_for(call.agent_id, call.run_id, call.name, model)
         call.counted = True
         self.metrics.hints.labels(resolution.source).inc()
         if resolution.skipped is not None:

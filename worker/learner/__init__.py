@@ -8,13 +8,15 @@ blob = state.to_bytes(); AgentState.from_bytes(blob).merge(other_state)
 state.recent.summary()            # {"scored", "osl_coverage", "osl_mae"} over the last 100
 """
 
-from worker.learner.config import LearnerConfig, Semantics, Weights
+from worker.learner.config import SEMANTICS, AdaptiveSettings, LearnerConfig, Semantics, Weights
 from worker.learner.fleet import Fleet
 from worker.learner.hints import default_hints, lookup_hints
 from worker.learner.state import AgentState
 from worker.learner.trie import build_trie, state_hints, trie_dict
 
 __all__ = [
+    "SEMANTICS",
+    "AdaptiveSettings",
     "AgentState",
     "Fleet",
     "LearnerConfig",

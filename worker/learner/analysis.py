@@ -104,7 +104,7 @@ def observe_run(run: Run, config: LearnerConfig) -> list[CallObservation]:
     finished = [c for c in run.calls if c.kind == "llm" and c.ended_at is not None]
     if not finished:
         return []
-    corrected = config.semantics == "corrected"
+    corrected = config.semantics != "nemo-flow"  # adaptive: the corrected rules and more
     gaps = _interarrivals_corrected(run, finished) if corrected else _interarrivals_nemo_flow(run)
     if corrected:
         spans = [(c.started_at, c.ended_at) for c in finished]
@@ -114,7 +114,11 @@ def observe_run(run: Run, config: LearnerConfig) -> list[CallObservation]:
             for c in finished
         ]
     positions, sizes = logical_positions(spans)  # type: ignore[arg-type]
-    scores = _scores(finished, positions, sizes, workflow_seconds(run), config)
+    adaptive = config.adaptive_on
+    if adaptive is not None and adaptive.comparable_levels:
+        scores = step_shares(spans, positions, len(sizes), workflow_seconds(run))  # type: ignore[arg-type]
+    else:
+        scores = _scores(finished, positions, sizes, workflow_seconds(run), config)
 
     remaining = len(finished)
     seen: dict[str, int] = {}
@@ -169,3 +173,29 @@ def _scores(
     if high == low:
         return [0.5] * len(raws)
     return [(raw - low) / (high - low) for raw in raws]
+
+
+def step_shares(
+    spans: list[tuple[int, int]], positions: list[int], steps: int, workflow_s: float
+) -> list[float]:
+    """The `adaptive` score with comparable levels: each call's step (its group, SPEC 4.4)
+    as a share of the run's duration, `min((step end - step start) / W, 1)` with the span
+    in whole milliseconds, truncated (1 when W = 0). Calls of one step share it, so
+    interchangeable parallel calls are never told apart, and it is not normalised within
+    the run: a share means the same in every agent."""
+    if workflow_s <= 0:
+        return [1.0] * len(spans)
+    starts: list[int | None] = [None] * steps
+    ends = [0] * steps
+    for (start, end), pos in zip(spans, positions, strict=True):
+        first = starts[pos]
+        if first is None or start < first:
+            starts[pos] = start
+        if end > ends[pos]:
+            ends[pos] = end
+    shares = []
+    for first, end in zip(starts, ends, strict=True):
+        span = end - first  # type: ignore[operator]
+        share = (span // NS_PER_MS if span >= 0 else -(-span // NS_PER_MS)) / 1000 / workflow_s
+        shares.append(share if share < 1.0 else 1.0)
+    return [shares[pos] for pos in positions]

@@ -29,7 +29,9 @@ from worker.learner.predictor import Predictor, Values
 if TYPE_CHECKING:
     from worker.learner.state import AgentState
 
-Source = Literal["trie", "agent_default", "none"]
+Source = Literal["trie", "agent_default", "prior", "none"]
+#: the sources an agent's own state gives; `prior` (the fleet's, adaptive rule set) only
+#: `replay --evaluate` scores (`fleet_evaluation`)
 SOURCES: tuple[Source, ...] = ("trie", "agent_default", "none")
 
 
@@ -52,11 +54,13 @@ recent_pair: Callable[[CallScore], Pair] = itemgetter(3, 4)
 
 class Learned(NamedTuple):
     """What learning one run did: its observations (what a delta stores), each LLM call's
-    score in the same order, and whether the agent's default latency sensitivity changed."""
+    score in the same order, whether the agent's default latency sensitivity changed, and
+    (adaptive rule set, priors on) each call's model, which a delta stores too."""
 
     observations: list[CallObservation]
     scores: list[CallScore]
     level_flipped: bool
+    models: list[str | None] | None = None
 
     def recent_pairs(self) -> list[Pair]:
         """What the run added to the agent's recent accuracy (a delta carries it)."""
@@ -175,6 +179,10 @@ class Scorer:
         self.root_score.add_fast(units, scores)
         self.level = None
         return scale is not None and before is not None and self._level(scale) != before
+
+    def root_level(self, scale: int) -> int | None:
+        """The default latency sensitivity at `scale`, kept until the next run."""
+        return self._level(scale)
 
     def _level(self, scale: int) -> int | None:
         """The default latency sensitivity at `scale`, kept until the next run."""

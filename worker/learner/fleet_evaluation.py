@@ -6,6 +6,10 @@ the same calls.
 - `fleet`: one root any-index prediction learned from every agent's runs so far;
 - the other semantics: a second fleet learning the same runs under the other rules.
 
+Under the adaptive rule set with priors, a call of an agent without history (source `none`
+for its own state) is scored against the prior a router would pool from the fleet's tries
+at that moment (`worker.learner.priors`): source `prior`.
+
 Pure: no Kafka, no I/O. The totals keep every scored call's p50 and output tokens for
 Kendall's tau-b.
 """
@@ -17,13 +21,16 @@ from array import array
 from dataclasses import dataclass, field
 from typing import Any
 
+from worker.learner.adaptive_trie import AdaptiveTrie
 from worker.learner.analysis import CallObservation
 from worker.learner.config import LearnerConfig
 from worker.learner.evaluation import CallScore, Learned, Source, score_against, unserved
 from worker.learner.fleet import Fleet
 from worker.learner.kendall import tau_b
 from worker.learner.limits import Limits
-from worker.learner.predictor import Predictor
+from worker.learner.predictor import Predictor, Values
+from worker.learner.priors import PriorIndex
+from worker.learner.rounding import saturate_u32
 from worker.models import Run
 
 #: the numbers every scorer reports, in SPEC 10's order
@@ -86,12 +93,18 @@ class Evaluation:
         limits = limits or Limits()
         config = config.model_copy(update={"evaluate": True})
         self.fleet = Fleet(config, limits)
+        #: the baseline rule set: nemo-flow beside corrected, corrected beside the others
         self.other_semantics = "nemo-flow" if config.semantics == "corrected" else "corrected"
         other = config.model_copy(update={"semantics": self.other_semantics})
         self.other_fleet = Fleet(other, limits)
         self.runs = 0
         self.level_flips = 0
+        adaptive = config.adaptive_on
+        #: the fleet's priors as the agents' tries stand (adaptive rule set with priors)
+        self.priors = PriorIndex() if adaptive is not None and adaptive.priors else None
         self.ours = Tally()
+        if self.priors is not None:
+            self.ours.sources = {"trie": 0, "agent_default": 0, "prior": 0, "none": 0}
         self.agent_default = Tally()
         self.pooled = Tally()
         self.other = Tally()
@@ -113,17 +126,40 @@ class Evaluation:
         self.level_flips += learned.level_flipped
         observations = learned.observations
         root = self._agent_roots.setdefault(run.agent_id, Predictor())
+        ours = learned.scores
+        if self.priors is not None:
+            ours = self._prior_scores(learned)
+            state = self.fleet.states[run.agent_id]
+            self.priors.set_components(
+                run.agent_id, AdaptiveTrie(state, self.fleet.config).components()
+            )
         self.last = {
-            "ours": learned.scores,
+            "ours": ours,
             "agent_default": _against_root(root, observations),
             "fleet": _against_root(self._pooled_root, observations),
             self.other_semantics: other.scores,
         }
-        self.ours.add(learned.scores)
+        self.ours.add(ours)
         self.agent_default.add(self.last["agent_default"])
         self.pooled.add(self.last["fleet"])
         self.other.add(other.scores)
         return learned
+
+    def _prior_scores(self, learned: Learned) -> list[CallScore]:
+        """The run's scores, its calls with nothing from their agent scored against the
+        fleet's prior for their name and model (unserved without one)."""
+        scores = learned.scores
+        if not scores or scores[0].source != "none":  # a run's calls are all served, or none
+            return scores
+        priors = self.priors
+        assert priors is not None and learned.models is not None
+        found = []
+        for obs, model in zip(learned.observations, learned.models, strict=True):
+            prior = priors.prediction(obs[0], model)
+            found.append(
+                unserved(obs) if prior is None else score_against("prior", _values(prior), obs)
+            )
+        return found
 
     def summary(self) -> dict[str, Any]:
         """SPEC 10's report: `replay --evaluate --json`."""
@@ -144,6 +180,17 @@ class Evaluation:
                 self.other_semantics: self.other.summary(),
             },
         }
+
+
+def _values(prior: dict[str, Any]) -> Values:
+    """What a call is scored against in a prior: (osl, p50, remaining mean, gap mean)."""
+    tokens, gaps = prior["output_tokens"], prior["interarrival_ms"]
+    return (
+        saturate_u32(tokens["p90"]),
+        tokens["p50"],
+        prior["remaining_calls"]["mean"],
+        gaps["mean"] if gaps["sample_count"] else None,
+    )
 
 
 def _against_root(root: Predictor, observations: list[CallObservation]) -> list[CallScore]:

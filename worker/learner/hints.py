@@ -97,6 +97,14 @@ def lookup_hints(
             found = own
     if found is None:
         return None
+    return prediction_hints(found, f"{trie['workflow_name']}-d{len(path)}", call_index, config)
+
+
+def prediction_hints(
+    found: Mapping[str, Any], prefix_id: str, call_index: int, config: LearnerConfig
+) -> dict[str, Any]:
+    """Hints for the `call_index`-th call from the Prediction a lookup found (or a prior):
+    SPEC 5's lookup rules."""
     sensitivity = found["latency_sensitivity"]
     return hint_values(
         found["output_tokens"]["p90"],
@@ -104,7 +112,7 @@ def lookup_hints(
         found["remaining_calls"]["mean"],
         sensitivity,
         config,
-        f"{trie['workflow_name']}-d{len(path)}",
+        prefix_id,
         float(sensitivity or 1),
         call_index,
     )

@@ -10,6 +10,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
 from worker.errors import RecordError, SettingsError
+from worker.learner.adaptive import MODEL_CHARS
 from worker.learner.state import AgentState
 from worker.models import Run
 
@@ -97,11 +98,12 @@ _LONGEST_LEVEL = 2**31 - 1
 _NAME_BYTES_PER_CHAR = 4
 
 
-def trie_bytes_bound(limits: Limits) -> int:
+def trie_bytes_bound(limits: Limits, models: bool = False) -> int:
     """The most bytes a published trie (TrieEnvelope JSON) within `limits` can take.
 
     Every node (at most `max_trie_nodes`, its name twice at most `max_name_length`
-    characters) with its any-index prediction, plus `max_trie_predictions` per-call-index
+    characters, and with `models` (adaptive rule set, priors) a model of at most
+    `MODEL_CHARS`) with its any-index prediction, plus `max_trie_predictions` per-call-index
     ones, each with the longest numbers JSON has; the envelope with the longest agent id."""
     metrics = dict.fromkeys(("mean", "p50", "p90", "p95"), _LONGEST_FLOAT)
     metrics = {"sample_count": _LONGEST_COUNT, **metrics}
@@ -114,9 +116,15 @@ def trie_bytes_bound(limits: Limits) -> int:
         }
     )
     name = "x" * (_NAME_BYTES_PER_CHAR * limits.max_name_length)
-    empty_node = orjson.dumps(
-        {"name": name, "children": {}, "predictions_by_call_index": {}, "predictions_any_index": 0}
-    )
+    empty: dict[str, object] = {
+        "name": name,
+        "children": {},
+        "predictions_by_call_index": {},
+        "predictions_any_index": 0,
+    }
+    if models:
+        empty["model"] = "x" * (_NAME_BYTES_PER_CHAR * MODEL_CHARS)
+    empty_node = orjson.dumps(empty)
     node = len(orjson.dumps({name: 0})) + len(empty_node) + len(prediction)  # "name":{...},
     entry = len(orjson.dumps({str(limits.max_calls_per_run): 0})) + len(prediction)  # "i":{..},
     envelope = orjson.dumps(
@@ -134,9 +142,12 @@ def trie_bytes_bound(limits: Limits) -> int:
 RECORD_OVERHEAD = 128
 
 
-def check_publishable(limits: Limits, topic: str, max_message_bytes: int) -> None:
-    """SettingsError unless every trie within `limits` fits a record of the `topic`."""
-    needed = trie_bytes_bound(limits) + _NAME_BYTES_PER_CHAR * limits.max_name_length
+def check_publishable(
+    limits: Limits, topic: str, max_message_bytes: int, models: bool = False
+) -> None:
+    """SettingsError unless every trie within `limits` (with `models`: each node's model,
+    as the adaptive rule set with priors publishes) fits a record of the `topic`."""
+    needed = trie_bytes_bound(limits, models) + _NAME_BYTES_PER_CHAR * limits.max_name_length
     needed += RECORD_OVERHEAD
     if needed > max_message_bytes:
         raise SettingsError(

@@ -16,7 +16,7 @@ from array import array
 from bisect import bisect_left, insort
 from collections import Counter
 from itertools import accumulate
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Self
 
 from worker.learner.stats import (
     _BUCKET_KEYS,
@@ -28,7 +28,7 @@ from worker.learner.stats import (
 )
 
 if TYPE_CHECKING:
-    from worker.learner.state import StatGroup
+    from worker.learner.nodes import StatGroup
 
 #: (osl, p50 of output tokens, mean remaining calls, mean interarrival ms or None)
 Values = tuple[int, float, float, float | None]
@@ -72,7 +72,7 @@ class Predictor:
         self.values: Values = (0, 0.0, 0.0, None)
 
     @classmethod
-    def of(cls, group: StatGroup) -> Predictor:
+    def of(cls, group: StatGroup) -> Self:
         """From a group's statistics (its queued observations folded in)."""
         predictor = cls()
         tokens = group.output_tokens
@@ -180,6 +180,17 @@ class Predictor:
             at += 1
         self.at90, self.before90 = at, before
         self.values = self._sketch_values()
+
+    def sketch_p90(self) -> float:
+        """The p90 itself (not rounded) while a sketch, as `_sketch_values` computes it."""
+        keys: list[int] = self.keys  # type: ignore[assignment]
+        rank = (self.count - 1) * 90 / 100
+        low = int(rank)
+        at = self.at90
+        p90 = value_of(keys[at])
+        if rank != low and low + 1 >= self.before90 + self.counts[at]:
+            p90 += (value_of(keys[at + 1]) - p90) * (rank - low)
+        return p90
 
     def _sketch_values(self) -> Values:
         """As `Statistic._sketch_percentiles` interpolates between the two ranks' buckets

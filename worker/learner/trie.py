@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from worker.learner.adaptive_trie import AdaptiveTrie
 from worker.learner.config import LearnerConfig
 from worker.learner.hints import default_hint_values, sensitivity_level
-from worker.learner.state import AgentState, NodeStats, StatGroup
+from worker.learner.nodes import NodeStats, StatGroup
+from worker.learner.state import AgentState
 from worker.models import TrieEnvelope
 from worker.models.timestamps import now_rfc3339
 
@@ -34,6 +36,8 @@ def node_dict(name: str, node: NodeStats, children: dict[str, Any], scale: int) 
 
 def trie_dict(agent_id: str, state: AgentState, config: LearnerConfig) -> dict[str, Any]:
     """The TrieEnvelope as plain JSON-ready data (what is published to `agent-tries`)."""
+    if config.semantics == "adaptive":
+        return AdaptiveTrie(state, config).trie(agent_id)
     scale = config.scale
     children = {
         name: node_dict(name, node, {}, scale) for name, node in sorted(state.children.items())
@@ -59,6 +63,8 @@ def state_hints(state: AgentState, config: LearnerConfig) -> dict[str, Any] | No
     read (`metrics`, cached for the trie built next); the two means are read directly, which
     spares folding and reading the percentiles of those statistics.
     """
+    if config.semantics == "adaptive":
+        return AdaptiveTrie(state, config).hints()
     group = state.root.any_index
     if not group.remaining_calls.count:
         return None

@@ -41,6 +41,10 @@ class Prediction(_Output):
 
 
 class TrieNode(_Output):
+    """A node; fields beyond SPEC 3's are kept as they are (the adaptive rule set's `model`)."""
+
+    model_config = ConfigDict(extra="allow")
+
     name: str
     children: dict[str, TrieNode]
     predictions_by_call_index: dict[str, Prediction]

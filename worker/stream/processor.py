@@ -77,6 +77,8 @@ class Processor:
             # (offsets are committed over published tries only, so this is the replay)
             self.to_publish.changed(entry, time.monotonic(), end_ns)
             return Result(Outcome.DUPLICATE, agent_id=run.agent_id)
-        store.learned(entry, run.id.int, learned.observations, learned.recent_pairs())
+        store.learned(
+            entry, run.id.int, learned.observations, learned.recent_pairs(), learned.models
+        )
         self.to_publish.changed(entry, time.monotonic(), end_ns)
         return Result(Outcome.LEARNED, agent_id=run.agent_id, learned=learned)

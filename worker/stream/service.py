@@ -73,7 +73,9 @@ class StreamService:
         self.metrics.state_cache_limit.set(s.state_cache_bytes)
         self.app = make_app(s, partitions)
         self.table = make_table(self.app, partitions)
-        self.store = StateStore(self.table, s.state_cache_bytes, window=s.learner.dedupe_window)
+        self.store = StateStore(
+            self.table, s.state_cache_bytes, window=s.learner.dedupe_window, config=s.learner
+        )
         self.to_publish = PublishQueue(self.store.cache)
         self.offsets = Offsets(kafka)
         self.producer = output_producer(s, layout)

@@ -235,3 +235,59 @@ def test_records_without_a_usable_key_are_counted() -> None:
 def test_a_bad_fallback_is_refused() -> None:
     with pytest.raises(ValueError, match="osl"):
         Resolver(HintsStore(), fallback={**FALLBACK, "osl": -1})
+
+
+ADAPTIVE = LearnerConfig(semantics="adaptive")
+
+
+def adaptive_store() -> HintsStore:
+    """Two agents the adaptive rule set learned: their tries name each node's model."""
+    store = HintsStore(prior_max_stale_s=0.0)
+    for agent, tokens in (("a", 100), ("b", 300)):
+        state = AgentState()
+        state.learn(run(llm("plan", 0, 100, tokens, "m"), llm("write", 200, 300, 5, "w")), ADAPTIVE)
+        trie = trie_dict(agent, state, ADAPTIVE) | {"generated_at": stamp(NOW)}
+        hints = {"agent_id": agent, "hints": state_hints(state, ADAPTIVE), "runs": 1}
+        assert store.apply(
+            "hints", agent.encode(), orjson.dumps(hints | {"updated_at": stamp(NOW)})
+        )
+        assert store.apply("tries", agent.encode(), orjson.dumps(trie))
+    return store
+
+
+def test_an_agent_without_history_gets_the_prior_of_its_call_name_and_model() -> None:
+    """Between agent_default and fallback: `new` has no entry, the fleet knows `plan` on
+    model m (a's 100 tokens and b's 300, one sample each): hints from their pooled
+    prediction, as a lookup at depth 1 would make them."""
+    store = adaptive_store()
+    got = resolver(store, fallback=FALLBACK).resolve("new", "plan", 2, "m")
+    assert got.source == "prior" and got.call_index == 2 and got.skipped is None
+    prior = store.priors.prediction("plan", "m")
+    assert prior is not None and prior["output_tokens"]["sample_count"] == 2
+    assert got.hints is not None and got.hints["osl"] == round(prior["output_tokens"]["p90"])
+    assert got.hints["prefix_id"] == "new-d1"
+    assert got.hints["total_requests"] == round(prior["remaining_calls"]["mean"]) + 2
+    assert resolver(store).resolve("new", "unknown-name", 1, "m").source == "none"
+    assert resolver(store, fallback=FALLBACK).resolve("new", None, None).source == "fallback"
+    assert resolver(store).resolve("a", "plan", 1, "m").source == "trie"  # known: its own
+
+
+def test_an_agent_passed_over_gets_the_prior_too() -> None:
+    store = adaptive_store()
+    got = resolver(store, min_runs=5).resolve("a", "plan", 1, "m")
+    assert (got.source, got.skipped) == ("prior", "min_runs")
+
+
+def test_tries_of_the_other_rule_sets_make_no_priors() -> None:
+    store = store_with()  # corrected: no `model` on the nodes
+    assert resolver(store).resolve("new", "plan", 1).source == "none"
+    assert len(store.priors) == 0
+
+
+def test_a_tries_tombstone_or_bad_value_removes_the_agents_part_of_the_priors() -> None:
+    store = adaptive_store()
+    assert store.apply("tries", b"a", None)
+    prior = store.priors.prediction("plan", "m")
+    assert prior is not None and prior["output_tokens"]["sample_count"] == 1
+    assert not store.apply("tries", b"b", b"{not json")
+    assert store.priors.prediction("plan", "m") is None

@@ -159,6 +159,20 @@ def test_evaluate_json_has_exactly_the_spec10_keys(tmp_path: Path) -> None:
     assert report["baselines"]["fleet"]["scored"] > report["scored"] > 0 < first_runs
 
 
+def test_evaluate_under_adaptive_counts_the_prior_source_beside_corrected(tmp_path: Path) -> None:
+    source = _generated(tmp_path, 60, 3)
+    done = replay(str(source), "--evaluate", "--json", "--semantics", "adaptive")
+    assert done.returncode == 0, done.stderr
+    report = orjson.loads(done.stdout)
+    assert report["semantics"] == "adaptive"
+    assert set(report["sources"]) == {"trie", "agent_default", "prior", "none"}
+    assert sum(report["sources"].values()) == report["calls"]
+    assert set(report["baselines"]) == {"fleet", "agent_default", "corrected"}
+    lines = replay(str(source), "--semantics", "adaptive").stdout.splitlines()
+    trie = orjson.loads(lines[0])["trie"]
+    assert all("model" in node for node in trie["root"]["children"].values())
+
+
 def test_evaluate_prints_a_table_with_ours_and_each_baseline(tmp_path: Path) -> None:
     source = _generated(tmp_path, 30, 2)
     done = replay(str(source), "--evaluate")

@@ -11,13 +11,18 @@ from hypothesis import given, settings
 from tests.unit.learner.test_state import runs as random_runs
 from tests.unit.runs import llm, run
 from worker.demo_workload import generate_runs
-from worker.learner import AgentState, LearnerConfig, trie_dict
+from worker.learner import AdaptiveSettings, AgentState, LearnerConfig, trie_dict
 from worker.learner.analysis import observe_run
 from worker.learner.fleet_evaluation import Evaluation
 from worker.learner.rounding import round_half_away
 from worker.models import RunRecord, parse_run
 
 CORRECTED, NEMO_FLOW = LearnerConfig(), LearnerConfig(semantics="nemo-flow")
+ADAPTIVE = LearnerConfig(semantics="adaptive")
+#: decay at a hair trigger, so that random runs shift often
+SHIFTING = LearnerConfig(
+    semantics="adaptive", adaptive=AdaptiveSettings(shift_calls=1, shift_min_samples=1)
+)
 
 
 def hand_worked_runs() -> list[RunRecord]:
@@ -183,14 +188,15 @@ def learned_scores(state: AgentState, record: RunRecord, config: LearnerConfig) 
 @settings(max_examples=80, deadline=None)
 @given(records=random_runs)
 def test_every_score_is_the_trie_lookups_bit_for_bit(records: list[RunRecord]) -> None:
-    for config in (CORRECTED, NEMO_FLOW):
+    """Under every rule set: the adaptive one's back-off osl is the published one."""
+    for config in (CORRECTED, NEMO_FLOW, ADAPTIVE, SHIFTING):
         state = AgentState()
         for record in records:
             want = lookup_scores(state, record, config)
             assert learned_scores(state, record, config) == want
 
 
-@pytest.mark.parametrize("config", [CORRECTED, NEMO_FLOW])
+@pytest.mark.parametrize("config", [CORRECTED, NEMO_FLOW, ADAPTIVE])
 def test_scores_stay_the_trie_lookups_past_the_exact_limit(config: LearnerConfig) -> None:
     """Groups beyond 100 samples predict from the bucket sketch: the same values."""
     start = 1_780_000_000_000_000_000

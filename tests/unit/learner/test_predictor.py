@@ -5,9 +5,9 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from worker.learner.nodes import StatGroup
 from worker.learner.predictor import Predictor
 from worker.learner.rounding import round_half_away
-from worker.learner.state import StatGroup
 
 Sample = tuple[int, int, int | None]  # output tokens, remaining calls, interarrival ms
 

@@ -16,7 +16,8 @@ from tests.unit.runs import llm, run, tool
 from worker.demo_workload import generate_runs
 from worker.learner import AgentState, LearnerConfig, build_trie, trie_dict
 from worker.learner.exact_sums import exact_mean, fast_units, load_exact
-from worker.learner.state import StateFormatError, legacy_run_ids, units_of
+from worker.learner.nodes import units_of
+from worker.learner.state import StateFormatError, legacy_run_ids
 from worker.models import RunRecord, parse_run
 
 CONFIGS = [LearnerConfig(), LearnerConfig(semantics="nemo-flow")]

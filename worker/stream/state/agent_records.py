@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from worker.learner import AgentState
+from worker.learner import AgentState, LearnerConfig
 from worker.learner.state import legacy_run_ids
 from worker.stream.state.entry import AgentEntry, Chain, Serialized
 from worker.stream.state.protocols import Get
@@ -49,10 +49,12 @@ MIN_DELTA_BYTES = 32768
 Put = Callable[[bytes, bytes | None], None]
 
 
-def read(agent_id: str, partition: int, log: PartitionLog, get: Get) -> AgentEntry:
+def read(
+    agent_id: str, partition: int, log: PartitionLog, get: Get, config: LearnerConfig
+) -> AgentEntry:
     """The agent as the table holds it: its snapshot and the deltas of the same owner that
-    continue it (rule 2). Ids the partition's run ids lack are added there and kept in the
-    entry's `unlogged`: its next snapshot carries them (rule 4)."""
+    continue it (rule 2), folded under `config`'s rules. Ids the partition's run ids lack are
+    added there and kept in the entry's `unlogged`: its next snapshot carries them (rule 4)."""
     head_value = get(agent_key(agent_id))
     if head_value is None:
         return AgentEntry(agent_id, partition, AgentState())
@@ -80,7 +82,7 @@ def read(agent_id: str, partition: int, log: PartitionLog, get: Get) -> AgentEnt
         delta = decode_delta(value)
         if delta.owner != head.owner or delta.seq != chain.seq + 1:
             break  # written on another (older) snapshot: not part of this chain
-        state.fold(delta.observations, delta.runs, delta.recent)
+        state.fold(delta.observations, delta.runs, delta.recent, config, delta.models)
         unlogged += log.add_stored(delta.run_ids)
         serialized.deltas.append(value)
         chain.seq += 1
@@ -89,12 +91,12 @@ def read(agent_id: str, partition: int, log: PartitionLog, get: Get) -> AgentEnt
     return AgentEntry(agent_id, partition, state, serialized, chain, unlogged=unlogged or None)
 
 
-def decode(serialized: Serialized) -> AgentState:
-    """The state from its serialized form (snapshot body and deltas)."""
+def decode(serialized: Serialized, config: LearnerConfig) -> AgentState:
+    """The state from its serialized form (snapshot body and deltas), under `config`'s rules."""
     state = AgentState.from_bytes(serialized.body)
     for value in serialized.deltas:
         delta = decode_delta(value)
-        state.fold(delta.observations, delta.runs, delta.recent)
+        state.fold(delta.observations, delta.runs, delta.recent, config, delta.models)
     return state
 
 
@@ -106,7 +108,13 @@ def write_delta(entry: AgentEntry, owner: int, put: Callable[[str], Put]) -> boo
         return False
     seq = chain.seq + 1
     value = encode_delta(
-        owner, seq, unwritten.runs, bytes(unwritten.ids), unwritten.observations, unwritten.recent
+        owner,
+        seq,
+        unwritten.runs,
+        bytes(unwritten.ids),
+        unwritten.observations,
+        unwritten.recent,
+        unwritten.models,
     )
     if chain.delta_bytes + len(value) > max(chain.snapshot_bytes, MIN_DELTA_BYTES):
         return False

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Iterable
 
-from worker.learner import AgentState
+from worker.learner import AgentState, LearnerConfig
 from worker.stream.state import agent_records
 from worker.stream.state.entry import AgentEntry, Hold, Serialized
 
@@ -46,9 +46,13 @@ def decoded_estimate(serialized: int) -> int:
 class AgentCache:
     """Entries by agent id; the unheld ones in two least-recently-used orders."""
 
-    def __init__(self, max_bytes: int, max_decoded: int = MAX_DECODED) -> None:
+    def __init__(
+        self, max_bytes: int, max_decoded: int = MAX_DECODED, config: LearnerConfig | None = None
+    ) -> None:
         self.max_bytes = max_bytes
         self.max_decoded = max_decoded
+        #: the rules serialized states are decoded under (their deltas folded)
+        self.config = config or LearnerConfig()
         self._entries: dict[str, AgentEntry] = {}
         #: unheld agents, least recently used first: decoded, and serialized only
         self._decoded: OrderedDict[str, AgentEntry] = OrderedDict()
@@ -86,7 +90,7 @@ class AgentCache:
         state = entry.state
         if state is None:
             assert entry.serialized is not None  # a cold entry always has its bytes
-            state = entry.state = agent_records.decode(entry.serialized)
+            state = entry.state = agent_records.decode(entry.serialized, self.config)
             if self._entries.get(entry.agent_id) is entry:
                 self.decoded_count += 1
                 self._resize(entry)

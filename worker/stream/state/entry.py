@@ -56,13 +56,14 @@ class Serialized:
 
 @dataclass(slots=True)
 class Unwritten:
-    """The runs learned since the agent was last written: their observations and ids, and
-    what they added to its recent accuracy."""
+    """The runs learned since the agent was last written: their observations and ids, what
+    they added to its recent accuracy, and (adaptive rule set, priors) their calls' models."""
 
     runs: int = 0
     observations: list[CallObservation] = field(default_factory=list)
     ids: bytearray = field(default_factory=bytearray)
     recent: list[Pair] = field(default_factory=list)
+    models: list[str | None] | None = None
 
 
 @dataclass(slots=True, eq=False)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import NamedTuple
 
-from worker.learner import AgentState
+from worker.learner import AgentState, LearnerConfig
 from worker.learner.accuracy import Pair
 from worker.learner.analysis import CallObservation
 from worker.learner.run_ids import id_bytes
@@ -55,9 +55,9 @@ class PartitionState:
     def has_changes(self) -> bool:
         return bool(self.dirty) or self.log.unwritten
 
-    def read(self, agent_id: str, get: Get) -> AgentEntry:
+    def read(self, agent_id: str, get: Get, config: LearnerConfig) -> AgentEntry:
         """An agent of this partition as the table holds it (`agent_records.read`)."""
-        entry = agent_records.read(agent_id, self.partition, self.log, get)
+        entry = agent_records.read(agent_id, self.partition, self.log, get, config)
         if entry.unlogged:
             self.unlogged[agent_id] = entry
         return entry
@@ -68,15 +68,23 @@ class PartitionState:
         run_id: int,
         observations: list[CallObservation],
         recent: list[Pair],
+        models: list[str | None] | None = None,
     ) -> None:
         """A run (`run_id`, its `observations`, the `recent` accuracy pairs its scored calls
-        added) was learned into the agent: buffer it."""
+        added, its calls' `models` when the rule set keeps them) was learned into the agent:
+        buffer it."""
         unwritten = entry.unwritten
         if unwritten is None:
             unwritten = entry.unwritten = Unwritten()
         unwritten.runs += 1
         unwritten.observations += observations
         unwritten.recent += recent
+        if models is not None:
+            if unwritten.models is None:  # runs before it kept none: none known for them
+                unwritten.models = [None] * (len(unwritten.observations) - len(models))
+            unwritten.models += models
+        elif unwritten.models is not None:
+            unwritten.models += [None] * len(observations)
         if self.log.ids.window:
             unwritten.ids += id_bytes(run_id)
         self.dirty[entry.agent_id] = entry

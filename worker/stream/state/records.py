@@ -125,9 +125,10 @@ def decode_part(value: bytes) -> bytes:
 
 @dataclass(slots=True)
 class Delta:
-    """The runs one commit added to an agent: their observations and ids, and the
-    (covered, osl error) pairs their scored calls added to its recent accuracy (None in
-    deltas written before scoring existed: folding scores them again)."""
+    """The runs one commit added to an agent: their observations and ids, the (covered, osl
+    error) pairs their scored calls added to its recent accuracy (None in deltas written
+    before scoring existed: folding scores them again), and each call's model (adaptive rule
+    set with priors; None in deltas without them)."""
 
     owner: int
     seq: int
@@ -135,6 +136,7 @@ class Delta:
     run_ids: bytes
     observations: list[CallObservation] = field(default_factory=list)
     recent: list[Pair] | None = None
+    models: list[str | None] | None = None
 
 
 def encode_delta(
@@ -144,17 +146,23 @@ def encode_delta(
     run_ids: bytes,
     observations: list[CallObservation],
     recent: list[Pair],
+    models: list[str | None] | None = None,
 ) -> bytes:
     """Observations column-wise, call names once each (about 25 bytes per LLM call), then
-    the recent-accuracy pairs as two columns (only the last `WINDOW` can matter)."""
+    the recent-accuracy pairs as two columns (only the last `WINDOW` can matter), then, when
+    there are `models`, each call's model as a reference into a list of them (null: none)."""
     names: dict[str, int] = {}
     name_refs = [names.setdefault(o[0], len(names)) for o in observations]
     columns = [list(c) for c in zip(*observations, strict=True)][1:] if observations else [[]] * 5
     recent = recent[-WINDOW:]
     covered, errors = [int(c) for c, _ in recent], [e for _, e in recent]
     head = _DELTA_HEAD.pack(owner, seq, runs, len(run_ids) // ID_BYTES)
-    body = orjson.dumps([list(names), name_refs, *columns, covered, errors])
-    return _DELTA + head + run_ids + body
+    parts = [list(names), name_refs, *columns, covered, errors]
+    if models is not None:
+        known: dict[str, int] = {}
+        refs = [None if m is None else known.setdefault(m, len(known)) for m in models]
+        parts += [list(known), refs]
+    return _DELTA + head + run_ids + orjson.dumps(parts)
 
 
 def decode_delta(value: bytes) -> Delta:
@@ -169,14 +177,19 @@ def decode_delta(value: bytes) -> Delta:
             CallObservation(names[ref], *row)
             for ref, row in zip(refs, zip(*columns, strict=True), strict=True)
         ]
-        recent = None
-        if len(data) == 9:
+        recent = models = None
+        if len(data) >= 9:
             recent = list(RecentAccuracy.load(data[7:9]).pairs)
-        elif len(data) != 7:
+        if len(data) == 11:
+            known, refs = data[9], data[10]
+            if len(refs) != len(observations):
+                raise ValueError("a model per observation")
+            models = [None if ref is None else known[ref] for ref in refs]
+        elif len(data) not in (7, 9):
             raise ValueError(f"{len(data)} columns")
     except (ValueError, TypeError, IndexError) as exc:
         raise StateFormatError(f"unreadable delta record: {exc}") from None
-    return Delta(owner, seq, runs, value[start:ids_end], observations, recent)
+    return Delta(owner, seq, runs, value[start:ids_end], observations, recent, models)
 
 
 # --- a partition's run ids ---------------------------------------------------------------------

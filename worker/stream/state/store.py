@@ -13,7 +13,7 @@ import itertools
 import logging
 from collections.abc import Iterable
 
-from worker.learner import AgentState
+from worker.learner import AgentState, LearnerConfig
 from worker.learner.accuracy import Pair
 from worker.learner.analysis import CallObservation
 from worker.learner.run_ids import RunIds
@@ -34,10 +34,13 @@ class StateStore:
         max_bytes: int,
         window: int = 100_000,
         max_decoded: int = MAX_DECODED,
+        config: LearnerConfig | None = None,
     ) -> None:
         self.table = table
         self.window = window
-        self.cache = AgentCache(max_bytes, max_decoded)
+        #: the learning rules: stored deltas are folded under them when an agent is read
+        self.config = config or LearnerConfig()
+        self.cache = AgentCache(max_bytes, max_decoded, self.config)
         self._partitions: dict[int, PartitionState] = {}
         #: the partitions this worker owns (None until the first assignment: all of them)
         self._owned: set[int] | None = None
@@ -71,7 +74,7 @@ class StateStore:
         if entry is not None:
             cache.state(entry)
             return entry
-        entry = part.read(agent_id, self.table.get)
+        entry = part.read(agent_id, self.table.get, self.config)
         cache.fit()  # room first: the new entry is not serialized before it is used
         cache.add(entry)
         if entry.unlogged:
@@ -88,11 +91,13 @@ class StateStore:
         run_id: int,
         observations: list[CallObservation],
         recent: list[Pair],
+        models: list[str | None] | None = None,
     ) -> None:
-        """A run (`run_id`, its `observations`, the `recent` accuracy pairs it added)
-        changed the agent: written at the next commit."""
+        """A run (`run_id`, its `observations`, the `recent` accuracy pairs it added, its
+        calls' `models` under the adaptive rule set) changed the agent: written at the next
+        commit."""
         self.cache.hold(entry, Hold.UNWRITTEN)
-        self.partition(entry.partition).learned(entry, run_id, observations, recent)
+        self.partition(entry.partition).learned(entry, run_id, observations, recent, models)
 
     # --- writing ----------------------------------------------------------------------------
 

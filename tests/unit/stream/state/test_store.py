@@ -18,6 +18,7 @@ from tests.unit.stream.state.changelog_sim import Changelog, Crash, LocalStore, 
 from worker.demo_workload import generate_runs
 from worker.learner import AgentState, LearnerConfig, state_hints, trie_dict
 from worker.learner.limits import Limits
+from worker.learner.state import StateFormatError
 from worker.models import parse_run
 from worker.stream.processor import Outcome, Processor
 from worker.stream.publish_queue import PublishQueue
@@ -27,12 +28,14 @@ from worker.stream.state.records import agent_key, encode_snapshot
 from worker.stream.state.store import StateStore
 
 CONFIG = LearnerConfig()
+ADAPTIVE = LearnerConfig(semantics="adaptive")
 PARTITIONS = 2
 START = 1_700_000_000_000_000_000
 
 
 def make_store(table: Any, **options: Any) -> StateStore:
     options.setdefault("max_bytes", 1 << 30)
+    options.setdefault("config", CONFIG)
     return StateStore(table, **options)
 
 
@@ -44,12 +47,21 @@ def stored_state(store: StateStore, agent_id: str, partition: int) -> AgentState
     return store.state(store.get(agent_id, partition))
 
 
-def make_input(seed: int, runs: int, agents: int) -> dict[int, list[bytes]]:
+def make_input(seed: int, runs: int, agents: int, drift: bool = False) -> dict[int, list[bytes]]:
     """Per partition, the records in offset order: runs of the agents homed there, about one
-    in eight sent a second time a few records later (a producer retry)."""
+    in eight sent a second time a few records later (a producer retry). With `drift`, the
+    second half of the runs write five times the tokens (the adaptive rule set forgets)."""
     rng = random.Random(seed)
     records: dict[int, list[bytes]] = {p: [] for p in range(PARTITIONS)}
-    for run in generate_runs(runs, agents, seed=seed, llm_calls=(1, 5), start_ns=START):
+    generated = generate_runs(runs, agents, seed=seed, llm_calls=(1, 5), start_ns=START)
+    for number, run in enumerate(generated):
+        if drift:  # a model per call name, another one (and more tokens) half-way through
+            later = number >= runs // 2
+            for call in run["calls"]:
+                if call["kind"] == "llm":
+                    call["model_name"] = ("new-" if later else "old-") + call["name"]
+                if later and call.get("output_tokens"):
+                    call["output_tokens"] *= 5
         value = orjson.dumps(run)
         home = records[partition_for(run["agent_id"], PARTITIONS)]
         home.append(value)
@@ -148,19 +160,24 @@ Generation = tuple[str, bool, int | None, int, int, int]
 
 
 def crash_and_restart(
-    seed: int, generations: list[Generation], small: bool, interleave: int = 0
+    seed: int,
+    generations: list[Generation],
+    small: bool,
+    interleave: int = 0,
+    config: LearnerConfig = CONFIG,
 ) -> None:
     """Workers killed at table writes (also mid-commit: part of what they sent reaches the
     changelog and part of that their disk), restarted with their disk, without it, or
     another worker with a stale disk taking over; then one runs to the end. Every agent's
     stored state must equal its distinct runs learned once, bit for bit."""
     patch = pytest.MonkeyPatch()
+    patch.setitem(globals(), "CONFIG", config)
     if small:  # snapshots, parts, chunk sealing and forgetting, eviction: all of them, often
         patch.setattr(agent_records, "MIN_DELTA_BYTES", 600)
         patch.setattr(agent_records, "MAX_DELTAS", 3)
         patch.setattr(records, "INLINE_BYTES", 1500)
         patch.setattr(records, "PART_BYTES", 700)
-    inputs = make_input(seed, runs=160, agents=5)
+    inputs = make_input(seed, runs=160, agents=5, drift=config is ADAPTIVE)
     options = {"window": 300, "max_bytes": 40_000, "max_decoded": 2} if small else {}
     changelog = Changelog()
     disks: dict[str, LocalStore] = {}
@@ -251,6 +268,43 @@ def test_every_run_counts_once_through_crashes_at_any_write(
     seed: int, generations: list[Generation], small: bool, interleave: int
 ) -> None:
     crash_and_restart(seed, generations, small, interleave)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed=st.integers(0, 2**16),
+    generations=st.lists(generation, min_size=1, max_size=6),
+    small=st.booleans(),
+    interleave=st.integers(0, 3),
+)
+def test_every_run_counts_once_through_crashes_under_the_adaptive_rules(
+    seed: int, generations: list[Generation], small: bool, interleave: int
+) -> None:
+    """The same under the adaptive rule set, whose deltas are folded run by run (shifts,
+    hysteresis, models): a state rebuilt from any stored prefix equals learning the runs."""
+    crash_and_restart(seed, generations, small, interleave, ADAPTIVE)
+
+
+def test_the_drifting_input_makes_adaptive_agents_forget() -> None:
+    """The input above exercises decay: some agent forgets runs (its root holds fewer
+    calls than it learned) and its deltas carry models."""
+    inputs = make_input(seed=5, runs=160, agents=5, drift=True)
+    states: dict[str, AgentState] = {}
+    calls: dict[str, int] = {}
+    seen: set[bytes] = set()
+    for values in inputs.values():
+        for value in values:
+            if value in seen:
+                continue
+            seen.add(value)
+            run = parse_run(value)
+            learned = states.setdefault(run.agent_id, AgentState()).learn(run, ADAPTIVE)
+            calls[run.agent_id] = calls.get(run.agent_id, 0) + len(learned.observations)
+            assert learned.models is not None and len(learned.models) == len(learned.observations)
+    forgot = [a for a, s in states.items() if s.root.any_index.remaining_calls.count < calls[a]]
+    assert forgot
+    extras = states[forgot[0]].adaptive
+    assert extras is not None and any(extras.models.values())
 
 
 def test_a_commit_cut_short_is_read_back_whole_or_not_at_all() -> None:
@@ -480,3 +534,20 @@ def test_deltas_carry_the_recent_accuracy_pairs_and_old_ones_read_without() -> N
     head, body = new[: new.index(b"[")], orjson.loads(new[new.index(b"[") :])
     old = records.decode_delta(head + orjson.dumps(body[:7]))
     assert old.observations == observations and old.recent is None
+
+
+def test_deltas_carry_the_calls_models_and_older_ones_read_without() -> None:
+    run = parse_run(orjson.dumps(next(iter(generate_runs(1, 1, seed=4, start_ns=START)))))
+    learned = AgentState().learn(run, ADAPTIVE)
+    observations = learned.observations
+    models = ["gpt-4o", None, *["llama"] * (len(observations) - 2)]
+    value = records.encode_delta(7, 2, 1, b"", observations, [], models)
+    delta = records.decode_delta(value)
+    assert delta.observations == observations and delta.models == models
+    assert delta.recent == []
+    head, body = value[: value.index(b"[")], orjson.loads(value[value.index(b"[") :])
+    assert body[9] == ["gpt-4o", "llama"]  # each model once, then a reference per call
+    older = records.decode_delta(head + orjson.dumps(body[:9]))
+    assert older.observations == observations and older.models is None
+    with pytest.raises(StateFormatError):  # a reference per observation, or it is not a delta
+        records.decode_delta(head + orjson.dumps([*body[:10], body[10][:-1]]))

@@ -1,0 +1,339 @@
+"""SPEC 10 scoring under the `adaptive` rule set: what `Scorer` does, with the back-off `osl`
+the trie publishes, the tally the shift detector reads, and the score means hysteresis needs.
+
+- `osl` with back-off (`worker.learner.backoff`): the own group's order statistic of rank
+  ceil(0.9 (n + k)) while its samples are exact, else, beyond them, the larger of its largest
+  sample and its parent's back-off p90 (the node's any-index group, read from the statistics
+  before the run and kept until that group changes).
+- the tally of a run: its calls whose own (name, call index) group had at least
+  `shift_min_samples` samples, and how many of them were above their `osl` or below
+  `2 p50 - osl` (`worker.learner.shift`).
+- with hysteresis, the exact mean score of each group hysteresis keeps a level for (every
+  call's own group, and the root's any-index one), kept in step with the statistics, so a
+  run's levels cost no fold of the node queues.
+
+Scoring a run changes nothing (`score`); a run is learned into the predictors and means only
+once the streak has judged it (`learn`), so a held run leaves the scorer as it was.
+"""
+
+from __future__ import annotations
+
+from array import array
+from bisect import bisect_left, insort
+from collections import Counter
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from worker.learner.analysis import CallObservation
+from worker.learner.backoff import RankTable, own_p90, rank_table, uppers
+from worker.learner.config import AdaptiveSettings
+from worker.learner.evaluation import CallScore, Scorer, new_score, unserved
+from worker.learner.exact_sums import FAST_SHIFT, Mean, add_exact, exact
+from worker.learner.hysteresis import GroupKey, Levels
+from worker.learner.predictor import Predictor, Values, _key
+from worker.learner.stats import EXACT_LIMIT
+
+if TYPE_CHECKING:
+    from worker.learner.nodes import StatGroup
+    from worker.learner.state import AgentState
+
+#: a run's shift evidence: (eligible calls, calls above their osl, calls below 2 p50 - osl)
+Tally = tuple[int, int, int]
+
+
+class AdaptiveScorer(Scorer):
+    """`Scorer` for the adaptive rule set (see the module docstring)."""
+
+    __slots__ = ("means", "min_samples", "nodes", "parents", "ranks", "tally")
+
+    def __init__(self, state: AgentState, settings: AdaptiveSettings) -> None:
+        super().__init__(state)
+        k = settings.backoff_samples
+        self.ranks: RankTable | None = rank_table(k) if k else None
+        self.min_samples = settings.shift_min_samples
+        #: back-off output-token p90 of parent groups, by node name (None: the root), with
+        #: the sample counts it was read at: the group's, and the root's when it leaned on it
+        #: (else -1)
+        self.parents: dict[str | None, tuple[int, int, float | None]] = {}
+        #: the output tokens of each node's any-index group read as a parent, kept in step
+        #: from then on (reading the group itself would fold its node's queue each time)
+        self.nodes: dict[str, _Tokens] = {}
+        self.tally: Tally = (0, 0, 0)
+        #: with hysteresis: the score mean of each group keeping a level (the root's is
+        #: `root_score`)
+        self.means: dict[GroupKey, Mean] | None = None
+        if settings.hysteresis:
+            self.means = {key: _copy(group.score) for key, group in groups(state)}
+            self.means[(None, 0)] = self.root_score
+
+    def score(self, state: AgentState, observations: list[CallObservation]) -> list[CallScore]:
+        """Each call of one run against the state before the run, with the back-off osl;
+        sets `tally`. Changes nothing: `learn` the run once it is to be learned."""
+        predictors = self.predictors
+        ranks = self.ranks
+        min_samples = self.min_samples
+        eligible = above = below = 0
+        scores: list[CallScore] = []
+        append = scores.append
+        for obs in observations:
+            name, index, remaining, gap, y, _ = obs
+            predictor = predictors.get((name, index))
+            if predictor is not None:
+                osl, p50, remaining_mean, gap_mean = predictor.values
+                count = predictor.count
+                if ranks is not None and count <= EXACT_LIMIT:
+                    rank = ranks[count][0]
+                    if rank <= count:
+                        osl = predictor.tokens[rank - 1]
+                    else:
+                        parent = self._parent(state, name)
+                        top = predictor.tokens[count - 1]
+                        osl = top if parent is None or parent <= top else int(parent + 0.5)
+                if count >= min_samples:
+                    eligible += 1
+                    if y > osl:
+                        above += 1
+                    elif y < 2 * p50 - osl:
+                        below += 1
+            else:
+                found = self._fallback(state, obs)
+                if found is None:
+                    append(unserved(obs))
+                    continue
+                osl, p50, remaining_mean, gap_mean = found
+            append(
+                new_score(
+                    (
+                        "trie",
+                        y,
+                        p50,
+                        y <= osl,
+                        abs(p50 - y),
+                        None if gap is None or gap_mean is None else abs(gap_mean - gap),
+                        abs(remaining_mean - remaining),
+                    )
+                )
+            )
+        self.tally = (eligible, above, below)
+        return scores
+
+    def learn(
+        self,
+        observations: list[CallObservation],
+        units: list[int | None],
+        levels: Levels,
+        scale: int,
+        margin: float,
+    ) -> None:
+        """Learn a run the state folds: its calls into their groups' predictors, its scores
+        into the means (and, with hysteresis, the levels of the groups it touched)."""
+        predictors = self.predictors
+        nodes = self.nodes
+        if nodes:
+            for obs in observations:
+                node = nodes.get(obs[0])
+                if node is not None:
+                    node.add_tokens(obs[4])
+        if not margin:
+            for obs in observations:
+                key = (obs[0], obs[1])
+                predictor = predictors.get(key)
+                if predictor is None:
+                    predictor = predictors[key] = Predictor()
+                predictor.add(obs[4], obs[2], obs[3])
+            self.learn_scores(units, [o[5] for o in observations], None)
+            return
+        means = self.means
+        assert means is not None, "built with hysteresis"
+        update, approx = levels.update, levels.approx
+        for obs, unit in zip(observations, units, strict=True):
+            key = (obs[0], obs[1])  # a run adds one call to a (name, call index) group
+            predictor = predictors.get(key)
+            if predictor is None:
+                predictor = predictors[key] = Predictor()
+                mean = means[key] = Mean()
+            else:
+                mean = means[key]
+            predictor.add(obs[4], obs[2], obs[3])
+            score = obs[5]
+            count = mean.count = mean.count + 1  # `_add` inlined
+            if unit is not None and mean.shift == FAST_SHIFT:
+                mean.units += unit
+            else:
+                mean.units, mean.shift = add_exact(mean.units, mean.shift, *exact(score))
+            band = approx.get(key)
+            if band is not None:  # the float mean, moved; inside the band the level stays
+                moved = band[0] + (score - band[0]) / count
+                if band[1] <= moved < band[2]:
+                    band[0] = moved
+                    continue
+            update(key, mean, scale, margin)
+        self._learn_root_level(observations, units, levels, scale, margin)
+
+    def default_level(self, levels: Levels, scale: int) -> int | None:
+        """The agent's default latency sensitivity: the root's published level."""
+        return levels.get((None, 0)) if self.means is not None else self.root_level(scale)
+
+    def _fallback(self, state: AgentState, obs: CallObservation) -> Values | None:
+        """For a call whose name or index is new to the agent, the prediction the lookup
+        falls back to (`Scorer._new_group`), with its back-off osl; None before the agent's
+        first LLM call."""
+        name, index = obs[0], obs[1]
+        node = state.children.get(name)
+        root = state.root
+        if node is not None:
+            group = node.any_index
+        elif index <= root.high:
+            group = root.by_index[index]
+        elif root.high:
+            group = root.any_index
+        else:
+            return None
+        values = Predictor.of(group).values
+        if self.ranks is None:
+            return values
+        if node is not None:
+            found = self._parent(state, name)
+        elif index <= root.high:
+            parent = self._parent(state, None)
+            behind = None if parent is None else (parent, parent)  # only p90 is read
+            fallback = uppers(group.output_tokens, behind, self.ranks)
+            found = None if fallback is None else fallback[0]
+        else:
+            found = self._parent(state, None)
+        assert found is not None  # the group has samples
+        return int(found + 0.5), *values[1:]
+
+    def _parent(self, state: AgentState, name: str | None) -> float | None:
+        """The back-off p90 of output tokens of node `name`'s any-index group (the root's for
+        None), as the statistics stand before the run."""
+        root = state.root
+        root_count = root.samples  # without folding the root's queue
+        tokens = None
+        if name is None:
+            count = root_count
+        else:
+            tokens = self.nodes.get(name)
+            if tokens is None:
+                tokens = self.nodes[name] = _Tokens.of(state.children[name].any_index)
+            count = tokens.count
+        cached = self.parents.get(name)
+        if cached is not None and cached[0] == count and cached[1] in (-1, root_count):
+            return cached[2]
+        ranks: RankTable = self.ranks  # type: ignore[assignment]
+        if tokens is None:
+            own = own_p90(root.any_index.output_tokens, ranks)
+        else:
+            own = tokens.own_p90(ranks)
+        found, leaned = (None, -1) if own is None else (own[0], -1)
+        if own is not None and own[1] and name is not None:  # beyond: the root's counts too
+            parent = self._parent(state, None)
+            leaned = root_count
+            if parent is not None and parent > own[0]:
+                found = parent
+        self.parents[name] = (count, leaned, found)
+        return found
+
+    def _learn_root_level(
+        self,
+        observations: list[CallObservation],
+        units: list[int | None],
+        levels: Levels,
+        scale: int,
+        margin: float,
+    ) -> None:
+        """The run's scores into the root's mean, and its level (hysteresis)."""
+        root = self.root_score
+        total = 0.0
+        for obs, unit in zip(observations, units, strict=True):
+            _add(root, unit, obs[5])
+            total += obs[5]
+        self.level = None
+        band = levels.approx.get((None, 0))
+        if band is not None:
+            moved = band[0] + (total - len(observations) * band[0]) / root.count
+            if band[1] <= moved < band[2]:
+                band[0] = moved
+                return
+        levels.update((None, 0), root, scale, margin)
+
+
+class _Tokens(Predictor):
+    """A parent group's output tokens in order (a Predictor keeping only what p90 reads:
+    the sorted samples, then the sketch and its p90 cursor)."""
+
+    __slots__ = ()
+
+    def add_tokens(self, output_tokens: int) -> None:
+        count = self.count = self.count + 1
+        if count <= EXACT_LIMIT:
+            insort(self.tokens, output_tokens)
+        elif self.keys is not None:
+            self._add_to_p90(_key(output_tokens))
+        else:  # the statistic turns into a sketch here too
+            insort(self.tokens, output_tokens)
+            counted = Counter(map(_key, self.tokens))
+            keys = sorted(counted)
+            self._start_sketch(keys, list(map(counted.__getitem__, keys)))
+            self.tokens = array("q")
+
+    def _add_to_p90(self, key: int) -> None:
+        """`Predictor._add_to_sketch` for the p90 cursor alone."""
+        keys: list[int] = self.keys  # type: ignore[assignment]
+        counts = self.counts
+        j = bisect_left(keys, key)
+        new = j == len(keys) or keys[j] != key
+        if new:
+            keys.insert(j, key)
+            counts.insert(j, 1)
+        else:
+            counts[j] += 1
+        at, before = self.at90, self.before90
+        if j < at:
+            before += 1
+            at += new
+        low = int((self.count - 1) * 90 / 100)
+        while low < before:
+            at -= 1
+            before -= counts[at]
+        while low >= before + counts[at]:
+            before += counts[at]
+            at += 1
+        self.at90, self.before90 = at, before
+
+    def _sketch_values(self) -> Values:
+        return self.values  # never read: only p90 is
+
+    def own_p90(self, ranks: RankTable) -> tuple[float, bool] | None:
+        """`backoff.own_p90` of the group."""
+        count = self.count
+        if not count:
+            return None
+        if count > EXACT_LIMIT:
+            return self.sketch_p90(), False
+        rank = ranks[count][0]
+        tokens = self.tokens
+        return (float(tokens[rank - 1]), False) if rank <= count else (float(tokens[-1]), True)
+
+
+def _add(mean: Mean, unit: int | None, score: float) -> None:
+    """One score into a mean, as `Mean.add_fast` adds it."""
+    mean.count += 1
+    if unit is not None and mean.shift == FAST_SHIFT:
+        mean.units += unit
+    else:
+        mean.units, mean.shift = add_exact(mean.units, mean.shift, *exact(score))
+
+
+def groups(state: AgentState) -> Iterable[tuple[GroupKey, StatGroup]]:
+    """The groups hysteresis keeps a level for, with their keys (folding the node queues):
+    the root's any-index group and every node's per-call-index ones, the groups a router's
+    lookup reads for the agent's default hints and for the calls it knows."""
+    yield (None, 0), state.root.any_index
+    for name, node in state.children.items():
+        for index, group in node.by_index.items():
+            yield (name, index), group
+
+
+def _copy(mean: Mean) -> Mean:
+    return Mean(mean.count, mean.units, mean.shift)

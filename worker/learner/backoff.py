@@ -1,0 +1,75 @@
+"""Back-off (the `adaptive` rule set): upper percentiles of few samples lean on the parent's.
+
+A p90 interpolated from n samples (SPEC 5) is optimistic: the next sample exceeds it with
+probability about (0.1 n + 0.9) / (n + 1), 0.17 at n = 10 (docs/accuracy.md). With k
+pseudo-samples of the parent, a statistic of n exact samples x(1) <= ... <= x(n) takes as its
+q-th percentile (q = 0.9 and 0.95)
+
+    x(j), j = ceil(q (n + k)),   while j <= n;   else max(x(n), the parent's q-th percentile)
+
+At k = 1 this is the conformal rank: for exchangeable samples the next one is at most x(j)
+with probability at least q. The parent of a call-index prediction is its node's any-index
+prediction, that of a node's any-index prediction (and of the root's per-index ones) the
+root's any-index prediction; the root's has none (then x(n)). A statistic past the exact
+limit (a sketch, n > 100) keeps SPEC 5's percentiles: there the two differ by less than a
+sample's rank. The median and the means are SPEC 5's.
+"""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+from functools import lru_cache
+
+from worker.learner.stats import EXACT_LIMIT, Statistic
+
+#: the percentiles the back-off replaces, as exact fractions (so ranks have no rounding)
+_UPPER = (Fraction(9, 10), Fraction(19, 20))
+#: (p90, p95) of a statistic
+Uppers = tuple[float, float]
+#: per sample count 0..EXACT_LIMIT: the ranks (1-based) of p90 and p95
+RankTable = tuple[tuple[int, int], ...]
+
+
+@lru_cache(maxsize=16)
+def rank_table(pseudo_samples: float) -> RankTable:
+    """`ceil(q (n + k))` for q = 0.9, 0.95 and every n up to the exact limit."""
+    k = Fraction(pseudo_samples)
+    return tuple(
+        (math.ceil(_UPPER[0] * (n + k)), math.ceil(_UPPER[1] * (n + k)))
+        for n in range(EXACT_LIMIT + 1)
+    )
+
+
+def uppers(stat: Statistic, parent: Uppers | None, ranks: RankTable) -> Uppers | None:
+    """The statistic's (p90, p95) under back-off; None without samples. Past the exact
+    limit, SPEC 5's. Sorts the exact samples in place (as reading percentiles does)."""
+    if not stat.count:
+        return None
+    if not stat.exact:
+        metrics = stat.metrics()
+        return metrics["p90"], metrics["p95"]
+    samples = stat.pending
+    samples.sort()
+    n = len(samples)
+    top = samples[-1]
+    j90, j95 = ranks[n]
+    return (
+        float(samples[j90 - 1] if j90 <= n else top if parent is None else max(top, parent[0])),
+        float(samples[j95 - 1] if j95 <= n else top if parent is None else max(top, parent[1])),
+    )
+
+
+def own_p90(stat: Statistic, ranks: RankTable) -> tuple[float, bool] | None:
+    """The statistic's own part of its back-off p90: (the sample of rank j, False), or
+    (its largest sample, True) when j is beyond them (the parent's then counts too); SPEC 5's
+    p90 past the exact limit; None without samples. For scoring, which reads only p90."""
+    if not stat.count:
+        return None
+    if not stat.exact:
+        return stat.metrics()["p90"], False
+    samples = stat.pending
+    samples.sort()
+    n = len(samples)
+    rank = ranks[n][0]
+    return (float(samples[rank - 1]), False) if rank <= n else (float(samples[-1]), True)

@@ -1,0 +1,104 @@
+"""Hysteresis (the `adaptive` rule set): a published level moves only once the score has
+passed the boundary by a margin.
+
+SPEC 5's level of a mean score m is `clamp(round(m (scale - 1)) + 1, 1, scale)`: a mean
+hovering at a boundary flips it run after run. With margin h, after each run a group's
+published level L changes only when its SPEC 5 level differs and `m (scale - 1)` lies beyond
+the boundary by h: at least `L - 1/2 + h` going up, below `L - 3/2 - h` going down; it then
+takes the SPEC 5 level. At h = 0 this is the SPEC 5 level, exactly. The levels are kept per
+group (`Levels`), so they depend on the order runs were learned in, and are stored with the
+state.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from worker.learner.exact_sums import Mean
+from worker.learner.hints import sensitivity_level
+
+#: a statistics group: (call name, call index), None for the root, 0 for any index
+GroupKey = tuple[str | None, int]
+
+
+def next_level(previous: int | None, score: Mean, scale: int, margin: float) -> int | None:
+    """The published level after a run, from the one before and the group's mean score."""
+    level = sensitivity_level(score, scale)
+    if previous is None or level is None or level == previous or not margin:
+        return level
+    position = score.mean * (scale - 1)  # SPEC 5's level is round(position) + 1
+    if level > previous:
+        return level if position >= previous - 0.5 + margin else previous
+    return level if position < previous - 1.5 - margin else previous
+
+
+class Levels:
+    """Each group's published level, as hysteresis left it after the last run.
+
+    Also, not stored: each group's mean score as a float kept in step with the exact one
+    (`approx`), and the band of means in which its level stays what it is. While the float
+    mean is inside the band (less a margin far above its rounding error), the level cannot
+    change and no exact mean is computed; the levels are the same either way."""
+
+    __slots__ = ("approx", "levels")
+
+    def __init__(self, levels: dict[GroupKey, int] | None = None) -> None:
+        self.levels: dict[GroupKey, int] = levels if levels is not None else {}
+        #: per group: [float mean, lowest and highest float mean that keep its level]
+        self.approx: dict[GroupKey, list[float]] = {}
+
+    def get(self, key: GroupKey) -> int | None:
+        return self.levels.get(key)
+
+    def update(self, key: GroupKey, score: Mean, scale: int, margin: float) -> None:
+        """After a run changed the group `key` (its mean score now `score`): its level."""
+        levels = self.levels
+        level = next_level(levels.get(key), score, scale, margin)
+        if level is None:
+            levels.pop(key, None)
+            self.approx.pop(key, None)
+            return
+        levels[key] = level
+        self.approx[key] = [score.mean, *_band(level, scale, margin)]
+
+    def keep_only(self, keys: set[GroupKey]) -> None:
+        """Forget the levels of groups that no longer exist (after a shift)."""
+        self.levels = {k: v for k, v in self.levels.items() if k in keys}
+        self.approx = {}
+
+    def dump(self) -> list[list[Any]]:
+        return [
+            [name, index, level] for (name, index), level in sorted(self.levels.items(), key=_order)
+        ]
+
+    @classmethod
+    def load(cls, data: Any) -> Levels:
+        levels: dict[GroupKey, int] = {}
+        for name, index, level in data:
+            if not (name is None or isinstance(name, str)) or type(index) is not int:
+                raise ValueError("levels: a group is (name or null, index)")
+            if type(level) is not int or level < 1:
+                raise ValueError("levels: a level is an integer >= 1")
+            levels[(name, index)] = level
+        return cls(levels)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Levels) and self.levels == other.levels
+
+
+#: far above the rounding error of a float mean kept in step over millions of scores
+_SAFE = 1e-9
+
+
+def _band(level: int, scale: int, margin: float) -> tuple[float, float]:
+    """The means, less `_SAFE` at each end, at which `next_level` keeps `level`: positions
+    mean (scale - 1) from `level - 3/2 - margin` up to, not including, `level - 1/2 + margin`
+    (unbounded below level 1 and above the scale)."""
+    low = (level - 1.5 - margin) / (scale - 1) + _SAFE if level > 1 else float("-inf")
+    high = (level - 0.5 + margin) / (scale - 1) - _SAFE if level < scale else float("inf")
+    return low, high
+
+
+def _order(item: tuple[GroupKey, int]) -> tuple[bool, str, int]:
+    (name, index), _ = item
+    return name is not None, name or "", index
