@@ -40,10 +40,12 @@ CHANGE_RUN = 40
 class Scenario:
     """One scenario evaluated under adaptive, corrected beside it; rows of the table."""
 
-    def __init__(self, name: str, runs: list[Run]) -> None:
+    def __init__(self, name: str, runs: list[Run], focus: set[str] = frozenset()) -> None:
         self.name = name
         self.evaluation = Evaluation(ADAPTIVE)
         self.same_calls = Tally()  # adaptive's scores on the calls corrected served
+        #: both rule sets on the runs of the `focus` agents from run CHANGE_RUN on
+        self.after_change = {"adaptive": Tally(), "corrected": Tally()}
         self.curves: dict[str, Curves] = {
             rule: {"ours": defaultdict(lambda: [0.0, 0.0, 0.0])}
             for rule in ("adaptive", "corrected")
@@ -59,6 +61,9 @@ class Scenario:
             )
             k = learned_before[run.agent_id]
             learned_before[run.agent_id] = k + 1
+            if k >= CHANGE_RUN and run.agent_id in focus:
+                self.after_change["adaptive"].add(ours)
+                self.after_change["corrected"].add(corrected)
             _curve(self.curves["adaptive"]["ours"][k], ours)
             _curve(self.curves["corrected"]["ours"][k], corrected)
 
@@ -103,17 +108,23 @@ def _flips(name: str, config: LearnerConfig) -> float:
     return evaluation.summary()["level_flips_per_100_runs"]
 
 
-def oracle_drift(runs: list[Run]) -> dict[str, Any]:
-    """Adaptive without decay, but each agent whose call names change at its run
-    CHANGE_RUN forgets everything before that run as soon as it is learned: no rule that
-    must first see the change can forget sooner."""
+def changed_agents(runs: list[Run]) -> set[str]:
+    """The drift scenario's agents whose call names change at their run CHANGE_RUN."""
     names: dict[str, list[set[str]]] = defaultdict(lambda: [set(), set()])
     count: dict[str, int] = defaultdict(int)
     for run in runs:
         k = count[run.agent_id]
         count[run.agent_id] = k + 1
         names[run.agent_id][k >= CHANGE_RUN].update(c.name for c in run.calls if c.kind == "llm")
-    changed = {agent for agent, (before, after) in names.items() if after - before}
+    return {agent for agent, (before, after) in names.items() if after - before}
+
+
+def oracle_drift(runs: list[Run]) -> dict[str, Any]:
+    """Adaptive without decay, but each agent whose call names change at its run
+    CHANGE_RUN forgets everything before that run as soon as it is learned: no rule that
+    must first see the change can forget sooner."""
+    changed = changed_agents(runs)
+    count: dict[str, int] = defaultdict(int)
     config = ADAPTIVE.model_copy(update={"adaptive": AdaptiveSettings(shift_calls=0)})
     evaluation = Evaluation(config)
     count.clear()
@@ -143,6 +154,12 @@ def table(scenarios: list[Scenario], oracle: dict[str, Any] | None) -> str:
         if scenario.name == "drift" and oracle is not None:
             cells = "".join(f"{_cell(key, oracle.get(key)):>16}" for key in COLUMNS)
             lines.append(f"  {'oracle (bound, see doc)':<{width - 2}}{cells}")
+        for rule, tally in scenario.after_change.items():
+            if tally.calls:
+                numbers = tally.summary()
+                cells = "".join(f"{_cell(key, numbers.get(key)):>16}" for key in COLUMNS[1:])
+                label = f"{rule}, changed agents after"
+                lines.append(f"  {label:<{width - 2}}{'-':>16}{cells}")
     return "\n".join(lines)
 
 
@@ -208,6 +225,15 @@ def targets(scenarios: dict[str, Scenario]) -> list[str]:
             f"{cut:.1%} lower ({ours['osl_mae']:.1f} vs {cor['osl_mae']:.1f})",
         )
     )
+    after = {rule: t.summary() for rule, t in scenarios["drift"].after_change.items()}
+    if after["corrected"]["scored"]:
+        ours, cor = after["adaptive"], after["corrected"]
+        cut = 1 - ours["osl_mae"] / cor["osl_mae"]
+        out.append(
+            "  (info)   drift, the changed agents after their change: coverage "
+            f"{ours['osl_coverage']:.3f} vs {cor['osl_coverage']:.3f}, "
+            f"osl MAE {cut:.1%} lower ({ours['osl_mae']:.1f} vs {cor['osl_mae']:.1f})"
+        )
     c = rows("cold_start")["adaptive"]
     out.append(
         _target(
@@ -277,7 +303,8 @@ def main(argv: list[str] | None = None) -> int:
     scenarios = {}
     for name, make in SCENARIOS.items():
         _RUNS[name] = [parse_run(orjson.dumps(r)) for r in make(args.seed)]
-        scenarios[name] = Scenario(name, _RUNS[name])
+        focus = changed_agents(_RUNS[name]) if name == "drift" else set()
+        scenarios[name] = Scenario(name, _RUNS[name], focus)
     oracle = oracle_drift(_RUNS["drift"])
     print(
         f"adaptive against corrected, scenarios of seed {args.seed} (SPEC 10, replay --evaluate)\n"
