@@ -88,13 +88,38 @@ def bench_learner(runs: int, agents: int, semantics: str) -> None:
     )
 
 
+def compare_rule_sets(runs: int, agents: int, rounds: int) -> None:
+    """Learning alone under each rule set, the rule sets alternating round by round (so a
+    busy machine slows them alike); CPU time of this process, medians, ratio to corrected."""
+    records = [parse_run(orjson.dumps(r)) for r in generate_runs(runs, agents, seed=42)]
+    times: dict[str, list[float]] = {semantics: [] for semantics in SEMANTICS}
+    for _ in range(rounds):
+        for semantics in SEMANTICS:
+            fleet = Fleet(LearnerConfig(semantics=semantics))
+            gc.collect()
+            began = time.process_time()
+            for record in records:
+                fleet.learn(record)
+            times[semantics].append(time.process_time() - began)
+    print(f"learn side by side: {runs:,} runs, {agents} agents, {rounds} rounds, CPU medians")
+    base = statistics.median(times["corrected"])
+    for semantics, spent in times.items():
+        median = statistics.median(spent)
+        print(
+            f"  {semantics:<12} {runs / median:>10,.0f} runs/s  {median / runs * 1e6:>7.1f} us/run"
+            f"  {median / base:.2f}x corrected's time"
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.learner", description=__doc__)
     parser.add_argument("--runs", type=int, default=20_000)
     parser.add_argument("--agents", type=int, default=100)
+    parser.add_argument("--rounds", type=int, default=3, help="of the side-by-side learn")
     args = parser.parse_args(argv)
     for semantics in SEMANTICS:
         bench_learner(args.runs, args.agents, semantics)
+    compare_rule_sets(args.runs, args.agents, args.rounds)
     return 0
 
 
