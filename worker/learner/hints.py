@@ -16,7 +16,10 @@ def sensitivity_level(score: Mean | Statistic, scale: int) -> int | None:
     """Mean score in [0, 1] mapped to a level 1..scale; None without any score."""
     if not score.count:
         return None
-    return min(max(round_half_away(score.mean * (scale - 1)) + 1, 1), scale)
+    value = score.mean * (scale - 1)
+    # round_half_away inlined for the usual non-negative mean (it runs for every prediction)
+    level = int(value + 0.5) + 1 if value >= 0 else round_half_away(value) + 1
+    return min(max(level, 1), scale)
 
 
 def hint_values(

@@ -5,11 +5,11 @@ group of the four statistics a call is folded into. The agent's state
 
 from __future__ import annotations
 
-from itertools import groupby
+from bisect import bisect_right
 from operator import itemgetter
-from typing import Any
+from typing import Any, cast
 
-from worker.learner.exact_sums import FAST_SHIFT, Mean, fast_units
+from worker.learner.exact_sums import FAST_SHIFT, Mean, Number, fast_units
 from worker.learner.stats import FOLD_BATCH, Statistic
 
 #: observations a node queues before folding them into its statistics (bounds memory)
@@ -44,25 +44,43 @@ class StatGroup:
 
     def extend(self, observations: list[Queued]) -> None:
         """Fold observations in, in order (column-wise: the queue transposed in C)."""
-        _, _, remaining_calls, gaps, tokens, scores, units = zip(*observations, strict=True)
+        # every queued tuple has the seven fields: no need for `strict`
+        _, _, remaining_calls, gaps, tokens, scores, units = zip(*observations, strict=False)
+        self.extend_columns(remaining_calls, gaps, tokens, scores, units)
+
+    def extend_columns(
+        self,
+        remaining_calls: tuple[Number, ...],
+        gaps: tuple[Number | None, ...],
+        tokens: tuple[Number, ...],
+        scores: tuple[float, ...],
+        units: tuple[int | None, ...],
+    ) -> None:
+        """`extend` with the observations already transposed into their columns."""
         remaining = self.remaining_calls.pending
         remaining += remaining_calls
         if None in gaps:
             self.interarrival_ms.pending += [gap for gap in gaps if gap is not None]
         else:
-            self.interarrival_ms.pending += gaps
+            self.interarrival_ms.pending += cast(tuple[Number, ...], gaps)
         self.output_tokens.pending += tokens
         self.score.add_fast(units, scores)  # exact: any order, any split
         if len(remaining) >= FOLD_BATCH:  # remaining_calls gets every sample: the longest
-            for name in self.__slots__:
-                getattr(self, name).compact()
+            self.interarrival_ms.compact()
+            self.output_tokens.compact()
+            self.remaining_calls.compact()
 
     def merge(self, other: StatGroup) -> None:
         for name in self.__slots__:
             getattr(self, name).merge(getattr(other, name))
 
     def dump(self) -> list[Any]:
-        return [getattr(self, name).dump() for name in self.__slots__]
+        return [  # in __slots__ order
+            self.interarrival_ms.dump(),
+            self.output_tokens.dump(),
+            self.remaining_calls.dump(),
+            self.score.dump(),
+        ]
 
     @classmethod
     def load(cls, data: list[Any]) -> StatGroup:
@@ -133,12 +151,24 @@ class NodeStats:
         if len(queued) > folded:
             self._any_index.extend(queued[folded:] if folded else queued)
         queued.sort(key=_call_index)  # stable: each index keeps its observations in order
+        # transposed once; each call index is then one slice of every column
+        _, indices, remaining, gaps, tokens, scores, units = zip(*queued, strict=False)
         by_index = self._by_index
-        for index, observations in groupby(queued, _call_index):
+        start, stop = 0, len(indices)
+        while start < stop:
+            index = indices[start]
+            end = bisect_right(indices, index, start)
             group = by_index.get(index)
             if group is None:
                 group = by_index[index] = StatGroup()
-            group.extend(list(observations))
+            group.extend_columns(
+                remaining[start:end],
+                gaps[start:end],
+                tokens[start:end],
+                scores[start:end],
+                units[start:end],
+            )
+            start = end
 
     def merge(self, other: NodeStats) -> None:
         self.any_index.merge(other.any_index)

@@ -15,6 +15,8 @@ def round_half_away(value: float) -> int:
 
 def saturate_u32(value: float) -> int:
     """An unsigned 32-bit field: NaN and negatives become 0, overflow the maximum."""
+    if 0 < value < UINT32_MAX:  # the usual case (False for NaN): halves round up
+        return int(value + 0.5)
     if math.isnan(value) or value <= 0:
         return 0
     if value >= UINT32_MAX:

@@ -228,19 +228,8 @@ class Statistic:
 
     def percentiles(self) -> tuple[float, ...]:
         """p50, p90, p95 (zeros when there is no sample)."""
-        samples = self.pending
-        if self.keys is None and len(samples) <= EXACT_LIMIT:
-            if not samples:
-                return (0.0,) * len(PERCENTILES)
-            samples.sort()  # in place: order is irrelevant and re-sorting is then cheap
-            (l50, h50, f50), (l90, h90, f90), (l95, h95, f95) = EXACT_RANKS[len(samples)]
-            return (
-                float(samples[l50] + (samples[h50] - samples[l50]) * f50),
-                float(samples[l90] + (samples[h90] - samples[l90]) * f90),
-                float(samples[l95] + (samples[h95] - samples[l95]) * f95),
-            )
-        self.compact()
-        return self._sketch_percentiles()
+        metrics = self.metrics()
+        return metrics["p50"], metrics["p90"], metrics["p95"]
 
     def _sketch_percentiles(self) -> tuple[float, ...]:
         """Interpolate between the estimated samples at each percentile's two ranks."""
@@ -270,39 +259,68 @@ class Statistic:
         """The SPEC `Metrics` object of this statistic.
 
         Cached until the count changes (samples are only ever added); the dict is shared,
-        so callers must not modify it.
+        so callers must not modify it. `percentiles` and `mean` fused into one pass (this
+        runs ~90 times per trie).
         """
         pending = self.pending
         count = self.folded_count + len(pending)
         cached = self._metrics
         if cached is not None and cached["sample_count"] == count:
             return cached
-        # `percentiles` and `mean` with fewer calls (this runs ~90 times per trie)
-        if self.keys is None and len(pending) <= EXACT_LIMIT:
-            p50, p90, p95 = self.percentiles()
+        if self.keys is None and count <= EXACT_LIMIT:
+            if not count:
+                metrics = {"sample_count": 0, "mean": 0.0, "p50": 0.0, "p90": 0.0, "p95": 0.0}
+                self._metrics = metrics
+                return metrics
+            pending.sort()  # in place: order is irrelevant and re-sorting is then cheap
+            (l50, h50, f50), (l90, h90, f90), (l95, h95, f95) = EXACT_RANKS[count]
             total = sum(pending)  # nothing folded yet: the sum of the samples is the sum
-            mean = total / count if type(total) is int and count else self.mean
+            below50, below90, below95 = pending[l50], pending[l90], pending[l95]
+            metrics = {
+                "sample_count": count,
+                "mean": total / count if type(total) is int else self.mean,
+                "p50": float(below50 + (pending[h50] - below50) * f50),
+                "p90": float(below90 + (pending[h90] - below90) * f90),
+                "p95": float(below95 + (pending[h95] - below95) * f95),
+            }
         else:
             self.compact()
             p50, p90, p95 = self._sketch_percentiles()
-            mean = exact_mean(self.folded_sum, self.folded_shift, count)  # all folded now
-        self._metrics = {
-            "sample_count": count,
-            "mean": mean,
-            "p50": p50,
-            "p90": p90,
-            "p95": p95,
-        }
-        return self._metrics
+            metrics = {
+                "sample_count": count,
+                "mean": exact_mean(self.folded_sum, self.folded_shift, count),  # all folded
+                "p50": p50,
+                "p90": p90,
+                "p95": p95,
+            }
+        self._metrics = metrics
+        return metrics
+
+    def p90(self) -> float:
+        """`metrics()["p90"]`, without building the rest while exact (for the hints)."""
+        pending = self.pending
+        count = self.folded_count + len(pending)
+        cached = self._metrics
+        if cached is not None and cached["sample_count"] == count:
+            return cast(float, cached["p90"])
+        if self.keys is None and count <= EXACT_LIMIT:
+            if not count:
+                return 0.0
+            pending.sort()
+            low, high, fraction = EXACT_RANKS[count][1]
+            below = pending[low]
+            return float(below + (pending[high] - below) * fraction)
+        return cast(float, self.metrics()["p90"])
 
     # -- canonical compact form: [sorted samples] while exact, else
     # -- [count, exact sum, sorted keys, their counts]
 
     def dump(self) -> list[Any]:
+        pending = self.pending
+        if self.keys is None and len(pending) <= EXACT_LIMIT:
+            pending.sort()  # canonical: the same samples give the same bytes
+            return [pending]
         self.compact()
-        if self.exact:
-            self.pending.sort()  # canonical: the same samples give the same bytes
-            return [self.pending]
         total = dump_exact(self.folded_sum, self.folded_shift)
         return [self.folded_count, total, self.keys, self.counts]
 

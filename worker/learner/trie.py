@@ -23,14 +23,17 @@ def prediction(group: StatGroup, scale: int) -> dict[str, Any]:
 
 
 def node_dict(name: str, node: NodeStats, children: dict[str, Any], scale: int) -> dict[str, Any]:
-    has_samples = node.any_index.remaining_calls.count > 0
+    any_index = node.any_index
+    by_index = node.by_index
     return {
         "name": name,
         "children": children,
         "predictions_by_call_index": {
-            str(index): prediction(group, scale) for index, group in sorted(node.by_index.items())
+            str(index): prediction(by_index[index], scale) for index in sorted(by_index)
         },
-        "predictions_any_index": prediction(node.any_index, scale) if has_samples else None,
+        "predictions_any_index": (
+            prediction(any_index, scale) if any_index.remaining_calls.count else None
+        ),
     }
 
 
@@ -60,8 +63,8 @@ def state_hints(state: AgentState, config: LearnerConfig) -> dict[str, Any] | No
 
     Equal to `default_hints(build_trie(...))` without building the trie or any model: the
     worker publishes hints more often than whole tries. Only the percentile a hint uses is
-    read (`metrics`, cached for the trie built next); the two means are read directly, which
-    spares folding and reading the percentiles of those statistics.
+    read (`p90`); the two means are read directly, which spares folding and reading the
+    percentiles of those statistics.
     """
     if config.semantics == "adaptive":
         return AdaptiveTrie(state, config).hints()
@@ -69,7 +72,7 @@ def state_hints(state: AgentState, config: LearnerConfig) -> dict[str, Any] | No
     if not group.remaining_calls.count:
         return None
     return default_hint_values(
-        group.output_tokens.metrics()["p90"],
+        group.output_tokens.p90(),
         group.interarrival_ms.mean,
         group.remaining_calls.mean,
         sensitivity_level(group.score, config.scale),
