@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Iterable
+from operator import itemgetter
 from typing import Any
 
 #: scored calls the window holds
@@ -18,6 +19,8 @@ WINDOW = 100
 
 #: one scored call: (y <= osl, |p50 - y|)
 Pair = tuple[bool, float]
+_covered = itemgetter(0)
+_error = itemgetter(1)
 
 
 class RecentAccuracy:
@@ -37,12 +40,11 @@ class RecentAccuracy:
         pairs = self.pairs
         if not pairs:
             return None
-        scored = len(pairs)
-        covered = sum(c for c, _ in pairs)
+        scored = len(pairs)  # the columns summed in C: this runs on every hints build
         return {
             "scored": scored,
-            "osl_coverage": covered / scored,
-            "osl_mae": math.fsum(e for _, e in pairs) / scored,
+            "osl_coverage": sum(map(_covered, pairs)) / scored,
+            "osl_mae": math.fsum(map(_error, pairs)) / scored,
         }
 
     def dump(self) -> list[list[Any]]:

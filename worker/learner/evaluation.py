@@ -61,9 +61,13 @@ class Learned(NamedTuple):
     scores: list[CallScore]
     level_flipped: bool
     models: list[str | None] | None = None
+    #: the pairs the run added to the recent accuracy, when learning kept them
+    pairs: list[Pair] | None = None
 
     def recent_pairs(self) -> list[Pair]:
         """What the run added to the agent's recent accuracy (a delta carries it)."""
+        if self.pairs is not None:
+            return self.pairs
         return [recent_pair(s) for s in self.scores if s.source != "none"]
 
 
@@ -73,7 +77,7 @@ new_score: Callable[[tuple[Any, ...]], CallScore] = partial(tuple.__new__, CallS
 
 
 def unserved(obs: CallObservation) -> CallScore:
-    return CallScore("none", obs[4], 0.0, False, 0.0, None, 0.0)
+    return new_score(("none", obs[4], 0.0, False, 0.0, None, 0.0))
 
 
 def score_against(source: Source, values: Values, obs: CallObservation) -> CallScore:

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
 #: (osl, p50 of output tokens, mean remaining calls, mean interarrival ms or None)
 Values = tuple[int, float, float, float | None]
+_NO_COUNTS: list[int] = []
 #: per sample count up to the exact limit: (l50, h50, f50, l90, h90, f90), flat
 _RANKS: list[tuple[int, int, float, int, int, float]] = [
     (*ranks[0], *ranks[1]) if ranks else (0, 0, 0.0, 0, 0, 0.0) for ranks in EXACT_RANKS
@@ -65,7 +66,9 @@ class Predictor:
         #: the samples, sorted, while exact (machine ints: inserting compares them in place)
         self.tokens = array("q")
         self.keys: list[int] | None = None
-        self.counts: list[int] = []
+        #: the sketch's counts (shared and never changed while exact: one object less to
+        #: allocate, and for the garbage collector to walk, per group)
+        self.counts: list[int] = _NO_COUNTS
         #: while a sketch: the bucket holding each percentile's lower rank, and how many
         #: samples the buckets before it hold
         self.at50 = self.before50 = self.at90 = self.before90 = 0

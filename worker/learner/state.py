@@ -104,9 +104,11 @@ class AgentState:
         units = units_of(sensitivity)
         self.queue(observations, units)
         flipped = scorer.learn_scores(units, sensitivity, scale)
+        pairs: list[Pair] = []
         if scores and scores[0].source != "none":  # a run's calls are all served, or none
-            self.recent.extend(map(recent_pair, scores))
-        return Learned(observations, scores, flipped)
+            pairs = list(map(recent_pair, scores))
+            self.recent.extend(pairs)
+        return Learned(observations, scores, flipped, None, pairs)
 
     def fold(
         self,
