@@ -18,9 +18,6 @@ once the streak has judged it (`learn`), so a held run leaves the scorer as it w
 
 from __future__ import annotations
 
-from array import array
-from bisect import bisect_left, insort
-from collections import Counter
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
@@ -30,7 +27,7 @@ from worker.learner.config import AdaptiveSettings
 from worker.learner.evaluation import CallScore, Scorer, new_score, unserved
 from worker.learner.exact_sums import FAST_SHIFT, Mean, add_exact, exact
 from worker.learner.hysteresis import GroupKey, Levels
-from worker.learner.predictor import Predictor, Values, _key
+from worker.learner.predictor import Predictor, Values
 from worker.learner.stats import EXACT_LIMIT
 
 if TYPE_CHECKING:
@@ -44,7 +41,7 @@ Tally = tuple[int, int, int]
 class AdaptiveScorer(Scorer):
     """`Scorer` for the adaptive rule set (see the module docstring)."""
 
-    __slots__ = ("means", "min_samples", "nodes", "parents", "ranks", "tally")
+    __slots__ = ("means", "min_samples", "parents", "ranks", "tally")
 
     def __init__(self, state: AgentState, settings: AdaptiveSettings) -> None:
         super().__init__(state)
@@ -55,9 +52,6 @@ class AdaptiveScorer(Scorer):
         #: the sample counts it was read at: the group's, and the root's when it leaned on it
         #: (else -1)
         self.parents: dict[str | None, tuple[int, int, float | None]] = {}
-        #: the output tokens of each node's any-index group read as a parent, kept in step
-        #: from then on (reading the group itself would fold its node's queue each time)
-        self.nodes: dict[str, _Tokens] = {}
         self.tally: Tally = (0, 0, 0)
         #: with hysteresis: the score mean of each group keeping a level (the root's is
         #: `root_score`)
@@ -128,12 +122,6 @@ class AdaptiveScorer(Scorer):
         """Learn a run the state folds: its calls into their groups' predictors, its scores
         into the means (and, with hysteresis, the levels of the groups it touched)."""
         predictors = self.predictors
-        nodes = self.nodes
-        if nodes:
-            for obs in observations:
-                node = nodes.get(obs[0])
-                if node is not None:
-                    node.add_tokens(obs[4])
         if not margin:
             for obs in observations:
                 key = (obs[0], obs[1])
@@ -208,23 +196,12 @@ class AdaptiveScorer(Scorer):
         """The back-off p90 of output tokens of node `name`'s any-index group (the root's for
         None), as the statistics stand before the run."""
         root = state.root
-        root_count = root.samples  # without folding the root's queue
-        tokens = None
-        if name is None:
-            count = root_count
-        else:
-            tokens = self.nodes.get(name)
-            if tokens is None:
-                tokens = self.nodes[name] = _Tokens.of(state.children[name].any_index)
-            count = tokens.count
+        node = root if name is None else state.children[name]
+        count, root_count = node.samples, root.samples  # neither folds a queue
         cached = self.parents.get(name)
         if cached is not None and cached[0] == count and cached[1] in (-1, root_count):
             return cached[2]
-        ranks: RankTable = self.ranks  # type: ignore[assignment]
-        if tokens is None:
-            own = own_p90(root.any_index.output_tokens, ranks)
-        else:
-            own = tokens.own_p90(ranks)
+        own = own_p90(node.any_index.output_tokens, self.ranks)  # type: ignore[arg-type]
         found, leaned = (None, -1) if own is None else (own[0], -1)
         if own is not None and own[1] and name is not None:  # beyond: the root's counts too
             parent = self._parent(state, None)
@@ -256,64 +233,6 @@ class AdaptiveScorer(Scorer):
                 band[0] = moved
                 return
         levels.update((None, 0), root, scale, margin)
-
-
-class _Tokens(Predictor):
-    """A parent group's output tokens in order (a Predictor keeping only what p90 reads:
-    the sorted samples, then the sketch and its p90 cursor)."""
-
-    __slots__ = ()
-
-    def add_tokens(self, output_tokens: int) -> None:
-        count = self.count = self.count + 1
-        if count <= EXACT_LIMIT:
-            insort(self.tokens, output_tokens)
-        elif self.keys is not None:
-            self._add_to_p90(_key(output_tokens))
-        else:  # the statistic turns into a sketch here too
-            insort(self.tokens, output_tokens)
-            counted = Counter(map(_key, self.tokens))
-            keys = sorted(counted)
-            self._start_sketch(keys, list(map(counted.__getitem__, keys)))
-            self.tokens = array("q")
-
-    def _add_to_p90(self, key: int) -> None:
-        """`Predictor._add_to_sketch` for the p90 cursor alone."""
-        keys: list[int] = self.keys  # type: ignore[assignment]
-        counts = self.counts
-        j = bisect_left(keys, key)
-        new = j == len(keys) or keys[j] != key
-        if new:
-            keys.insert(j, key)
-            counts.insert(j, 1)
-        else:
-            counts[j] += 1
-        at, before = self.at90, self.before90
-        if j < at:
-            before += 1
-            at += new
-        low = int((self.count - 1) * 90 / 100)
-        while low < before:
-            at -= 1
-            before -= counts[at]
-        while low >= before + counts[at]:
-            before += counts[at]
-            at += 1
-        self.at90, self.before90 = at, before
-
-    def _sketch_values(self) -> Values:
-        return self.values  # never read: only p90 is
-
-    def own_p90(self, ranks: RankTable) -> tuple[float, bool] | None:
-        """`backoff.own_p90` of the group."""
-        count = self.count
-        if not count:
-            return None
-        if count > EXACT_LIMIT:
-            return self.sketch_p90(), False
-        rank = ranks[count][0]
-        tokens = self.tokens
-        return (float(tokens[rank - 1]), False) if rank <= count else (float(tokens[-1]), True)
 
 
 def _add(mean: Mean, unit: int | None, score: float) -> None:
