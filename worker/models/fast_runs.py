@@ -25,7 +25,7 @@ from msgspec.structs import force_setattr
 
 from worker.models.run_view import Run
 from worker.models.runs import CONTROL_CHARACTER, UINT32_MAX, parse_run_validated
-from worker.models.timestamps import UTC_SECONDS, parse_rfc3339_ns
+from worker.models.timestamps import parse_rfc3339_ns
 
 #: pydantic's JSON parser (jiter) refuses nesting deeper than this; the fast path declines
 #: records with more opening brackets than this, a cheap bound on their depth
@@ -46,41 +46,15 @@ else:
 def _settle_timestamps(run: RunStruct) -> bool:
     """The run's and its calls' timestamps to integer ns in place, in one loop (a
     `__post_init__` per struct cost a call from C and two more per struct); False when an
-    end precedes its start, ValueError when a timestamp is bad.
-
-    The usual form ("YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ" in a second seen before: the first
-    case of `parse_rfc3339_ns`, under the same conditions) is parsed inline, as a run has
-    ~20 timestamps; the parser takes any other."""
-    seconds = UTC_SECONDS.get
+    end precedes its start, ValueError when a timestamp is bad."""
     parse = parse_rfc3339_ns
     structs: tuple[CallStruct | RunStruct, ...] = (*run.calls, run)
     for struct in structs:
-        text: str = struct.started_at  # type: ignore[assignment]
-        base = seconds(text[:19])
-        if (
-            base is not None
-            and len(text) == 30
-            and text[19::10] == ".Z"
-            and (digits := text[20:29]).isdigit()
-            and digits.isascii()
-        ):
-            started = base + int(digits)
-        else:
-            started = parse(text)
+        started = parse(struct.started_at)  # type: ignore[arg-type]
         force_setattr(struct, "started_at", started)
-        text = struct.ended_at  # type: ignore[assignment]
+        text: str | None = struct.ended_at  # type: ignore[assignment]
         if text is not None:
-            base = seconds(text[:19])
-            if (
-                base is not None
-                and len(text) == 30
-                and text[19::10] == ".Z"
-                and (digits := text[20:29]).isdigit()
-                and digits.isascii()
-            ):
-                ended = base + int(digits)
-            else:
-                ended = parse(text)
+            ended = parse(text)
             force_setattr(struct, "ended_at", ended)
             if ended < started:
                 return False

@@ -23,8 +23,6 @@ NS_PER_MS = 1_000_000
 #: epoch ns of "YYYY-MM-DDTHH:MM:SS" prefixes of UTC timestamps the general parser accepted
 #: (so a hit vouches for the date, the time and the seconds): a run's timestamps share them
 _SECONDS: dict[str, int] = {}
-#: the same memo, for callers that inline the usual case (`fast_runs`); cleared, never rebound
-UTC_SECONDS = _SECONDS
 _SECONDS_MAX = 8192
 #: ns per unit of the last fraction digit, by fraction length (1..9 digits)
 _FRACTION_SCALE: tuple[int, ...] = (0, *(10 ** (9 - n) for n in range(1, 10)))
