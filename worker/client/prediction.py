@@ -1,33 +1,18 @@
 """The raw SPEC 5 prediction a request resolves to, for policies that need more than hints.
 
 `worker.learner.lookup_hints` turns the prediction it finds into the AgentHints fields;
-priority policies need the numbers behind them (mean output tokens, mean calls remaining).
-This is the same walk on the published trie JSON (a test keeps the two in step): from the
-root along the path while names match; the deepest node with a prediction for the call
-index, else its any-index prediction, wins.
+priority policies need the numbers behind them (mean output tokens, mean calls remaining),
+found by the same walk (`lookup_prediction`, imported from the learner).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
+from worker.learner.hints import lookup_prediction
 
-def lookup_prediction(
-    trie: Mapping[str, Any], path: Sequence[str], call_index: int
-) -> Mapping[str, Any] | None:
-    """The Prediction object `lookup_hints` would use (None when there is none)."""
-    key = str(call_index)
-    node = trie["root"]
-    found = node["predictions_by_call_index"].get(key) or node["predictions_any_index"]
-    for name in path:
-        node = node["children"].get(name)
-        if node is None:
-            break
-        own = node["predictions_by_call_index"].get(key) or node["predictions_any_index"]
-        if own is not None:
-            found = own
-    return found  # type: ignore[no-any-return]
+__all__ = ["agent_prediction", "lookup_prediction", "remaining_run_tokens"]
 
 
 def agent_prediction(trie: Mapping[str, Any]) -> Mapping[str, Any] | None:

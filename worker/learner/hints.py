@@ -88,6 +88,17 @@ def lookup_hints(
     (then the root has none either, so the agent has no default hints yet: SPEC 5's
     fallback to them gives nothing). Raises KeyError / TypeError on a malformed trie.
     """
+    found = lookup_prediction(trie, path, call_index)
+    if found is None:
+        return None
+    return prediction_hints(found, f"{trie['workflow_name']}-d{len(path)}", call_index, config)
+
+
+def lookup_prediction(
+    trie: Mapping[str, Any], path: Sequence[str], call_index: int
+) -> Mapping[str, Any] | None:
+    """The Prediction object `lookup_hints` uses (None when there is none): also what
+    priority policies read, as they need the numbers behind the hints."""
     key = str(call_index)
     node = trie["root"]
     found = node["predictions_by_call_index"].get(key) or node["predictions_any_index"]
@@ -98,9 +109,7 @@ def lookup_hints(
         own = node["predictions_by_call_index"].get(key) or node["predictions_any_index"]
         if own is not None:
             found = own
-    if found is None:
-        return None
-    return prediction_hints(found, f"{trie['workflow_name']}-d{len(path)}", call_index, config)
+    return found  # type: ignore[no-any-return]
 
 
 def prediction_hints(
