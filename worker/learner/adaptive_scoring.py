@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 from worker.learner.analysis import CallObservation
 from worker.learner.backoff import RankTable, own_p90, rank_table, uppers
 from worker.learner.config import AdaptiveSettings
-from worker.learner.evaluation import CallScore, Scorer, new_score, unserved
+from worker.learner.evaluation import CallScore, Scorer, score_against, unserved
 from worker.learner.exact_sums import FAST_SHIFT, Mean, add_exact, exact
 from worker.learner.hysteresis import GroupKey, Levels
 from worker.learner.predictor import Predictor, Values
@@ -70,7 +70,7 @@ class AdaptiveScorer(Scorer):
         scores: list[CallScore] = []
         append = scores.append
         for obs in observations:
-            name, index, remaining, gap, y, _ = obs
+            name, index, _, _, y, _ = obs
             predictor = predictors.get((name, index))
             if predictor is not None:
                 osl, p50, remaining_mean, gap_mean = predictor.values
@@ -95,19 +95,7 @@ class AdaptiveScorer(Scorer):
                     append(unserved(obs))
                     continue
                 osl, p50, remaining_mean, gap_mean = found
-            append(
-                new_score(
-                    (
-                        "trie",
-                        y,
-                        p50,
-                        y <= osl,
-                        abs(p50 - y),
-                        None if gap is None or gap_mean is None else abs(gap_mean - gap),
-                        abs(remaining_mean - remaining),
-                    )
-                )
-            )
+            append(score_against("trie", (osl, p50, remaining_mean, gap_mean), obs))
         self.tally = (eligible, above, below)
         return scores
 

@@ -81,18 +81,20 @@ def unserved(obs: CallObservation) -> CallScore:
 
 
 def score_against(source: Source, values: Values, obs: CallObservation) -> CallScore:
-    """One call against a prediction's (osl, p50, remaining mean, gap mean), as
-    `Scorer.score` computes it inline."""
+    """One call against a prediction's (osl, p50, remaining mean, gap mean): the score of
+    every scorer, ours (`Scorer.score`, the adaptive one) and the baselines."""
     osl, p50, remaining_mean, gap_mean = values
     y, gap = obs[4], obs[3]
-    return CallScore(
-        source,
-        y,
-        p50,
-        y <= osl,
-        abs(p50 - y),
-        None if gap is None or gap_mean is None else abs(gap_mean - gap),
-        abs(remaining_mean - obs[2]),
+    return new_score(
+        (
+            source,
+            y,
+            p50,
+            y <= osl,
+            abs(p50 - y),
+            None if gap is None or gap_mean is None else abs(gap_mean - gap),
+            abs(remaining_mean - obs[2]),
+        )
     )
 
 
@@ -138,20 +140,7 @@ class Scorer:
                     append(unserved(obs))
                     continue
                 values = found
-            osl, p50, remaining_mean, gap_mean = values
-            append(
-                new_score(
-                    (
-                        "trie",
-                        y,
-                        p50,
-                        y <= osl,
-                        abs(p50 - y),
-                        None if gap is None or gap_mean is None else abs(gap_mean - gap),
-                        abs(remaining_mean - remaining),
-                    )
-                )
-            )
+            append(score_against("trie", values, obs))
         return scores
 
     def _new_group(self, state: AgentState, obs: CallObservation) -> Values | None:
