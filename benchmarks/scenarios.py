@@ -23,7 +23,6 @@ import argparse
 import math
 import random
 import sys
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -31,10 +30,11 @@ from typing import Any
 
 import orjson
 
+from worker.demo_workload import call_record, run_record
 from worker.learner import LearnerConfig
 from worker.learner.analysis import observe_run
 from worker.models import parse_run
-from worker.models.timestamps import NS_PER_MS, format_timestamp_ns
+from worker.models.timestamps import NS_PER_MS
 
 START_NS = 1_767_225_600_000_000_000  # 2026-01-01T00:00:00Z
 #: (call name, model, typical output tokens): the fleet's shared vocabulary
@@ -96,7 +96,7 @@ def make_run(rng: random.Random, profile: Profile, start_ns: int) -> dict[str, A
     for (name, width), step_scale in zip(profile.steps, scales, strict=True):
         if calls and rng.random() < profile.tool_odds:
             end = cursor + rng.randint(30, 600) * NS_PER_MS
-            calls.append(_call("tool", rng.choice(TOOLS), cursor, end))
+            calls.append(call_record("tool", rng.choice(TOOLS), cursor, end))
             cursor = end + rng.randint(1, 20) * NS_PER_MS
         step_end = cursor
         for _ in range(width):
@@ -105,28 +105,10 @@ def make_run(rng: random.Random, profile: Profile, start_ns: int) -> dict[str, A
             begin = cursor + rng.randint(0, 30) * NS_PER_MS
             seconds = 0.15 + tokens / TOKENS_PER_S * rng.uniform(0.8, 1.25)
             end = begin + int(seconds * 1e9)
-            calls.append(_call("llm", name, begin, end, tokens))
+            calls.append(call_record("llm", name, begin, end, tokens, MODEL[name]))
             step_end = max(step_end, end)
         cursor = step_end + rng.randint(*profile.think_ms) * NS_PER_MS
-    return {
-        "id": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
-        "agent_id": profile.agent_id,
-        "started_at": format_timestamp_ns(start_ns),
-        "ended_at": format_timestamp_ns(cursor),
-        "calls": calls,
-    }
-
-
-def _call(kind: str, name: str, begin: int, end: int, tokens: int | None = None) -> dict[str, Any]:
-    call: dict[str, Any] = {
-        "kind": kind,
-        "name": name,
-        "started_at": format_timestamp_ns(begin),
-        "ended_at": format_timestamp_ns(end),
-    }
-    if tokens is not None:
-        call.update(output_tokens=tokens, prompt_tokens=tokens * 3, model_name=MODEL[name])
-    return call
+    return run_record(rng, profile.agent_id, start_ns, cursor, calls)
 
 
 def interleave(

@@ -78,7 +78,7 @@ def _run(
     while made < llm_calls:
         if rng.random() < 0.2:  # a tool call between LLM steps
             end = cursor + rng.randint(20, 800) * NS_PER_MS
-            calls.append(_call("tool", rng.choice(TOOL_NAMES), cursor, end))
+            calls.append(call_record("tool", rng.choice(TOOL_NAMES), cursor, end))
             cursor = end + rng.randint(1, 30) * NS_PER_MS
         width = 1
         if rng.random() < profile["fanout"]:
@@ -89,20 +89,30 @@ def _run(
             begin = cursor + rng.randint(0, 40) * NS_PER_MS
             end = begin + rng.randint(150, 3000) * NS_PER_MS
             tokens = max(1, int(rng.gauss(profile["tokens"][name], profile["tokens"][name] / 5)))
-            calls.append(_call("llm", name, begin, end, tokens))
+            calls.append(call_record("llm", name, begin, end, tokens))
             group_end = max(group_end, end)
             made += 1
         cursor = group_end + rng.randint(5, 900) * NS_PER_MS
+    return run_record(rng, agent, start, cursor, calls)
+
+
+def run_record(
+    rng: random.Random, agent: str, start: int, end: int, calls: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """A RunRecord (SPEC 2) of generated calls, its id drawn from `rng`."""
     return {
         "id": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
         "agent_id": agent,
         "started_at": format_timestamp_ns(start),
-        "ended_at": format_timestamp_ns(cursor),
+        "ended_at": format_timestamp_ns(end),
         "calls": calls,
     }
 
 
-def _call(kind: str, name: str, begin: int, end: int, tokens: int | None = None) -> dict[str, Any]:
+def call_record(
+    kind: str, name: str, begin: int, end: int, tokens: int | None = None, model: str | None = None
+) -> dict[str, Any]:
+    """A CallRecord (SPEC 2); an LLM call's prompt is three times its output."""
     call: dict[str, Any] = {
         "kind": kind,
         "name": name,
@@ -112,4 +122,6 @@ def _call(kind: str, name: str, begin: int, end: int, tokens: int | None = None)
     if tokens is not None:
         call["output_tokens"] = tokens
         call["prompt_tokens"] = tokens * 3
+    if model is not None:
+        call["model_name"] = model
     return call
