@@ -14,6 +14,8 @@ call for call, what its storage backend keeps for the same runs:
 - every Agent scope is a run (a nested Agent scope is a run of its own); its id is a fresh
   UUIDv7, not the scope's uuid; `agent_id` is the one given here, else the scope's name;
 - LLM and Tool scopes inside it (through any other scopes) are its calls, in start order;
+  each end is paired with its own scope (NeMo Relay pairs by name, last opened first, in the
+  order events reach it, and so can swap the starts of parallel same-name calls);
   events outside any Agent scope are ignored;
 - usage comes from the LLM end event's annotated response (set by a response codec):
   `completion_tokens` -> output_tokens, `prompt_tokens`, `total_tokens`; `model_name` from
