@@ -1,0 +1,302 @@
+"""The gateway's fast path: the common request handled on bytes, everything else by aiohttp.
+
+A request whose head is well-formed HTTP/1.1 (parsed by httptools), whose body has a
+Content-Length up to `max_body_bytes` (or no body), and that is not for the gateway's own
+endpoints is read whole, given its hints by the proxy (`HintsProxy.with_hints`, as on
+aiohttp's path) and forwarded over a kept-alive upstream connection (`fast_exchange`).
+Any other request (a chunked or larger body, `Expect`, `Upgrade`, HEAD, HTTP/1.0, a
+malformed head, /healthz, /readyz, /metrics) hands its connection over to aiohttp's server,
+which then serves it and every later request on it: the same behaviour, at aiohttp's cost.
+
+Why: on this machine aiohttp's server and client cost ~1.5 ms of end-to-end latency per
+proxied request beyond what a framing-only relay costs (docs/router.md), and the issue's
+target is 1 ms for the whole hop; no setting of aiohttp's gets near it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import httptools
+from multidict import CIMultiDict
+from yarl import URL
+
+from worker.gateway.fast_exchange import Exchange
+from worker.gateway.fast_upstream import UpstreamPool, set_nodelay
+from worker.gateway.headers import upstream_headers
+from worker.gateway.proxy import AGENT_HEADER, HINT_ROUTES, HintsProxy
+
+log = logging.getLogger("worker.gateway")
+
+#: the gateway's own endpoints: aiohttp's application answers them
+LOCAL_PATHS = frozenset({b"/healthz", b"/readyz", b"/metrics"})
+#: headers that send a request to aiohttp's path
+_SLOW_HEADERS = frozenset({b"transfer-encoding", b"expect", b"upgrade"})
+_SLOW_METHODS = frozenset({"HEAD", "CONNECT"})
+#: a head longer than this goes to aiohttp (which answers 400 or 431 as it sees fit)
+MAX_HEAD_BYTES = 32 * 1024
+#: stop reading a caller that sends ahead (pipelines) more than this while it waits
+_READ_AHEAD_BYTES = 1 << 20
+
+
+class FastPath:
+    """What every fast connection shares: the proxy, the upstream pool, the hand-over."""
+
+    def __init__(
+        self, proxy: HintsProxy, handover: Callable[[], asyncio.Protocol]
+    ) -> None:
+        config = proxy.config
+        upstream = URL(config.upstream)
+        self.proxy = proxy
+        self.metrics = proxy.metrics
+        self.max_body = config.max_body_bytes
+        self.handover = handover
+        self.want_usage = bool(proxy.observers)
+        self.base_path = upstream.raw_path.rstrip("/").encode()
+        self.host_header = f"Host: {upstream.raw_authority}\r\n".encode()
+        assert upstream.host is not None and upstream.port is not None
+        self.pool = UpstreamPool(
+            upstream.host,
+            upstream.port,
+            connect_timeout_s=config.connect_timeout_s,
+            read_timeout_s=config.read_timeout_s,
+        )
+        self.callers: set[FastCaller] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._counters: dict[tuple[str, int], Any] = {}
+
+    @staticmethod
+    def serves(upstream: str) -> bool:
+        """The fast path speaks plain HTTP to the upstream only."""
+        return URL(upstream).scheme == "http"
+
+    def protocol(self) -> FastCaller:
+        return FastCaller(self)
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def count(self, route: str, status: int) -> None:
+        """requests{route, status} += 1 (the labelled child looked up once)."""
+        counter = self._counters.get((route, status))
+        if counter is None:
+            counter = self._counters[route, status] = self.metrics.requests.labels(
+                route, str(status)
+            )
+        counter.inc()
+
+    async def close(self, timeout_s: float = 10.0) -> None:
+        """Close idle connections, let requests under way end (up to `timeout_s`)."""
+        for caller in list(self.callers):
+            caller.close_when_idle()
+        deadline = time.monotonic() + timeout_s
+        while self.callers and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        for caller in list(self.callers):
+            caller.abort()
+        for task in list(self._tasks):
+            task.cancel()
+        self.pool.close()
+
+
+class _Head:
+    """httptools' callbacks for one request head."""
+
+    __slots__ = ("headers", "keep_alive", "parser", "slow", "url")
+
+    def __init__(self) -> None:
+        self.url = b""
+        self.headers: list[tuple[str, str]] = []
+        self.slow = False
+        self.keep_alive = False
+        self.parser = httptools.HttpRequestParser(self)
+
+    def on_headers_complete(self) -> None:
+        # llhttp forgets it once the message is complete (a request without a body)
+        self.keep_alive = self.parser.should_keep_alive()
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if name.lower() in _SLOW_HEADERS:
+            self.slow = True
+        self.headers.append((name.decode("latin-1"), value.decode("latin-1")))
+
+
+class FastCaller(asyncio.Protocol):
+    """One caller's connection: its requests one at a time (see the module docstring)."""
+
+    def __init__(self, fast: FastPath) -> None:
+        self.fast = fast
+        self.transport: asyncio.Transport | None = None
+        self.buffer = bytearray()
+        self.exchange: Exchange | None = None
+        self.writing_paused = False
+        self._closing = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
+        set_nodelay(transport)
+        self.fast.callers.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        if self.exchange is None:
+            self._next()
+        elif len(self.buffer) > _READ_AHEAD_BYTES and self.transport is not None:
+            self.transport.pause_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.fast.callers.discard(self)
+        self.transport = None
+        if self.exchange is not None:
+            self.exchange.caller_lost()
+            self.exchange = None
+
+    def pause_writing(self) -> None:
+        self.writing_paused = True
+        if self.exchange is not None and self.exchange.conn is not None:
+            self.exchange.conn.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.writing_paused = False
+        if self.exchange is not None and self.exchange.conn is not None:
+            self.exchange.conn.resume_reading()
+
+    # --- for the exchange -----------------------------------------------------------------------
+
+    def write(self, data: bytes) -> bool:
+        """False when the caller has gone away."""
+        if self.transport is None or self.transport.is_closing():
+            return False
+        self.transport.write(data)
+        return True
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+    def exchange_done(self, keep_alive: bool) -> None:
+        self.exchange = None
+        if self.transport is None:
+            return
+        if not keep_alive or self._closing:
+            self.transport.close()
+            return
+        self.transport.resume_reading()
+        if self.buffer:
+            self._next()
+
+    def close_when_idle(self) -> None:
+        self._closing = True
+        if self.exchange is None and self.transport is not None:
+            self.transport.close()
+
+    # --- requests -------------------------------------------------------------------------------
+
+    def _next(self) -> None:
+        """Start the buffered request once it is all there, or hand the connection over."""
+        buffer = self.buffer
+        end = buffer.find(b"\r\n\r\n")
+        if end < 0:
+            if len(buffer) > MAX_HEAD_BYTES:
+                self._hand_over()
+            return
+        head = _Head()
+        parser = head.parser
+        try:
+            parser.feed_data(bytes(buffer[: end + 4]))
+        except httptools.HttpParserError:
+            self._hand_over()  # aiohttp answers it (400)
+            return
+        method = parser.get_method().decode("latin-1")
+        path = head.url.partition(b"?")[0]
+        if (
+            head.slow
+            or method in _SLOW_METHODS
+            or parser.get_http_version() != "1.1"
+            or path in LOCAL_PATHS
+            or not head.url.startswith(b"/")
+        ):
+            self._hand_over()
+            return
+        headers: CIMultiDict[str] = CIMultiDict(head.headers)
+        declared = headers.get("Content-Length")
+        try:
+            length = int(declared) if declared is not None else 0
+        except ValueError:
+            length = -1
+        if not 0 <= length <= self.fast.max_body:
+            self._hand_over()  # aiohttp streams a large body through, or answers 400
+            return
+        start = end + 4
+        if len(buffer) < start + length:
+            return  # the rest of the body is on its way
+        body = bytes(buffer[start : start + length])
+        del buffer[: start + length]
+        self._forward(method, head.url, path, headers, body, head.keep_alive)
+
+    def _forward(
+        self,
+        method: str,
+        url: bytes,
+        path: bytes,
+        headers: CIMultiDict[str],
+        body: bytes,
+        keep_alive: bool,
+    ) -> None:
+        """As `HintsProxy.handle`: the hints when the request gets any, then the hop."""
+        started = time.perf_counter()
+        fast = self.fast
+        route = HINT_ROUTES.get(path.decode("latin-1")) if method == "POST" else None
+        agent_id = headers.get(AGENT_HEADER) if route is not None else None
+        call = None
+        data, added, keep_length = body, {}, True
+        if route is None or not agent_id:
+            route = route or "other"
+        else:
+            call = fast.proxy.open_call(route, agent_id, headers)
+            try:
+                data, added, keep_length = fast.proxy.with_hints(call, headers, body)
+            except BaseException:
+                fast.proxy.close_call(call)
+                raise
+        out = upstream_headers(headers, added, keep_length=keep_length)
+        lines = [b"%s %s%s HTTP/1.1\r\n" % (method.encode(), fast.base_path, url)]
+        lines.append(fast.host_header)
+        lines += [f"{name}: {value}\r\n".encode("latin-1") for name, value in out.items()]
+        if not keep_length or (data and "Content-Length" not in out):
+            lines.append(b"Content-Length: %d\r\n" % len(data))
+        lines += (b"\r\n", data)
+        target = f"{method} {path.decode('latin-1')}"
+        self.exchange = Exchange(
+            self,
+            b"".join(lines),
+            route,
+            call,
+            keep_alive=keep_alive,
+            added_s=time.perf_counter() - started,
+            target=target,
+        )
+        self.exchange.start()
+
+    def _hand_over(self) -> None:
+        """aiohttp's server takes this connection, from the request not yet answered on."""
+        transport = self.transport
+        if transport is None:
+            return
+        self.fast.callers.discard(self)
+        self.transport = None
+        handler = self.fast.handover()
+        transport.set_protocol(handler)
+        handler.connection_made(transport)
+        if self.buffer:
+            data, self.buffer = bytes(self.buffer), bytearray()
+            handler.data_received(data)

@@ -1,0 +1,193 @@
+"""The fast path's upstream side: kept-alive HTTP/1.1 connections to a plain-http upstream.
+
+Each connection carries one exchange at a time: the request leaves in one write, the answer
+is parsed by httptools (llhttp, the parser uvicorn uses) straight into the exchange's
+callbacks (`fast_exchange.Exchange`), which relays it as it arrives. A connection whose
+answer ended cleanly and that the upstream keeps alive goes back to the pool.
+
+Why not aiohttp's client here: per request it builds a ClientRequest, a ClientResponse, a
+StreamReader, timers and a task hand-over; on this machine that costs ~0.5-0.7 ms of the
+hop's end-to-end latency (docs/router.md), more than the whole target leaves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from typing import Protocol
+
+import httptools
+
+
+class ResponseSink(Protocol):
+    """Where a connection delivers an answer (httptools' callbacks, and the rest)."""
+
+    #: the upstream keeps the connection open after this answer (read at its headers:
+    #: llhttp forgets it once the message is complete)
+    upstream_keep_alive: bool
+
+    def on_status(self, status: bytes) -> None: ...
+    def on_header(self, name: bytes, value: bytes) -> None: ...
+    def on_headers_complete(self) -> None: ...
+    def on_body(self, body: bytes) -> None: ...
+    def on_message_complete(self) -> None: ...
+
+    def flushed(self) -> bool:
+        """One read of the upstream was parsed: relay what it gave; True once complete."""
+
+    def upstream_failed(self, exc: BaseException, *, retry: bool) -> None:
+        """The answer cannot be completed (`retry`: a reused connection closed before any
+        byte of it, so the request may go again on a fresh one)."""
+
+    def upstream_closed(self) -> bool:
+        """The upstream closed the connection: True when that ends the answer (a body
+        delimited by the connection's end), else the exchange is told `upstream_failed`."""
+
+
+def set_nodelay(transport: asyncio.BaseTransport) -> None:
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:  # not TCP (a test's transport)
+            pass
+
+
+class UpstreamConnection(asyncio.Protocol):
+    """One connection to the upstream (see the module docstring)."""
+
+    def __init__(self, pool: UpstreamPool) -> None:
+        self.pool = pool
+        self.transport: asyncio.Transport | None = None
+        self.sink: ResponseSink | None = None
+        self.parser: httptools.HttpResponseParser | None = None
+        self.lost = False
+        #: an exchange ran on it before (a stale kept-alive connection may be closed)
+        self.reused = False
+        self._got_bytes = False
+        self._last_read = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
+        set_nodelay(transport)
+
+    def send(self, sink: ResponseSink, request: bytes) -> None:
+        """Send `request` (head and body); its answer goes to `sink`."""
+        assert self.transport is not None and self.sink is None
+        self.sink = sink
+        self.parser = httptools.HttpResponseParser(sink)
+        self._got_bytes = False
+        loop = asyncio.get_running_loop()
+        self._last_read = loop.time()
+        self._timer = loop.call_at(self._last_read + self.pool.read_timeout_s, self._check_read)
+        self.transport.write(request)
+
+    def data_received(self, data: bytes) -> None:
+        sink, parser = self.sink, self.parser
+        if sink is None or parser is None:  # bytes nobody asked for: the connection is unusable
+            self.close()
+            return
+        self._got_bytes = True
+        self._last_read = asyncio.get_running_loop().time()
+        try:
+            parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self._fail(exc)
+            return
+        if sink.flushed():
+            keep = sink.upstream_keep_alive
+            self._end_exchange()
+            if keep and not self.lost:
+                self.reused = True
+                self.pool.idle.append(self)
+            else:
+                self.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        self.pool.forget(self)
+        sink = self.sink
+        if sink is None:
+            return
+        if self._got_bytes and sink.upstream_closed():
+            self._end_exchange()
+            return
+        retry = self.reused and not self._got_bytes
+        self._fail(exc or ConnectionResetError("the upstream closed the connection"), retry)
+
+    def pause_reading(self) -> None:
+        if self.transport is not None and not self.lost:
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.transport is not None and not self.lost:
+            self.transport.resume_reading()
+
+    def close(self) -> None:
+        """Close without telling the exchange (it has ended, or it closes us)."""
+        self.lost = True  # never reused
+        self._end_exchange()
+        if self.transport is not None:
+            self.transport.close()
+
+    def _check_read(self) -> None:
+        deadline = self._last_read + self.pool.read_timeout_s
+        loop = asyncio.get_running_loop()
+        if loop.time() < deadline:
+            self._timer = loop.call_at(deadline, self._check_read)
+            return
+        self._timer = None
+        self._fail(TimeoutError("the upstream did not answer in time"))
+        if self.transport is not None:
+            self.transport.close()
+
+    def _fail(self, exc: BaseException, retry: bool = False) -> None:
+        sink = self.sink
+        self._end_exchange()
+        if self.transport is not None:
+            self.transport.close()
+        if sink is not None:
+            sink.upstream_failed(exc, retry=retry)
+
+    def _end_exchange(self) -> None:
+        self.sink = self.parser = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+
+class UpstreamPool:
+    """Idle kept-alive connections to one host and port, and new ones when none is idle."""
+
+    def __init__(
+        self, host: str, port: int, *, connect_timeout_s: float, read_timeout_s: float
+    ) -> None:
+        self.host, self.port = host, port
+        self.connect_timeout_s = connect_timeout_s
+        self.read_timeout_s = read_timeout_s
+        self.idle: list[UpstreamConnection] = []
+
+    def take_idle(self) -> UpstreamConnection | None:
+        while self.idle:
+            conn = self.idle.pop()
+            if not conn.lost:
+                return conn
+        return None
+
+    async def connect(self) -> UpstreamConnection:
+        """A new connection (TimeoutError past the connect timeout, OSError when refused)."""
+        loop = asyncio.get_running_loop()
+        _, conn = await asyncio.wait_for(
+            loop.create_connection(lambda: UpstreamConnection(self), self.host, self.port),
+            self.connect_timeout_s,
+        )
+        return conn
+
+    def forget(self, conn: UpstreamConnection) -> None:
+        if conn in self.idle:
+            self.idle.remove(conn)
+
+    def close(self) -> None:
+        while self.idle:
+            self.idle.pop().close()
