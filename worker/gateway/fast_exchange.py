@@ -260,4 +260,3 @@ class Exchange:
             self.fast.proxy.close_call(call)
         if tell_caller:
             self.caller.exchange_done(complete and self.keep_alive)
-

@@ -46,9 +46,7 @@ _READ_AHEAD_BYTES = 1 << 20
 class FastPath:
     """What every fast connection shares: the proxy, the upstream pool, the hand-over."""
 
-    def __init__(
-        self, proxy: HintsProxy, handover: Callable[[], asyncio.Protocol]
-    ) -> None:
+    def __init__(self, proxy: HintsProxy, handover: Callable[[], asyncio.Protocol]) -> None:
         config = proxy.config
         upstream = URL(config.upstream)
         self.proxy = proxy
@@ -258,7 +256,8 @@ class FastCaller(asyncio.Protocol):
         route = HINT_ROUTES.get(path.decode("latin-1")) if method == "POST" else None
         agent_id = headers.get(AGENT_HEADER) if route is not None else None
         call = None
-        data, added, keep_length = body, {}, True
+        data, keep_length = body, True
+        added: dict[str, str] = {}
         if route is None or not agent_id:
             route = route or "other"
         else:

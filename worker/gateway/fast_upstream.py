@@ -13,6 +13,7 @@ hop's end-to-end latency (docs/router.md), more than the whole target leaves.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 from typing import Protocol
 
@@ -47,10 +48,8 @@ class ResponseSink(Protocol):
 def set_nodelay(transport: asyncio.BaseTransport) -> None:
     sock = transport.get_extra_info("socket")
     if sock is not None:
-        try:
+        with contextlib.suppress(OSError):  # not TCP (a test's transport)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError:  # not TCP (a test's transport)
-            pass
 
 
 class UpstreamConnection(asyncio.Protocol):

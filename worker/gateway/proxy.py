@@ -158,9 +158,7 @@ class HintsProxy:
             return self._unchanged(request.headers, call, "too_large", request.content)
         raw, complete = await _read_up_to(request.content, limit)
         if not complete:
-            return self._unchanged(
-                request.headers, call, "too_large", _chain(raw, request.content)
-            )
+            return self._unchanged(request.headers, call, "too_large", _chain(raw, request.content))
         return self.with_hints(call, request.headers, raw)
 
     def with_hints(
