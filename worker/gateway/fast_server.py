@@ -1,8 +1,8 @@
 """The gateway's fast path: the common request handled on bytes, everything else by aiohttp.
 
-A request whose head is well-formed HTTP/1.1 (parsed by httptools), whose body has a
+A request whose head is plain HTTP/1.1 (`fast_head`: a strict subset), whose body has a
 Content-Length up to `max_body_bytes` (or no body), and that is not for the gateway's own
-endpoints is read whole, given its hints by the proxy (`HintsProxy.with_hints`, as on
+endpoints nor a HEAD is read whole, given its hints by the proxy (`HintsProxy.with_hints`, as on
 aiohttp's path) and forwarded over a kept-alive upstream connection (`fast_exchange`).
 Any other request (a chunked or larger body, `Expect`, `Upgrade`, HEAD, HTTP/1.0, a
 malformed head, /healthz, /readyz, /metrics) hands its connection over to aiohttp's server,
@@ -21,21 +21,18 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-import httptools
-from multidict import CIMultiDict
 from yarl import URL
 
+from worker.gateway import fast_head
 from worker.gateway.fast_exchange import Exchange
 from worker.gateway.fast_upstream import UpstreamPool, set_nodelay
-from worker.gateway.headers import upstream_headers
 from worker.gateway.proxy import AGENT_HEADER, HINT_ROUTES, HintsProxy
 
 log = logging.getLogger("worker.gateway")
 
 #: the gateway's own endpoints: aiohttp's application answers them
-LOCAL_PATHS = frozenset({b"/healthz", b"/readyz", b"/metrics"})
-#: headers that send a request to aiohttp's path
-_SLOW_HEADERS = frozenset({b"transfer-encoding", b"expect", b"upgrade"})
+LOCAL_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+#: methods whose requests go to aiohttp's path (a HEAD's answer has no body to read)
 _SLOW_METHODS = frozenset({"HEAD", "CONNECT"})
 #: a head longer than this goes to aiohttp (which answers 400 or 431 as it sees fit)
 MAX_HEAD_BYTES = 32 * 1024
@@ -54,8 +51,8 @@ class FastPath:
         self.max_body = config.max_body_bytes
         self.handover = handover
         self.want_usage = bool(proxy.observers)
-        self.base_path = upstream.raw_path.rstrip("/").encode()
-        self.host_header = f"Host: {upstream.raw_authority}\r\n".encode()
+        self.base_path = upstream.raw_path.rstrip("/")
+        self.host = upstream.raw_authority
         assert upstream.host is not None and upstream.port is not None
         self.pool = UpstreamPool(
             upstream.host,
@@ -101,31 +98,6 @@ class FastPath:
         for task in list(self._tasks):
             task.cancel()
         self.pool.close()
-
-
-class _Head:
-    """httptools' callbacks for one request head."""
-
-    __slots__ = ("headers", "keep_alive", "parser", "slow", "url")
-
-    def __init__(self) -> None:
-        self.url = b""
-        self.headers: list[tuple[str, str]] = []
-        self.slow = False
-        self.keep_alive = False
-        self.parser = httptools.HttpRequestParser(self)
-
-    def on_headers_complete(self) -> None:
-        # llhttp forgets it once the message is complete (a request without a body)
-        self.keep_alive = self.parser.should_keep_alive()
-
-    def on_url(self, url: bytes) -> None:
-        self.url += url
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        if name.lower() in _SLOW_HEADERS:
-            self.slow = True
-        self.headers.append((name.decode("latin-1"), value.decode("latin-1")))
 
 
 class FastCaller(asyncio.Protocol):
@@ -207,53 +179,30 @@ class FastCaller(asyncio.Protocol):
             if len(buffer) > MAX_HEAD_BYTES:
                 self._hand_over()
             return
-        head = _Head()
-        parser = head.parser
-        try:
-            parser.feed_data(bytes(buffer[: end + 4]))
-        except httptools.HttpParserError:
-            self._hand_over()  # aiohttp answers it (400)
-            return
-        method = parser.get_method().decode("latin-1")
-        path = head.url.partition(b"?")[0]
+        head = fast_head.parse(bytes(buffer[:end]))
+        length = 0 if head is None or head.length is None else head.length
         if (
-            head.slow
-            or method in _SLOW_METHODS
-            or parser.get_http_version() != "1.1"
-            or path in LOCAL_PATHS
-            or not head.url.startswith(b"/")
+            head is None
+            or head.method in _SLOW_METHODS
+            or head.path in LOCAL_PATHS
+            or length > self.fast.max_body
         ):
-            self._hand_over()
-            return
-        headers: CIMultiDict[str] = CIMultiDict(head.headers)
-        declared = headers.get("Content-Length")
-        try:
-            length = int(declared) if declared is not None else 0
-        except ValueError:
-            length = -1
-        if not 0 <= length <= self.fast.max_body:
-            self._hand_over()  # aiohttp streams a large body through, or answers 400
+            self._hand_over()  # aiohttp serves it: a large body streams through, bad ones 400
             return
         start = end + 4
         if len(buffer) < start + length:
             return  # the rest of the body is on its way
         body = bytes(buffer[start : start + length])
         del buffer[: start + length]
-        self._forward(method, head.url, path, headers, body, head.keep_alive)
+        self._forward(head, body)
 
-    def _forward(
-        self,
-        method: str,
-        url: bytes,
-        path: bytes,
-        headers: CIMultiDict[str],
-        body: bytes,
-        keep_alive: bool,
-    ) -> None:
+    def _forward(self, head: fast_head.RequestHead, body: bytes) -> None:
         """As `HintsProxy.handle`: the hints when the request gets any, then the hop."""
         started = time.perf_counter()
         fast = self.fast
-        route = HINT_ROUTES.get(path.decode("latin-1")) if method == "POST" else None
+        headers = head.headers
+        path = head.path
+        route = HINT_ROUTES.get(path) if head.method == "POST" else None
         agent_id = headers.get(AGENT_HEADER) if route is not None else None
         call = None
         data, keep_length = body, True
@@ -267,22 +216,15 @@ class FastCaller(asyncio.Protocol):
             except BaseException:
                 fast.proxy.close_call(call)
                 raise
-        out = upstream_headers(headers, added, keep_length=keep_length)
-        lines = [b"%s %s%s HTTP/1.1\r\n" % (method.encode(), fast.base_path, url)]
-        lines.append(fast.host_header)
-        lines += [f"{name}: {value}\r\n".encode("latin-1") for name, value in out.items()]
-        if not keep_length or (data and "Content-Length" not in out):
-            lines.append(b"Content-Length: %d\r\n" % len(data))
-        lines += (b"\r\n", data)
-        target = f"{method} {path.decode('latin-1')}"
+        request = head.upstream(fast.base_path, fast.host, added, data, keep_length=keep_length)
         self.exchange = Exchange(
             self,
-            b"".join(lines),
+            request,
             route,
             call,
-            keep_alive=keep_alive,
+            keep_alive=head.keep_alive,
             added_s=time.perf_counter() - started,
-            target=target,
+            target=f"{head.method} {path}",
         )
         self.exchange.start()
 
