@@ -109,6 +109,7 @@ class FastCaller(asyncio.Protocol):
         self.buffer = bytearray()
         self.exchange: Exchange | None = None
         self.writing_paused = False
+        self._reading_paused = False
         self._closing = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -121,6 +122,7 @@ class FastCaller(asyncio.Protocol):
         if self.exchange is None:
             self._next()
         elif len(self.buffer) > _READ_AHEAD_BYTES and self.transport is not None:
+            self._reading_paused = True
             self.transport.pause_reading()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -160,7 +162,9 @@ class FastCaller(asyncio.Protocol):
         if not keep_alive or self._closing:
             self.transport.close()
             return
-        self.transport.resume_reading()
+        if self._reading_paused:
+            self._reading_paused = False
+            self.transport.resume_reading()
         if self.buffer:
             self._next()
 

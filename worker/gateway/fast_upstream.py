@@ -64,8 +64,8 @@ class UpstreamConnection(asyncio.Protocol):
         #: an exchange ran on it before (a stale kept-alive connection may be closed)
         self.reused = False
         self._got_bytes = False
-        self._last_read = 0.0
-        self._timer: asyncio.TimerHandle | None = None
+        #: when the upstream last sent anything for the exchange under way (loop time)
+        self.last_read = 0.0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
@@ -77,9 +77,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.sink = sink
         self.parser = httptools.HttpResponseParser(sink)
         self._got_bytes = False
-        loop = asyncio.get_running_loop()
-        self._last_read = loop.time()
-        self._timer = loop.call_at(self._last_read + self.pool.read_timeout_s, self._check_read)
+        self.last_read = self.pool.busy(self)
         self.transport.write(request)
 
     def data_received(self, data: bytes) -> None:
@@ -88,7 +86,7 @@ class UpstreamConnection(asyncio.Protocol):
             self.close()
             return
         self._got_bytes = True
-        self._last_read = asyncio.get_running_loop().time()
+        self.last_read = self.pool.loop_time()
         try:
             parser.feed_data(data)
         except httptools.HttpParserError as exc:
@@ -130,16 +128,9 @@ class UpstreamConnection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
-    def _check_read(self) -> None:
-        deadline = self._last_read + self.pool.read_timeout_s
-        loop = asyncio.get_running_loop()
-        if loop.time() < deadline:
-            self._timer = loop.call_at(deadline, self._check_read)
-            return
-        self._timer = None
+    def timed_out(self) -> None:
+        """The upstream has been silent past the read timeout."""
         self._fail(TimeoutError("the upstream did not answer in time"))
-        if self.transport is not None:
-            self.transport.close()
 
     def _fail(self, exc: BaseException, retry: bool = False) -> None:
         sink = self.sink
@@ -151,9 +142,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     def _end_exchange(self) -> None:
         self.sink = self.parser = None
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self.pool.idle_now(self)
 
 
 class UpstreamPool:
@@ -166,6 +155,45 @@ class UpstreamPool:
         self.connect_timeout_s = connect_timeout_s
         self.read_timeout_s = read_timeout_s
         self.idle: list[UpstreamConnection] = []
+        #: connections with an exchange under way, watched for the read timeout
+        self._busy: set[UpstreamConnection] = set()
+        self._watch: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def loop_time(self) -> float:
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        return self._loop.time()
+
+    def busy(self, conn: UpstreamConnection) -> float:
+        """`conn` sent a request: watch it for the read timeout; the loop's time now.
+
+        One timer for the pool, checking every quarter of the timeout (at most every
+        second), instead of one per request: uvloop closes a cancelled timer's libuv
+        handle in an extra turn of the loop, an extra wake-up on every request."""
+        now = self.loop_time()
+        self._busy.add(conn)
+        if self._watch is None:
+            assert self._loop is not None
+            self._watch = self._loop.call_at(now + self._tick_s(), self._check)
+        return now
+
+    def idle_now(self, conn: UpstreamConnection) -> None:
+        self._busy.discard(conn)
+
+    def _tick_s(self) -> float:
+        return min(1.0, self.read_timeout_s / 4)
+
+    def _check(self) -> None:
+        self._watch = None
+        if not self._busy:
+            return
+        now = self.loop_time()
+        for conn in [c for c in self._busy if now - c.last_read >= self.read_timeout_s]:
+            conn.timed_out()
+        if self._busy:
+            assert self._loop is not None
+            self._watch = self._loop.call_at(now + self._tick_s(), self._check)
 
     def take_idle(self) -> UpstreamConnection | None:
         while self.idle:
@@ -190,3 +218,6 @@ class UpstreamPool:
     def close(self) -> None:
         while self.idle:
             self.idle.pop().close()
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
