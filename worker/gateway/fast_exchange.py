@@ -171,12 +171,13 @@ class Exchange:
             if self._complete:
                 data += usage.finish()
         parts = []
+        added_s = None
         if not self._head_sent:
             if not (data or self._complete or self._sse):
                 return False  # the head waits for the first body bytes (one write, one segment)
             parts.append(self._head)
             self._head_sent = True
-            self.fast.metrics.added.observe(self.added_s + time.perf_counter() - self._head_at)
+            added_s = self.added_s + time.perf_counter() - self._head_at
         if data:
             parts += (b"%x\r\n" % len(data), data, b"\r\n") if self._chunked else (data,)
         if self._complete and self._chunked:
@@ -184,6 +185,8 @@ class Exchange:
         if parts and not self.caller.write(b"".join(parts)):
             self.caller_lost()
             return True
+        if added_s is not None:  # after the write: the caller need not wait for it
+            self.fast.metrics.added.observe(added_s)
         if self._complete:
             self._end(True)
         return self._complete

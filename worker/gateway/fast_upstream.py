@@ -75,10 +75,11 @@ class UpstreamConnection(asyncio.Protocol):
         """Send `request` (head and body); its answer goes to `sink`."""
         assert self.transport is not None and self.sink is None
         self.sink = sink
+        self.transport.write(request)
+        # the answer cannot arrive before this returns to the loop: set up after sending
         self.parser = httptools.HttpResponseParser(sink)
         self._got_bytes = False
         self.last_read = self.pool.busy(self)
-        self.transport.write(request)
 
     def data_received(self, data: bytes) -> None:
         sink, parser = self.sink, self.parser
