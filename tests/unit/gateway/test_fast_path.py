@@ -1,0 +1,221 @@
+"""The gateway's fast path on real local sockets: kept-alive upstream connections, how an
+answer's end is found, retries of a stale connection, pipelining, and the hand-over of
+unusual requests to aiohttp's server on the same connection. (No Kafka: the hints view
+never loads, so requests go without hints, which is all these tests need.)"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator, Callable
+
+import orjson
+import pytest
+
+from devtools.fake_upstream import FakeUpstream
+from worker.client import HintsClient
+from worker.gateway import GatewayConfig, GatewayServer
+
+#: what the raw upstream answers a request with: (bytes to send or None, then close?)
+Answer = Callable[[bytes, int], tuple[bytes | None, bool]]
+#: raw upstreams started by the test under way (the fixture closes them)
+_RUNNING: list[RawUpstream] = []
+#: callers' connections opened by the test under way (the fixture closes them)
+_CALLERS: list[asyncio.StreamWriter] = []
+
+
+class RawUpstream:
+    """An upstream on bare sockets: the exact bytes it answers, its connections counted."""
+
+    def __init__(self, answer: Answer) -> None:
+        self.answer = answer
+        self.connections = 0
+        self.requests: list[bytes] = []
+
+    async def start(self) -> RawUpstream:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        _RUNNING.append(self)
+        self.url = f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+        return self
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                found = re.search(rb"(?i)\r\ncontent-length: *(\d+)", head)
+                request = head + await reader.readexactly(int(found[1]) if found else 0)
+                self.requests.append(request)
+                reply, close = self.answer(request, len(self.requests))
+                if reply is not None:
+                    writer.write(reply)
+                    await writer.drain()
+                if close:
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+def ok(body: bytes, *extra: bytes) -> bytes:
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n" + b"".join(extra)
+    return head + b"Content-Length: %d\r\n\r\n" % len(body) + body
+
+
+def post(path: str, body: bytes, *extra: bytes) -> bytes:
+    return (
+        b"POST %s HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\n" % path.encode()
+        + b"".join(extra)
+        + b"Content-Length: %d\r\n\r\n" % len(body)
+        + body
+    )
+
+
+async def read_response(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], bytes]:
+    """(status, headers with lower-case names, body) of one response, chunked or not."""
+    head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
+    status_line, *lines = head[:-4].split("\r\n")
+    headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines)}
+    if headers.get("transfer-encoding") == "chunked":
+        body = b""
+        while size := int((await reader.readuntil(b"\r\n"))[:-2], 16):
+            body += (await reader.readexactly(size + 2))[:-2]
+        await reader.readexactly(2)
+    else:
+        body = await reader.readexactly(int(headers.get("content-length", "0")))
+    return int(status_line.split()[1]), headers, body
+
+
+@pytest.fixture
+async def gateway_for() -> AsyncIterator[Callable[[str], asyncio.Future[GatewayServer]]]:
+    servers: list[GatewayServer] = []
+
+    async def start(upstream: str) -> GatewayServer:
+        client = HintsClient("127.0.0.1:9", hints_topic="h", tries_topic="t")
+        server = GatewayServer(GatewayConfig(upstream=upstream, port=0), client)
+        await server.start()
+        servers.append(server)
+        return server
+
+    yield start  # type: ignore[misc]
+    while _CALLERS:
+        _CALLERS.pop().close()
+    for server in servers:
+        await server.stop()
+    while _RUNNING:
+        upstream = _RUNNING.pop()
+        upstream.server.close()
+        await upstream.server.wait_closed()
+
+
+async def connect(server: GatewayServer) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    _CALLERS.append(writer)
+    return reader, writer
+
+
+async def test_requests_share_one_kept_alive_upstream_connection(gateway_for) -> None:
+    upstream = await RawUpstream(lambda req, n: (ok(b'{"n": %d}' % n), False)).start()
+    server = await gateway_for(upstream.url)
+    reader, writer = await connect(server)
+    for n in (1, 2, 3):
+        writer.write(post("/v1/chat/completions", b'{"model": "m"}', b"Connection: keep-alive\r\n"))
+        status, headers, body = await read_response(reader)
+        assert (status, body) == (200, b'{"n": %d}' % n)
+        assert headers["content-length"] == str(len(body))
+    assert upstream.connections == 1
+    for request in upstream.requests:
+        assert request.startswith(b"POST /v1/chat/completions HTTP/1.1\r\n")
+        host = upstream.url.removeprefix("http://").encode()
+        assert re.findall(rb"(?i)\r\nhost: ([^\r]*)", request) == [host]
+        assert b"keep-alive" not in request.lower() and request.endswith(b'{"model": "m"}')
+    writer.close()
+
+
+async def test_an_answer_ended_by_the_upstreams_close_is_relayed_whole(gateway_for) -> None:
+    answer = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nthe whole answer"
+    upstream = await RawUpstream(lambda req, n: (answer, True)).start()
+    server = await gateway_for(upstream.url)
+    reader, writer = await connect(server)
+    for _ in range(2):
+        writer.write(post("/v1/completions", b"{}"))
+        status, headers, body = await read_response(reader)
+        assert (status, body) == (200, b"the whole answer")
+        assert headers["transfer-encoding"] == "chunked"
+    assert upstream.connections == 2  # a connection the upstream closed is not reused
+    writer.close()
+
+
+async def test_a_stale_kept_alive_connection_is_retried_once(gateway_for) -> None:
+    # the upstream drops its kept-alive connection as the second request arrives on it
+    def answer(request: bytes, n: int) -> tuple[bytes | None, bool]:
+        return (None, True) if n == 2 else (ok(b'{"n": %d}' % n), False)
+
+    upstream = await RawUpstream(answer).start()
+    server = await gateway_for(upstream.url)
+    reader, writer = await connect(server)
+    for expected in (1, 3):
+        writer.write(post("/v1/completions", b"{}"))
+        status, _, body = await read_response(reader)
+        assert (status, body) == (200, b'{"n": %d}' % expected)
+    assert upstream.connections == 2 and len(upstream.requests) == 3
+    writer.close()
+
+
+async def test_pipelined_requests_are_answered_in_order(gateway_for) -> None:
+    upstream = await RawUpstream(
+        lambda req, n: (ok(req[req.index(b"\r\n\r\n") + 4 :]), False)
+    ).start()
+    server = await gateway_for(upstream.url)
+    reader, writer = await connect(server)
+    writer.write(post("/v1/completions", b'"a"') + post("/v1/completions", b'"b"'))
+    assert (await read_response(reader))[2] == b'"a"'
+    assert (await read_response(reader))[2] == b'"b"'
+    writer.close()
+
+
+async def test_a_callers_connection_close_is_honoured(gateway_for) -> None:
+    upstream = await RawUpstream(lambda req, n: (ok(b"{}"), False)).start()
+    server = await gateway_for(upstream.url)
+    reader, writer = await connect(server)
+    writer.write(post("/v1/completions", b"{}", b"Connection: close\r\n"))
+    status, headers, _ = await read_response(reader)
+    assert status == 200 and headers["connection"] == "close"
+    assert await reader.read() == b""  # closed by the gateway
+    writer.close()
+
+
+async def test_unusual_requests_hand_the_connection_to_aiohttp(gateway_for) -> None:
+    upstream = await FakeUpstream().start()
+    try:
+        server = await gateway_for(upstream.url)
+        reader, writer = await connect(server)
+        chunked = (
+            b"POST /echo HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"3\r\nabc\r\n3\r\ndef\r\n0\r\n\r\n"
+        )
+        # fast, then chunked (aiohttp's from here on), then fast-looking but aiohttp's
+        for request, body in (
+            (post("/echo", b"one"), "one"),
+            (chunked, "abcdef"),
+            (post("/echo", b"three"), "three"),
+        ):
+            writer.write(request)
+            status, _, answer = await read_response(reader)
+            assert status == 200 and orjson.loads(answer)["body"] == body
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: gw\r\n\r\n")
+        status, _, answer = await read_response(reader)
+        assert status == 200 and orjson.loads(answer)["status"] == "ok"
+        writer.close()
+        # the gateway's own endpoints and malformed heads on a fresh connection
+        reader, writer = await connect(server)
+        writer.write(b"GET /readyz HTTP/1.1\r\nHost: gw\r\n\r\n")
+        assert (await read_response(reader))[0] == 503  # no view: not ready
+        writer.close()
+        reader, writer = await connect(server)
+        writer.write(b"POST /echo HTTP/1.1\r\nHost: gw\r\n folded\r\nContent-Length: 0\r\n\r\n")
+        assert (await read_response(reader))[0] == 400
+        writer.close()
+    finally:
+        await upstream.stop()
