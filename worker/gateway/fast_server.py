@@ -36,6 +36,10 @@ LOCAL_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 _SLOW_METHODS = frozenset({"HEAD", "CONNECT"})
 #: a head longer than this goes to aiohttp (which answers 400 or 431 as it sees fit)
 MAX_HEAD_BYTES = 32 * 1024
+_INTERNAL_ERROR = (
+    b"HTTP/1.1 500 Internal Server Error\r\nContent-Type: text/plain; charset=utf-8\r\n"
+    b"Content-Length: 25\r\nConnection: close\r\n\r\n500 Internal Server Error"
+)
 #: stop reading a caller that sends ahead (pipelines) more than this while it waits
 _READ_AHEAD_BYTES = 1 << 20
 
@@ -198,7 +202,14 @@ class FastCaller(asyncio.Protocol):
             return  # the rest of the body is on its way
         body = bytes(buffer[start : start + length])
         del buffer[: start + length]
-        self._forward(head, body)
+        try:
+            self._forward(head, body)
+        except Exception:  # a bug of ours: answer 500 as aiohttp would, keep serving others
+            log.exception("%s %s: internal error", head.method, head.path)
+            self.exchange = None
+            self.write(_INTERNAL_ERROR)
+            if self.transport is not None:
+                self.transport.close()
 
     def _forward(self, head: fast_head.RequestHead, body: bytes) -> None:
         """As `HintsProxy.handle`: the hints when the request gets any, then the hop."""

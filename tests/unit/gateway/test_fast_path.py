@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 
 import orjson
 import pytest
@@ -87,26 +88,22 @@ async def read_response(reader: asyncio.StreamReader) -> tuple[int, dict[str, st
     return int(status_line.split()[1]), headers, body
 
 
-@pytest.fixture
-async def gateway_for() -> AsyncIterator[Callable[[str], asyncio.Future[GatewayServer]]]:
-    servers: list[GatewayServer] = []
-
-    async def start(upstream: str) -> GatewayServer:
-        client = HintsClient("127.0.0.1:9", hints_topic="h", tries_topic="t")
-        server = GatewayServer(GatewayConfig(upstream=upstream, port=0), client)
-        await server.start()
-        servers.append(server)
-        return server
-
-    yield start  # type: ignore[misc]
-    while _CALLERS:
-        _CALLERS.pop().close()
-    for server in servers:
+@asynccontextmanager
+async def gateway(upstream: str) -> AsyncIterator[GatewayServer]:
+    """A gateway in front of `upstream`; closes what the test opened when it ends."""
+    client = HintsClient("127.0.0.1:9", hints_topic="h", tries_topic="t")
+    server = GatewayServer(GatewayConfig(upstream=upstream, port=0), client)
+    await server.start()
+    try:
+        yield server
+    finally:
+        while _CALLERS:
+            _CALLERS.pop().close()
         await server.stop()
-    while _RUNNING:
-        upstream = _RUNNING.pop()
-        upstream.server.close()
-        await upstream.server.wait_closed()
+        while _RUNNING:
+            raw = _RUNNING.pop()
+            raw.server.close()
+            await raw.server.wait_closed()
 
 
 async def connect(server: GatewayServer) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
@@ -115,107 +112,129 @@ async def connect(server: GatewayServer) -> tuple[asyncio.StreamReader, asyncio.
     return reader, writer
 
 
-async def test_requests_share_one_kept_alive_upstream_connection(gateway_for) -> None:
+async def test_requests_share_one_kept_alive_upstream_connection() -> None:
     upstream = await RawUpstream(lambda req, n: (ok(b'{"n": %d}' % n), False)).start()
-    server = await gateway_for(upstream.url)
-    reader, writer = await connect(server)
-    for n in (1, 2, 3):
-        writer.write(post("/v1/chat/completions", b'{"model": "m"}', b"Connection: keep-alive\r\n"))
-        status, headers, body = await read_response(reader)
-        assert (status, body) == (200, b'{"n": %d}' % n)
-        assert headers["content-length"] == str(len(body))
-    assert upstream.connections == 1
-    for request in upstream.requests:
-        assert request.startswith(b"POST /v1/chat/completions HTTP/1.1\r\n")
-        host = upstream.url.removeprefix("http://").encode()
-        assert re.findall(rb"(?i)\r\nhost: ([^\r]*)", request) == [host]
-        assert b"keep-alive" not in request.lower() and request.endswith(b'{"model": "m"}')
-    writer.close()
+    async with gateway(upstream.url) as server:
+        reader, writer = await connect(server)
+        for n in (1, 2, 3):
+            writer.write(
+                post("/v1/chat/completions", b'{"model": "m"}', b"Connection: keep-alive\r\n")
+            )
+            status, headers, body = await read_response(reader)
+            assert (status, body) == (200, b'{"n": %d}' % n)
+            assert headers["content-length"] == str(len(body))
+        assert upstream.connections == 1
+        for request in upstream.requests:
+            assert request.startswith(b"POST /v1/chat/completions HTTP/1.1\r\n")
+            host = upstream.url.removeprefix("http://").encode()
+            assert re.findall(rb"(?i)\r\nhost: ([^\r]*)", request) == [host]
+            assert b"keep-alive" not in request.lower() and request.endswith(b'{"model": "m"}')
+        writer.close()
 
 
-async def test_an_answer_ended_by_the_upstreams_close_is_relayed_whole(gateway_for) -> None:
+async def test_an_answer_ended_by_the_upstreams_close_is_relayed_whole() -> None:
     answer = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nthe whole answer"
     upstream = await RawUpstream(lambda req, n: (answer, True)).start()
-    server = await gateway_for(upstream.url)
-    reader, writer = await connect(server)
-    for _ in range(2):
-        writer.write(post("/v1/completions", b"{}"))
-        status, headers, body = await read_response(reader)
-        assert (status, body) == (200, b"the whole answer")
-        assert headers["transfer-encoding"] == "chunked"
-    assert upstream.connections == 2  # a connection the upstream closed is not reused
-    writer.close()
+    async with gateway(upstream.url) as server:
+        reader, writer = await connect(server)
+        for _ in range(2):
+            writer.write(post("/v1/completions", b"{}"))
+            status, headers, body = await read_response(reader)
+            assert (status, body) == (200, b"the whole answer")
+            assert headers["transfer-encoding"] == "chunked"
+        assert upstream.connections == 2  # a connection the upstream closed is not reused
+        writer.close()
 
 
-async def test_a_stale_kept_alive_connection_is_retried_once(gateway_for) -> None:
+async def test_a_stale_kept_alive_connection_is_retried_once() -> None:
     # the upstream drops its kept-alive connection as the second request arrives on it
     def answer(request: bytes, n: int) -> tuple[bytes | None, bool]:
         return (None, True) if n == 2 else (ok(b'{"n": %d}' % n), False)
 
     upstream = await RawUpstream(answer).start()
-    server = await gateway_for(upstream.url)
-    reader, writer = await connect(server)
-    for expected in (1, 3):
-        writer.write(post("/v1/completions", b"{}"))
-        status, _, body = await read_response(reader)
-        assert (status, body) == (200, b'{"n": %d}' % expected)
-    assert upstream.connections == 2 and len(upstream.requests) == 3
-    writer.close()
+    async with gateway(upstream.url) as server:
+        reader, writer = await connect(server)
+        for expected in (1, 3):
+            writer.write(post("/v1/completions", b"{}"))
+            status, _, body = await read_response(reader)
+            assert (status, body) == (200, b'{"n": %d}' % expected)
+        assert upstream.connections == 2 and len(upstream.requests) == 3
+        writer.close()
 
 
-async def test_pipelined_requests_are_answered_in_order(gateway_for) -> None:
+async def test_pipelined_requests_are_answered_in_order() -> None:
     upstream = await RawUpstream(
         lambda req, n: (ok(req[req.index(b"\r\n\r\n") + 4 :]), False)
     ).start()
-    server = await gateway_for(upstream.url)
-    reader, writer = await connect(server)
-    writer.write(post("/v1/completions", b'"a"') + post("/v1/completions", b'"b"'))
-    assert (await read_response(reader))[2] == b'"a"'
-    assert (await read_response(reader))[2] == b'"b"'
-    writer.close()
+    async with gateway(upstream.url) as server:
+        reader, writer = await connect(server)
+        writer.write(post("/v1/completions", b'"a"') + post("/v1/completions", b'"b"'))
+        assert (await read_response(reader))[2] == b'"a"'
+        assert (await read_response(reader))[2] == b'"b"'
+        writer.close()
 
 
-async def test_a_callers_connection_close_is_honoured(gateway_for) -> None:
+async def test_a_callers_connection_close_is_honoured() -> None:
     upstream = await RawUpstream(lambda req, n: (ok(b"{}"), False)).start()
-    server = await gateway_for(upstream.url)
-    reader, writer = await connect(server)
-    writer.write(post("/v1/completions", b"{}", b"Connection: close\r\n"))
-    status, headers, _ = await read_response(reader)
-    assert status == 200 and headers["connection"] == "close"
-    assert await reader.read() == b""  # closed by the gateway
-    writer.close()
+    async with gateway(upstream.url) as server:
+        reader, writer = await connect(server)
+        writer.write(post("/v1/completions", b"{}", b"Connection: close\r\n"))
+        status, headers, _ = await read_response(reader)
+        assert status == 200 and headers["connection"] == "close"
+        assert await reader.read() == b""  # closed by the gateway
+        writer.close()
 
 
-async def test_unusual_requests_hand_the_connection_to_aiohttp(gateway_for) -> None:
+async def test_unusual_requests_hand_the_connection_to_aiohttp() -> None:
     upstream = await FakeUpstream().start()
     try:
-        server = await gateway_for(upstream.url)
-        reader, writer = await connect(server)
-        chunked = (
-            b"POST /echo HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: chunked\r\n\r\n"
-            b"3\r\nabc\r\n3\r\ndef\r\n0\r\n\r\n"
-        )
-        # fast, then chunked (aiohttp's from here on), then fast-looking but aiohttp's
-        for request, body in (
-            (post("/echo", b"one"), "one"),
-            (chunked, "abcdef"),
-            (post("/echo", b"three"), "three"),
-        ):
-            writer.write(request)
+        async with gateway(upstream.url) as server:
+            reader, writer = await connect(server)
+            chunked = (
+                b"POST /echo HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: chunked\r\n\r\n"
+                b"3\r\nabc\r\n3\r\ndef\r\n0\r\n\r\n"
+            )
+            # fast, then chunked (aiohttp's from here on), then fast-looking but aiohttp's
+            for request, body in (
+                (post("/echo", b"one"), "one"),
+                (chunked, "abcdef"),
+                (post("/echo", b"three"), "three"),
+            ):
+                writer.write(request)
+                status, _, answer = await read_response(reader)
+                assert status == 200 and orjson.loads(answer)["body"] == body
+            writer.write(b"GET /healthz HTTP/1.1\r\nHost: gw\r\n\r\n")
             status, _, answer = await read_response(reader)
-            assert status == 200 and orjson.loads(answer)["body"] == body
-        writer.write(b"GET /healthz HTTP/1.1\r\nHost: gw\r\n\r\n")
-        status, _, answer = await read_response(reader)
-        assert status == 200 and orjson.loads(answer)["status"] == "ok"
-        writer.close()
-        # the gateway's own endpoints and malformed heads on a fresh connection
-        reader, writer = await connect(server)
-        writer.write(b"GET /readyz HTTP/1.1\r\nHost: gw\r\n\r\n")
-        assert (await read_response(reader))[0] == 503  # no view: not ready
-        writer.close()
-        reader, writer = await connect(server)
-        writer.write(b"POST /echo HTTP/1.1\r\nHost: gw\r\n folded\r\nContent-Length: 0\r\n\r\n")
-        assert (await read_response(reader))[0] == 400
-        writer.close()
+            assert status == 200 and orjson.loads(answer)["status"] == "ok"
+            writer.close()
+            # the gateway's own endpoints and malformed heads on a fresh connection
+            reader, writer = await connect(server)
+            writer.write(b"GET /readyz HTTP/1.1\r\nHost: gw\r\n\r\n")
+            assert (await read_response(reader))[0] == 503  # no view: not ready
+            writer.close()
+            reader, writer = await connect(server)
+            writer.write(b"POST /echo HTTP/1.1\r\nHost: gw\r\n folded\r\nContent-Length: 0\r\n\r\n")
+            assert (await read_response(reader))[0] == 400
+            writer.close()
     finally:
         await upstream.stop()
+
+
+async def test_a_bug_in_the_hints_answers_500_and_the_gateway_serves_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    upstream = await RawUpstream(lambda req, n: (ok(b"{}"), False)).start()
+    async with gateway(upstream.url) as server:
+
+        def broken(*args: object) -> None:
+            raise RuntimeError("a bug")
+
+        monkeypatch.setattr(server.proxy, "with_hints", broken)
+        reader, writer = await connect(server)
+        writer.write(post("/v1/chat/completions", b"{}", b"x-agent-id: planner\r\n"))
+        assert (await read_response(reader))[0] == 500
+        assert await reader.read() == b""
+        reader, writer = await connect(server)
+        writer.write(post("/v1/chat/completions", b"{}"))  # no agent: no hints, forwarded
+        assert (await read_response(reader))[:1] == (200,)
+        assert len(upstream.requests) == 1
