@@ -64,6 +64,7 @@ class UpstreamConnection(asyncio.Protocol):
         #: an exchange ran on it before (a stale kept-alive connection may be closed)
         self.reused = False
         self._got_bytes = False
+        self._paused = False
         #: when the upstream last sent anything for the exchange under way (loop time)
         self.last_read = 0.0
 
@@ -75,6 +76,8 @@ class UpstreamConnection(asyncio.Protocol):
         """Send `request` (head and body); its answer goes to `sink`."""
         assert self.transport is not None and self.sink is None
         self.sink = sink
+        if self._paused:  # held back for the previous exchange's slow caller
+            self.resume_reading()
         self.transport.write(request)
         # the answer cannot arrive before this returns to the loop: set up after sending
         self.parser = httptools.HttpResponseParser(sink)
@@ -115,11 +118,14 @@ class UpstreamConnection(asyncio.Protocol):
         self._fail(exc or ConnectionResetError("the upstream closed the connection"), retry)
 
     def pause_reading(self) -> None:
+        """Hold the answer back while its caller does not keep up (SSE to a slow reader)."""
         if self.transport is not None and not self.lost:
+            self._paused = True
             self.transport.pause_reading()
 
     def resume_reading(self) -> None:
         if self.transport is not None and not self.lost:
+            self._paused = False
             self.transport.resume_reading()
 
     def close(self) -> None:

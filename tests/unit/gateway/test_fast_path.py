@@ -9,6 +9,7 @@ import asyncio
 import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from unittest import mock
 
 import orjson
 import pytest
@@ -16,6 +17,7 @@ import pytest
 from devtools.fake_upstream import FakeUpstream
 from worker.client import HintsClient
 from worker.gateway import GatewayConfig, GatewayServer
+from worker.gateway.fast_upstream import UpstreamConnection, UpstreamPool
 
 #: what the raw upstream answers a request with: (bytes to send or None, then close?)
 Answer = Callable[[bytes, int], tuple[bytes | None, bool]]
@@ -238,3 +240,47 @@ async def test_a_bug_in_the_hints_answers_500_and_the_gateway_serves_on(
         writer.write(post("/v1/chat/completions", b"{}"))  # no agent: no hints, forwarded
         assert (await read_response(reader))[:1] == (200,)
         assert len(upstream.requests) == 1
+
+
+async def test_a_slow_caller_holds_the_upstream_back_and_the_connection_serves_on() -> None:
+    big = b"x" * (8 << 20)
+    upstream = await RawUpstream(lambda req, n: (ok(big if n == 1 else b"{}"), False)).start()
+    async with gateway(upstream.url) as server:
+        reader, writer = await connect(server)
+        writer.write(post("/v1/completions", b"{}"))
+        await asyncio.sleep(0.5)  # not reading: the gateway's writes to us back up
+        assert (await read_response(reader))[2] == big
+        writer.write(post("/v1/completions", b"{}"))
+        status, _, body = await asyncio.wait_for(read_response(reader), 5)
+        assert (status, body) == (200, b"{}")
+        assert upstream.connections == 1  # the connection held back is read again
+
+
+class _Transport:
+    def __init__(self) -> None:
+        self.reading = True
+        self.written: list[bytes] = []
+
+    def get_extra_info(self, name: str) -> None:
+        return None
+
+    def pause_reading(self) -> None:
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        self.reading = True
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+
+async def test_a_connection_held_back_for_a_slow_caller_reads_again_for_the_next() -> None:
+    pool = UpstreamPool("127.0.0.1", 9, connect_timeout_s=1, read_timeout_s=60)
+    conn = UpstreamConnection(pool)
+    transport = _Transport()
+    conn.connection_made(transport)  # type: ignore[arg-type]
+    conn.pause_reading()  # the last exchange's caller did not keep up when it ended
+    assert not transport.reading
+    conn.send(mock.Mock(), b"GET / HTTP/1.1\r\n\r\n")
+    assert transport.reading and transport.written == [b"GET / HTTP/1.1\r\n\r\n"]
+    pool.close()
