@@ -40,7 +40,7 @@ def _connection_tokens(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> set
 
 
 def upstream_headers(
-    headers: CIMultiDictProxy[str],
+    headers: CIMultiDictProxy[str] | CIMultiDict[str],
     added: Mapping[str, str],
     *,
     keep_length: bool,

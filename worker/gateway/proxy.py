@@ -19,7 +19,7 @@ from __future__ import annotations
 import itertools
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 import aiohttp
@@ -46,7 +46,7 @@ _TRUE = frozenset({"true", "1", "yes"})
 _call_ids = itertools.count(1)
 
 
-class _Call:
+class Call:
     """What the proxy knows about one hint-eligible request while it is under way."""
 
     __slots__ = (
@@ -99,6 +99,8 @@ class HintsProxy:
         #: an observer wants the usage of streamed responses even when the client did not ask
         self.ask_stream_usage = any(o.wants_stream_usage for o in self.observers)
         self.relay = UpstreamRelay(config, metrics)
+        #: hints{source}'s labelled children, looked up once
+        self._by_source: dict[str, Any] = {}
 
     async def start(self) -> None:
         await self.relay.start()
@@ -118,13 +120,7 @@ class HintsProxy:
             added_s = time.perf_counter() - started
             relayed = await self.relay.forward(request, headers, data, route or "other", added_s)
             return relayed.response
-        call = _Call(
-            agent_id,
-            request.headers.get(RUN_HEADER) or None,
-            route,
-            request.headers.get(RUN_END_HEADER, "").strip().lower() in _TRUE,
-        )
-        self._started(call)
+        call = self.open_call(route, agent_id, request.headers)
         try:
             data, added, keep_length = await self._with_hints(request, call)
             headers = upstream_headers(request.headers, added, keep_length=keep_length)
@@ -141,36 +137,56 @@ class HintsProxy:
             call.status, call.complete, call.usage = relayed.status, relayed.complete, relayed.usage
             return relayed.response
         finally:
-            self._completed(call)
+            self.close_call(call)
+
+    def open_call(self, route: str, agent_id: str, headers: Mapping[str, str]) -> Call:
+        """A hint-eligible call begins (`headers`: the request's; lower-case names found)."""
+        call = Call(
+            agent_id,
+            headers.get(RUN_HEADER) or None,
+            route,
+            headers.get(RUN_END_HEADER, "").strip().lower() in _TRUE,
+        )
+        self._started(call)
+        return call
 
     async def _with_hints(
-        self, request: web.Request, call: _Call
+        self, request: web.Request, call: Call
     ) -> tuple[Any, dict[str, str], bool]:
         """(body to send, headers to add, whether Content-Length still holds)."""
         limit = self.config.max_body_bytes
         declared = request.content_length
-        name_header = request.headers.get(CALL_NAME_HEADER) or None
         if declared is not None and declared > limit:
-            return self._unchanged(request, call, name_header, "too_large", request.content)
+            return self._unchanged(request.headers, call, "too_large", request.content)
         raw, complete = await _read_up_to(request.content, limit)
         if not complete:
-            return self._unchanged(
-                request, call, name_header, "too_large", _chain(raw, request.content)
-            )
+            return self._unchanged(request.headers, call, "too_large", _chain(raw, request.content))
+        return self.with_hints(call, request.headers, raw)
+
+    def with_hints(
+        self, call: Call, headers: Mapping[str, str], raw: bytes
+    ) -> tuple[Any, dict[str, str], bool]:
+        """The whole body `raw` with the call's hints: (body to send, headers to add,
+        whether Content-Length still holds)."""
         try:
             body = orjson.loads(raw)
         except orjson.JSONDecodeError:
-            return self._unchanged(request, call, name_header, "invalid_json", raw)
+            return self._unchanged(headers, call, "invalid_json", raw)
         if not isinstance(body, dict):
-            return self._unchanged(request, call, name_header, "not_object", raw)
+            return self._unchanged(headers, call, "not_object", raw)
         model = body["model"] if isinstance(body.get("model"), str) else None
-        call.name = name_header or model
+        call.name = headers.get(CALL_NAME_HEADER) or model
         resolution = self.client.hints_for(call.agent_id, call.run_id, call.name, model)
         call.counted = True
-        self.metrics.hints.labels(resolution.source).inc()
+        counter = self._by_source.get(resolution.source)
+        if counter is None:
+            counter = self._by_source[resolution.source] = self.metrics.hints.labels(
+                resolution.source
+            )
+        counter.inc()
         if resolution.skipped is not None:
             self.metrics.skipped.labels(resolution.skipped).inc()
-        rendering = self.client.render(resolution, body, request.headers)
+        rendering = self.client.render(resolution, body, headers)
         if self.ask_stream_usage and ask_for_stream_usage(body):
             call.strip_usage = True
         elif not rendering.body_changed:
@@ -178,16 +194,16 @@ class HintsProxy:
         return orjson.dumps(body), rendering.headers, False
 
     def _unchanged(
-        self, request: web.Request, call: _Call, name: str | None, reason: str, data: Any
+        self, headers: Mapping[str, str], call: Call, reason: str, data: Any
     ) -> tuple[Any, dict[str, str], bool]:
         """Forward the body as received; the call still counts in its run when named."""
-        call.name = name
-        self.client.hints_for(call.agent_id, call.run_id, name)
+        call.name = headers.get(CALL_NAME_HEADER) or None
+        self.client.hints_for(call.agent_id, call.run_id, call.name)
         call.counted = True
         self.metrics.passed_unchanged.labels(reason).inc()
         return data, {}, True
 
-    def _started(self, call: _Call) -> None:
+    def _started(self, call: Call) -> None:
         if not self.observers:
             return
         started = StartedCall(
@@ -204,7 +220,7 @@ class HintsProxy:
             except Exception:  # an observer's bug never breaks the proxy
                 log.exception("call observer %r failed", observer)
 
-    def _completed(self, call: _Call) -> None:
+    def close_call(self, call: Call) -> None:
         """Tell the client and the observers (once per call, however it ended); end the run
         when asked."""
         if call.counted:

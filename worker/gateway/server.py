@@ -3,11 +3,13 @@
 The three local endpoints answer GET on the gateway's own port; every other request is
 the proxy's. `/readyz` is 200 once the hints view is loaded (requests are served before
 that, without hints); `/healthz` is 200 while the server runs. Observers are started before
-the port is bound and stopped after the last request was answered.
+the port is bound and stopped after the last request was answered. In front of aiohttp's
+server, the fast path (`fast_server`) serves the common proxied request on its own.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 
@@ -16,6 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from worker.client import HintsClient
 from worker.gateway.config import GatewayConfig
+from worker.gateway.fast_server import FastPath
 from worker.gateway.metrics import GatewayMetrics
 from worker.gateway.observer import CallObserver
 from worker.gateway.proxy import HintsProxy
@@ -48,6 +51,8 @@ class GatewayServer:
         )
         self.proxy = HintsProxy(config, client, self.metrics, self.observers)
         self._runner: web.AppRunner | None = None
+        self._fast: FastPath | None = None
+        self._listener: asyncio.Server | None = None
         self._started_observers: list[CallObserver] = []
         #: the port actually bound (config.port 0 picks a free one)
         self.port: int | None = None
@@ -69,22 +74,41 @@ class GatewayServer:
         await self.proxy.start()
         self._runner = web.AppRunner(self.make_app(), access_log=None, handle_signals=False)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.config.host, self.config.port)
         try:
-            await site.start()
+            self.port = await self._listen(self._runner)
         except OSError:
             await self.stop()
             raise
-        server = site._server  # aiohttp exposes the bound sockets only here
-        sockets = getattr(server, "sockets", None) or []
-        self.port = sockets[0].getsockname()[1] if sockets else self.config.port
         await self.client.start()
         log.info(
             "gateway listening",
             extra={"host": self.config.host, "port": self.port, "upstream": self.config.upstream},
         )
 
+    async def _listen(self, runner: web.AppRunner) -> int:
+        """Bind the port: the fast path in front of aiohttp's server when the upstream is
+        plain HTTP (`fast_server`), else aiohttp's alone; the port bound."""
+        if not FastPath.serves(self.config.upstream):
+            site = web.TCPSite(runner, self.config.host, self.config.port)
+            await site.start()
+            server = site._server  # aiohttp exposes the bound sockets only here
+        else:
+            assert runner.server is not None
+            self._fast = FastPath(self.proxy, runner.server)
+            loop = asyncio.get_running_loop()
+            server = self._listener = await loop.create_server(
+                self._fast.protocol, self.config.host, self.config.port, reuse_address=True
+            )
+        sockets = getattr(server, "sockets", None) or []
+        return int(sockets[0].getsockname()[1]) if sockets else self.config.port
+
     async def stop(self) -> None:
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+        if self._fast is not None:
+            await self._fast.close()
+            self._fast = None
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
