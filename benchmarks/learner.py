@@ -89,24 +89,28 @@ def bench_learner(runs: int, agents: int, semantics: str) -> None:
 
 
 def compare_rule_sets(runs: int, agents: int, rounds: int) -> None:
-    """Learning alone under each rule set, the rule sets alternating round by round (so a
-    busy machine slows them alike); CPU time of this process, medians, ratio to corrected."""
+    """Learning alone under each rule set, and under corrected without scoring (SPEC 10's
+    cost), alternating round by round (so a busy machine slows them alike); CPU time of this
+    process, medians, ratio to corrected."""
     records = [parse_run(orjson.dumps(r)) for r in generate_runs(runs, agents, seed=42)]
-    times: dict[str, list[float]] = {semantics: [] for semantics in SEMANTICS}
+    configs = {semantics: LearnerConfig(semantics=semantics) for semantics in SEMANTICS}
+    configs["unscored"] = LearnerConfig(semantics="corrected", evaluate=False)
+    times: dict[str, list[float]] = {label: [] for label in configs}
     for _ in range(rounds):
-        for semantics in SEMANTICS:
-            fleet = Fleet(LearnerConfig(semantics=semantics))
+        for label, config in configs.items():
+            fleet = Fleet(config)
             gc.collect()
             began = time.process_time()
             for record in records:
                 fleet.learn(record)
-            times[semantics].append(time.process_time() - began)
+            times[label].append(time.process_time() - began)
     print(f"learn side by side: {runs:,} runs, {agents} agents, {rounds} rounds, CPU medians")
+    print("  (unscored: corrected with evaluate off, learning without SPEC 10's scoring)")
     base = statistics.median(times["corrected"])
-    for semantics, spent in times.items():
+    for label, spent in times.items():
         median = statistics.median(spent)
         print(
-            f"  {semantics:<12} {runs / median:>10,.0f} runs/s  {median / runs * 1e6:>7.1f} us/run"
+            f"  {label:<12} {runs / median:>10,.0f} runs/s  {median / runs * 1e6:>7.1f} us/run"
             f"  {median / base:.2f}x corrected's time"
         )
 
