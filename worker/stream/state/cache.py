@@ -126,6 +126,8 @@ class AgentCache:
         for entry in self._unapplied:
             receipt = entry.last_write
             if receipt is None or receipt.applied:
+                # the send's future holds the record (key, value, metadata): ~2 KB per agent
+                entry.last_write = None
                 self.release(entry, Hold.UNAPPLIED)
             else:
                 waiting.append(entry)

@@ -445,6 +445,33 @@ def _any_dropped_agent(store: StateStore, runs: list[bytes]) -> tuple[str, Agent
     return dropped, states[dropped]
 
 
+def test_an_agent_lets_go_of_its_last_write_once_the_local_store_has_it() -> None:
+    """The send of an agent's last record (in the worker a Kafka future holding the record's
+    key and value) is kept only until the write is applied: a cached agent does not keep a
+    second copy of its state for good."""
+    table = SimTable(LocalStore(), Changelog(), None)
+    store = make_store(table)
+    processor = make_processor(store, 1)
+    runs = [orjson.dumps(r) for r in generate_runs(60, 20, seed=7, start_ns=START)]
+    for value in runs[:40]:
+        processor.process(value, 0, event=object())
+    store.write_all()
+    processor.to_publish.take()
+    entries = [store.cache.get(agent) for agent in {parse_run(v).agent_id for v in runs[:40]}]
+    assert all(e is not None and e.last_write is not None for e in entries)  # not applied yet
+    table.acknowledge()
+    store.acknowledged()
+    assert all(e is not None and e.last_write is None for e in entries)
+    for value in runs[40:]:  # and writes go on as before
+        processor.process(value, 0, event=object())
+    store.write_all()
+    table.acknowledge()
+    store.acknowledged()
+    restored = make_store(SimTable(LocalStore.rebuilt(table.changelog), Changelog(), None))
+    for agent, state in expected_states({0: runs}).items():
+        assert stored_state(restored, agent, 0).to_bytes() == state
+
+
 def test_format_1_values_are_read_and_their_run_ids_kept() -> None:
     run = parse_run(orjson.dumps(next(iter(generate_runs(1, 1, seed=2, start_ns=START)))))
     state = AgentState()
