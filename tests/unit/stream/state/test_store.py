@@ -472,6 +472,21 @@ def test_an_agent_lets_go_of_its_last_write_once_the_local_store_has_it() -> Non
         assert stored_state(restored, agent, 0).to_bytes() == state
 
 
+def test_agents_released_by_the_acknowledgements_are_kept_within_max_decoded() -> None:
+    table = SimTable(LocalStore(), Changelog(), None)
+    store = make_store(table, max_decoded=8)
+    processor = make_processor(store, 1)
+    for run in generate_runs(100, 50, seed=8, start_ns=START):
+        processor.process(orjson.dumps(run), 0, event=object())
+    store.write_all()
+    processor.to_publish.take()
+    assert store.decoded_count >= 40  # held until the changelog has their writes
+    table.acknowledge()
+    store.acknowledged()
+    assert store.decoded_count == 8
+    assert len(store) >= 40  # kept serialized, not dropped
+
+
 def test_format_1_values_are_read_and_their_run_ids_kept() -> None:
     run = parse_run(orjson.dumps(next(iter(generate_runs(1, 1, seed=2, start_ns=START)))))
     state = AgentState()
