@@ -487,6 +487,25 @@ def test_agents_released_by_the_acknowledgements_are_kept_within_max_decoded() -
     assert len(store) >= 40  # kept serialized, not dropped
 
 
+def test_decoded_agents_give_way_once_the_estimate_passes_its_share_of_the_bound() -> None:
+    table = SimTable(LocalStore(), Changelog(), None)
+    store = make_store(table, max_bytes=4_000_000, max_decoded=1_000)
+    processor = make_processor(store, 1)
+    values = [orjson.dumps(r) for r in generate_runs(400, 200, seed=9, start_ns=START)]
+    for value in values:
+        processor.process(value, 0, event=object())
+    store.write_all()
+    processor.to_publish.take()
+    table.acknowledge()
+    store.acknowledged()
+    expected = expected_states({0: values})
+    assert len(store) == len(expected) > 150  # none dropped: serialized, they take little
+    assert 0 < store.decoded_count < len(expected) / 2
+    assert store.state_bytes <= 4_000_000 * cache.DECODED_SHARE
+    for agent, state in expected.items():  # decoded again as they were
+        assert stored_state(store, agent, 0).to_bytes() == state
+
+
 def test_format_1_values_are_read_and_their_run_ids_kept() -> None:
     run = parse_run(orjson.dumps(next(iter(generate_runs(1, 1, seed=2, start_ns=START)))))
     state = AgentState()
