@@ -33,10 +33,10 @@ MAX_DECODED = 8192
 #: time the garbage collector spends walking them)
 COOL_AFTER = 30
 #: decoded agents beyond the held ones give way to serialized ones (10-20x smaller) once the
-#: estimate exceeds this share of `max_bytes`: a fleet of 10,000 agents (~0.4 GB with 8,192
-#: decoded) keeps them all, one of 100,000 (whose serialized agents alone take ~0.25 GB)
-#: keeps fewer decoded instead of growing past 1 GiB of RSS
-DECODED_SHARE = 0.5
+#: estimate exceeds this share of `max_bytes`: a fleet of 10,000 agents (~350 MiB estimated,
+#: 8,192 decoded) keeps them all, one of 100,000 (whose serialized agents alone take ~300 MiB)
+#: keeps fewer decoded instead of growing past 1 GiB of RSS with the 1 GiB default
+DECODED_SHARE = 0.4
 #: estimated memory of an agent besides its state (entry, key, dict slots, publisher digests)
 ENTRY_BYTES = 600
 #: estimated memory of a decoded state, from the size of its serialized form (measured:
