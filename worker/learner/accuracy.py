@@ -9,7 +9,6 @@ same window by extending it: the pairs of later runs push out the oldest.
 from __future__ import annotations
 
 import math
-from collections import deque
 from collections.abc import Iterable
 from operator import itemgetter
 from typing import Any
@@ -24,32 +23,48 @@ _error = itemgetter(1)
 
 
 class RecentAccuracy:
-    """The last `WINDOW` scored calls of one agent, oldest first."""
+    """The last `WINDOW` scored calls of one agent, oldest first, as two columns: a byte per
+    call (covered) and the errors. Up to 8,192 agents are kept decoded: a deque of (bool,
+    float) tuples took ~9 KB for a full window, the columns ~3 KB."""
 
-    __slots__ = ("pairs",)
+    __slots__ = ("_covered", "_errors")
 
     def __init__(self, pairs: Iterable[Pair] = ()) -> None:
-        self.pairs: deque[Pair] = deque(pairs, maxlen=WINDOW)
+        self._covered = bytearray()
+        self._errors: list[float] = []
+        self.extend(pairs)
+
+    @property
+    def pairs(self) -> list[Pair]:
+        """The window's scored calls, oldest first."""
+        return list(zip(map(bool, self._covered), self._errors, strict=True))
 
     def extend(self, pairs: Iterable[Pair]) -> None:
         """Add scored calls, in the order they were scored."""
-        self.pairs.extend(pairs)
+        if not isinstance(pairs, list):
+            pairs = list(pairs)
+        covered, errors = self._covered, self._errors
+        covered += bytes(map(_covered, pairs))
+        errors += map(_error, pairs)
+        excess = len(errors) - WINDOW
+        if excess > 0:
+            del covered[:excess], errors[:excess]
 
     def summary(self) -> dict[str, Any] | None:
         """`{"scored", "osl_coverage", "osl_mae"}` over the window; None before any score."""
-        pairs = self.pairs
-        if not pairs:
+        errors = self._errors
+        if not errors:
             return None
-        scored = len(pairs)  # the columns summed in C: this runs on every hints build
+        scored = len(errors)
         return {
             "scored": scored,
-            "osl_coverage": sum(map(_covered, pairs)) / scored,
-            "osl_mae": math.fsum(map(_error, pairs)) / scored,
+            "osl_coverage": sum(self._covered) / scored,
+            "osl_mae": math.fsum(errors) / scored,
         }
 
     def dump(self) -> list[list[Any]]:
         """Two columns: covered (0 or 1) and the errors, oldest first."""
-        return [[int(c) for c, _ in self.pairs], [e for _, e in self.pairs]]
+        return [list(self._covered), list(self._errors)]
 
     @classmethod
     def load(cls, data: Any) -> RecentAccuracy:
@@ -60,10 +75,17 @@ class RecentAccuracy:
             raise ValueError("recent accuracy: covered must be 0 or 1")
         if not all(type(e) in (int, float) and math.isfinite(e) and e >= 0 for e in errors):
             raise ValueError("recent accuracy: errors must be finite numbers >= 0")
-        return cls(zip(map(bool, covered), map(float, errors), strict=True))
+        window = cls()
+        window._covered = bytearray(map(int, covered))
+        window._errors = list(map(float, errors))
+        return window
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, RecentAccuracy) and self.pairs == other.pairs
+        return (
+            isinstance(other, RecentAccuracy)
+            and self._covered == other._covered
+            and self._errors == other._errors
+        )
 
     def __repr__(self) -> str:
         return f"RecentAccuracy({self.summary()})"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import struct
+import tracemalloc
 
 import orjson
 import pytest
@@ -27,6 +28,32 @@ def test_the_window_holds_the_last_100_scored_calls() -> None:
     window.extend([(True, 4.0)] * 30 + [(False, 1.0)] * 90)  # the first 20 fall out
     assert window.summary() == {"scored": WINDOW, "osl_coverage": 0.1, "osl_mae": 1.3}
     assert RecentAccuracy.load(orjson.loads(orjson.dumps(window.dump()))) == window
+
+
+def test_a_full_window_is_kept_in_columns_of_a_few_kilobytes() -> None:
+    """Up to 8,192 agents stay decoded: a deque of (bool, float) tuples took ~9.3 KB per
+    full window."""
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        windows = []
+        for i in range(200):
+            window = RecentAccuracy()
+            for j in range(30):  # runs of 4 scored calls
+                window.extend([(j % 3 == 0, float(i * j % 17) + 0.5 + k) for k in range(4)])
+            windows.append(window)
+        per_window = (tracemalloc.get_traced_memory()[0] - before) / len(windows)
+    finally:
+        tracemalloc.stop()
+    assert all(w.summary()["scored"] == WINDOW for w in windows)  # type: ignore[index]
+    assert per_window <= 4_000, per_window
+
+
+def test_ints_and_floats_are_dumped_as_they_were_given() -> None:
+    window = RecentAccuracy([(True, 2), (False, 1.5)])
+    assert orjson.dumps(window.dump()) == b"[[1,0],[2,1.5]]"
+    assert window.pairs == [(True, 2), (False, 1.5)]
+    assert RecentAccuracy.load([[1.0, 0], [2, 1.5]]).pairs == [(True, 2.0), (False, 1.5)]
 
 
 @pytest.mark.parametrize(

@@ -2,7 +2,8 @@
 
 An agent is kept decoded (an `AgentState`) while it is learned or published and while it is
 used again soon: at most `max_decoded` of them besides the held ones, each serialized again
-once unused for `COOL_AFTER` commits. The others are kept serialized (the body of the last
+once unused for `COOL_AFTER` commits, and fewer once the estimate passes `DECODED_SHARE` of
+`max_bytes`. The others are kept serialized (the body of the last
 snapshot and the deltas since, as the table has them: about 2 KB for an agent with a few
 runs, a tenth of the decoded size), and the least recently used of those are dropped (they
 stay in the table) while the estimated total exceeds `max_bytes`.
@@ -31,6 +32,11 @@ MAX_DECODED = 8192
 #: that run now and then would otherwise keep thousands decoded, for nothing (memory, and
 #: time the garbage collector spends walking them)
 COOL_AFTER = 30
+#: decoded agents beyond the held ones give way to serialized ones (10-20x smaller) once the
+#: estimate exceeds this share of `max_bytes`: a fleet of 10,000 agents (~350 MiB estimated,
+#: 8,192 decoded) keeps them all, one of 100,000 (whose serialized agents alone take ~300 MiB)
+#: keeps fewer decoded instead of growing past 1 GiB of RSS with the 1 GiB default
+DECODED_SHARE = 0.4
 #: estimated memory of an agent besides its state (entry, key, dict slots, publisher digests)
 ENTRY_BYTES = 600
 #: estimated memory of a decoded state, from the size of its serialized form (measured:
@@ -126,6 +132,8 @@ class AgentCache:
         for entry in self._unapplied:
             receipt = entry.last_write
             if receipt is None or receipt.applied:
+                # the send's future holds the record (key, value, metadata): ~2 KB per agent
+                entry.last_write = None
                 self.release(entry, Hold.UNAPPLIED)
             else:
                 waiting.append(entry)
@@ -148,11 +156,12 @@ class AgentCache:
         self.fit()
 
     def fit(self) -> None:
-        """Serialize decoded agents, then drop serialized ones, least recently used first,
-        until at most `max_decoded` unheld agents are decoded and the estimate is within
-        `max_bytes`."""
+        """Serialize decoded agents, least recently used first, until at most `max_decoded`
+        unheld agents are decoded and the estimate is within `DECODED_SHARE` of `max_bytes`;
+        then drop serialized ones until it is within `max_bytes`."""
         decoded, serialized = self._decoded, self._serialized
-        while decoded and (len(decoded) > self.max_decoded or self.state_bytes > self.max_bytes):
+        decoded_bound = int(self.max_bytes * DECODED_SHARE)
+        while decoded and (len(decoded) > self.max_decoded or self.state_bytes > decoded_bound):
             self._encode(next(iter(decoded.values())))
         while serialized and self.state_bytes > self.max_bytes:
             _, entry = serialized.popitem(last=False)

@@ -82,7 +82,7 @@ class AgentEntry:
     #: ids of stored runs that the partition's stored run ids may lack (the agent's next
     #: snapshot carries them until those run ids are written)
     unlogged: bytearray | None = None
-    #: the send of the last record written for the agent
+    #: the send of the last record written for the agent, until the local store has it
     last_write: Receipt | None = None
     holds: Hold = Hold.NONE
     #: estimated memory, as the cache counts it

@@ -147,8 +147,11 @@ class StateStore:
         self.cache.committed()
 
     def acknowledged(self) -> None:
-        """After the changelog acknowledged the writes: the agents they hold may leave."""
+        """After the changelog acknowledged the writes: the agents they hold may leave, and
+        room is made (a commit's agents would otherwise stay decoded until the next one, on
+        top of `max_decoded`)."""
         self.cache.release_applied()
+        self.cache.fit()
 
     def _send(self, queues: list[tuple[int, list[Record]]]) -> int:
         put, counts, sent = self.table.put, self.written_bytes, 0

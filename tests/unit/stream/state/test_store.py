@@ -445,6 +445,67 @@ def _any_dropped_agent(store: StateStore, runs: list[bytes]) -> tuple[str, Agent
     return dropped, states[dropped]
 
 
+def test_an_agent_lets_go_of_its_last_write_once_the_local_store_has_it() -> None:
+    """The send of an agent's last record (in the worker a Kafka future holding the record's
+    key and value) is kept only until the write is applied: a cached agent does not keep a
+    second copy of its state for good."""
+    table = SimTable(LocalStore(), Changelog(), None)
+    store = make_store(table)
+    processor = make_processor(store, 1)
+    runs = [orjson.dumps(r) for r in generate_runs(60, 20, seed=7, start_ns=START)]
+    for value in runs[:40]:
+        processor.process(value, 0, event=object())
+    store.write_all()
+    processor.to_publish.take()
+    entries = [store.cache.get(agent) for agent in {parse_run(v).agent_id for v in runs[:40]}]
+    assert all(e is not None and e.last_write is not None for e in entries)  # not applied yet
+    table.acknowledge()
+    store.acknowledged()
+    assert all(e is not None and e.last_write is None for e in entries)
+    for value in runs[40:]:  # and writes go on as before
+        processor.process(value, 0, event=object())
+    store.write_all()
+    table.acknowledge()
+    store.acknowledged()
+    restored = make_store(SimTable(LocalStore.rebuilt(table.changelog), Changelog(), None))
+    for agent, state in expected_states({0: runs}).items():
+        assert stored_state(restored, agent, 0).to_bytes() == state
+
+
+def test_agents_released_by_the_acknowledgements_are_kept_within_max_decoded() -> None:
+    table = SimTable(LocalStore(), Changelog(), None)
+    store = make_store(table, max_decoded=8)
+    processor = make_processor(store, 1)
+    for run in generate_runs(100, 50, seed=8, start_ns=START):
+        processor.process(orjson.dumps(run), 0, event=object())
+    store.write_all()
+    processor.to_publish.take()
+    assert store.decoded_count >= 40  # held until the changelog has their writes
+    table.acknowledge()
+    store.acknowledged()
+    assert store.decoded_count == 8
+    assert len(store) >= 40  # kept serialized, not dropped
+
+
+def test_decoded_agents_give_way_once_the_estimate_passes_its_share_of_the_bound() -> None:
+    table = SimTable(LocalStore(), Changelog(), None)
+    store = make_store(table, max_bytes=4_000_000, max_decoded=1_000)
+    processor = make_processor(store, 1)
+    values = [orjson.dumps(r) for r in generate_runs(400, 200, seed=9, start_ns=START)]
+    for value in values:
+        processor.process(value, 0, event=object())
+    store.write_all()
+    processor.to_publish.take()
+    table.acknowledge()
+    store.acknowledged()
+    expected = expected_states({0: values})
+    assert len(store) == len(expected) > 150  # none dropped: serialized, they take little
+    assert 0 < store.decoded_count < len(expected) / 2
+    assert store.state_bytes <= 4_000_000 * cache.DECODED_SHARE
+    for agent, state in expected.items():  # decoded again as they were
+        assert stored_state(store, agent, 0).to_bytes() == state
+
+
 def test_format_1_values_are_read_and_their_run_ids_kept() -> None:
     run = parse_run(orjson.dumps(next(iter(generate_runs(1, 1, seed=2, start_ns=START)))))
     state = AgentState()
