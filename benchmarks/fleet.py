@@ -221,11 +221,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--compare", type=Path, help="another checkout (with its .venv): each point on it too"
     )
-    parser.add_argument("--plot", type=Path, default=DEFAULT_PLOT, help="PNG to write ('' none)")
+    parser.add_argument("--plot", default=str(DEFAULT_PLOT), help="PNG to write ('' none)")
     parser.add_argument("--no-pin", dest="pin", action="store_false")
     args: Any = parser.parse_args(argv)
-    if args.plot is not None and not str(args.plot):
-        args.plot = None
+    args.plot = Path(args.plot) if args.plot else None  # Path('') would be '.', not none
     return run_bench("bench-fleet", args, bench)
 
 
