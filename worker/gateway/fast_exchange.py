@@ -21,6 +21,7 @@ import orjson
 from worker.gateway.fast_upstream import UpstreamConnection
 from worker.gateway.headers import HOP_BY_HOP
 from worker.gateway.observer import NO_RESPONSE
+from worker.gateway.relay import upstream_error
 from worker.gateway.response_usage import ResponseUsage
 
 if TYPE_CHECKING:
@@ -233,8 +234,7 @@ class Exchange:
             return
         self.fast.metrics.upstream_errors.labels(kind).inc()
         log.warning("%s: %s", self.target, message)
-        error = {"error": {"message": message, "type": f"upstream_{kind}", "code": status}}
-        body = orjson.dumps(error)
+        body = orjson.dumps(upstream_error(status, kind, message))
         head = (
             b"HTTP/1.1 %d %s\r\nContent-Type: application/json; charset=utf-8\r\n"
             b"Content-Length: %d\r\n%s\r\n"
@@ -255,7 +255,7 @@ class Exchange:
             return
         self._ended = True
         self.conn = None
-        self.fast.count(self.route, self.status)
+        self.fast.metrics.requests_by.inc(self.route, str(self.status))
         call = self.call
         if call is not None:
             call.status, call.complete = self.status, complete

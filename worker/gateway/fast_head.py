@@ -15,14 +15,12 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-from worker.gateway.headers import HOP_BY_HOP
+from worker.gateway.headers import REQUEST_DROP
 
 _TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
 _HEAD = re.compile(rb"[A-Z]+ /[!-~]* HTTP/1\.1(?:\r\n" + _TOKEN + rb":[\t\x20-\x7e\x80-\xff]*)*")
 #: headers whose requests go to aiohttp's path
 _SLOW = frozenset({"transfer-encoding", "expect", "upgrade"})
-#: request headers never forwarded as received (`headers.upstream_headers`' rule)
-_DROP = HOP_BY_HOP | {"host", "expect"}
 
 
 class RequestHead:
@@ -62,7 +60,7 @@ class RequestHead:
     ) -> bytes:  # fmt: skip
         """The request to send on: end-to-end headers as received, `added` ones replacing
         same-named ones, Host `host`, the Content-Length of `body`, then `body`."""
-        drop = _DROP | self.connection
+        drop = REQUEST_DROP | self.connection
         if added:
             drop = drop | {name.lower() for name in added}
         if not keep_length:

@@ -66,7 +66,6 @@ class FastPath:
         )
         self.callers: set[FastCaller] = set()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._counters: dict[tuple[str, int], Any] = {}
 
     @staticmethod
     def serves(upstream: str) -> bool:
@@ -80,15 +79,6 @@ class FastPath:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-
-    def count(self, route: str, status: int) -> None:
-        """requests{route, status} += 1 (the labelled child looked up once)."""
-        counter = self._counters.get((route, status))
-        if counter is None:
-            counter = self._counters[route, status] = self.metrics.requests.labels(
-                route, str(status)
-            )
-        counter.inc()
 
     async def close(self, timeout_s: float = 10.0) -> None:
         """Close idle connections, let requests under way end (up to `timeout_s`)."""

@@ -25,7 +25,7 @@ HOP_BY_HOP = frozenset(
     }
 )
 #: request headers the gateway never forwards as received
-_REQUEST_DROP = HOP_BY_HOP | {"host", "expect"}
+REQUEST_DROP = HOP_BY_HOP | {"host", "expect"}
 
 
 def _connection_tokens(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> set[str]:
@@ -47,7 +47,7 @@ def upstream_headers(
 ) -> CIMultiDict[str]:
     """The request headers for the upstream: end-to-end ones as received, plus `added`
     (replacing same-named ones). `keep_length` keeps Content-Length (body unchanged)."""
-    drop = _REQUEST_DROP | _connection_tokens(headers)
+    drop = REQUEST_DROP | _connection_tokens(headers)
     if not keep_length:
         drop = drop | {"content-length"}
     out: CIMultiDict[str] = CIMultiDict()

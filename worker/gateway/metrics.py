@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
+from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -19,6 +20,23 @@ from worker.client.resolution import SKIP_REASONS, SOURCES
 ROUTES = ("chat_completions", "completions", "other")
 #: hint-adding work is in the tens of microseconds; a few buckets reach the tail
 ADDED_BUCKETS = (5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2e-3, 5e-3, 0.01, 0.025, 0.05, 0.1, 0.5)
+
+
+class CountsByLabel:
+    """`inc(*labels)` on a labelled counter, each child looked up once: `labels()` checks
+    and locks on every call, a cost on the per-request path."""
+
+    __slots__ = ("_children", "_counter")
+
+    def __init__(self, counter: Counter) -> None:
+        self._counter = counter
+        self._children: dict[tuple[str, ...], Any] = {}
+
+    def inc(self, *labels: str) -> None:
+        child = self._children.get(labels)
+        if child is None:
+            child = self._children[labels] = self._counter.labels(*labels)
+        child.inc()
 
 
 class GatewayMetrics:
@@ -39,6 +57,8 @@ class GatewayMetrics:
             ["source"],
             registry=r,
         )
+        self.requests_by = CountsByLabel(self.requests)
+        self.hints_by = CountsByLabel(self.hints)
         for source in SOURCES:
             self.hints.labels(source)
         self.skipped = Counter(

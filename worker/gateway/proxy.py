@@ -99,8 +99,6 @@ class HintsProxy:
         #: an observer wants the usage of streamed responses even when the client did not ask
         self.ask_stream_usage = any(o.wants_stream_usage for o in self.observers)
         self.relay = UpstreamRelay(config, metrics)
-        #: hints{source}'s labelled children, looked up once
-        self._by_source: dict[str, Any] = {}
 
     async def start(self) -> None:
         await self.relay.start()
@@ -178,12 +176,7 @@ class HintsProxy:
         call.name = headers.get(CALL_NAME_HEADER) or model
         resolution = self.client.hints_for(call.agent_id, call.run_id, call.name, model)
         call.counted = True
-        counter = self._by_source.get(resolution.source)
-        if counter is None:
-            counter = self._by_source[resolution.source] = self.metrics.hints.labels(
-                resolution.source
-            )
-        counter.inc()
+        self.metrics.hints_by.inc(resolution.source)
         if resolution.skipped is not None:
             self.metrics.skipped.labels(resolution.skipped).inc()
         rendering = self.client.render(resolution, body, headers)

@@ -27,6 +27,11 @@ from worker.gateway.response_usage import ResponseUsage
 log = logging.getLogger("worker.gateway")
 
 
+def upstream_error(status: int, kind: str, message: str) -> dict[str, Any]:
+    """The OpenAI-style error body the gateway answers an upstream failure with."""
+    return {"error": {"message": message, "type": f"upstream_{kind}", "code": status}}
+
+
 class _HeadersWithBody(web.StreamResponse):
     """A relayed response whose headers leave with its first body bytes: one write and one
     TCP segment to the caller instead of two (aiohttp's StreamResponse sends the headers at
@@ -125,7 +130,7 @@ class UpstreamRelay:
                 if usage and upstream.status < 400:
                     found = ResponseUsage(content_type, strip=strip_usage)
                 complete = await self._relay(request, upstream, response, found)
-        self.metrics.requests.labels(route, str(upstream.status)).inc()
+        self.metrics.requests_by.inc(route, str(upstream.status))
         return Relayed(response, upstream.status, complete, found)
 
     async def _relay(
@@ -171,8 +176,11 @@ class UpstreamRelay:
         self, request: web.Request, route: str, status: int, kind: str, message: str
     ) -> Relayed:
         self.metrics.upstream_errors.labels(kind).inc()
-        self.metrics.requests.labels(route, str(status)).inc()
+        self.metrics.requests_by.inc(route, str(status))
         log.warning("%s %s: %s", request.method, request.path, message)
-        error = {"error": {"message": message, "type": f"upstream_{kind}", "code": status}}
-        response = web.json_response(error, status=status, dumps=lambda v: orjson.dumps(v).decode())
+        response = web.json_response(
+            upstream_error(status, kind, message),
+            status=status,
+            dumps=lambda v: orjson.dumps(v).decode(),
+        )
         return Relayed(response, status, True)
