@@ -179,7 +179,7 @@ def decode_delta(value: bytes) -> Delta:
         ]
         recent = models = None
         if len(data) >= 9:
-            recent = list(RecentAccuracy.load(data[7:9]).pairs)
+            recent = RecentAccuracy.load(data[7:9]).pairs
         if len(data) == 11:
             known, refs = data[9], data[10]
             if len(refs) != len(observations):
