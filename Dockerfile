@@ -4,8 +4,12 @@
 # works with a read-only root filesystem; Kubernetes probes /healthz and /readyz on port 9464.
 # tests/deploy/test_dockerfile.py checks that this file agrees with the settings and the chart.
 FROM python:3.11-slim AS build
+# a C compiler for the learner's compiled modules (setup.py, mypyc); the final image has none
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends gcc libc6-dev \
+    && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY worker ./worker
 # The same install as the tests' (Makefile: pip install '.[stream,dev]'), minus dev tools.
 RUN python -m venv /opt/agent-hints \

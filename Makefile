@@ -9,7 +9,8 @@ STAMP := $(VENV)/.installed
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+# setup.py compiles the learner (mypyc): an edit of its sources needs a new build
+$(STAMP): pyproject.toml setup.py $(wildcard worker/learner/*.py)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[stream,dev]'
@@ -87,4 +88,4 @@ redis-install:
 	./scripts/install-redis.sh
 
 clean:
-	rm -rf $(VENV) .cache .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .cache .pytest_cache .ruff_cache .hypothesis build *.so worker/learner/*.so

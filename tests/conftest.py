@@ -23,8 +23,20 @@ import pytest
 from devtools import tls
 from devtools.kafka_broker import KafkaBroker
 from devtools.worker_process import WorkerProcess
+from worker.learner import build
 
 _started: list[KafkaBroker] = []
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Refuse to test compiled learner modules older than their sources (setup.py)."""
+    stale = build.stale_modules()
+    if stale:
+        pytest.exit(
+            f"worker/learner: {', '.join(stale)} changed after the learner was compiled; "
+            "`make install` rebuilds it",
+            returncode=2,
+        )
 
 
 @dataclass(frozen=True)

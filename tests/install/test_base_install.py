@@ -1,5 +1,9 @@
 """A real install of the base package (no extras) into a fresh venv: the router side works.
 
+The install is the uncompiled one (`AGENT_HINTS_PURE=1`, setup.py), which is also what a
+machine without a C compiler gets; `test_learner_is_compiled` checks that this checkout's
+own install (the one every other test runs on) is the compiled one.
+
 Copies the package sources to a temporary directory, `pip install`s them (pip's cache
 makes this cheap after the first time), and in that venv: faust and rocksdict are absent,
 `worker.client` resolves and renders hints from a published record, the gateway's CLI
@@ -8,11 +12,14 @@ loads, and `python -m worker run` exits 2 naming the extra to install.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
 import venv
 from pathlib import Path
+
+from worker.learner import build
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -22,6 +29,9 @@ from datetime import UTC, datetime
 
 for extra in ("faust", "rocksdict"):
     assert importlib.util.find_spec(extra) is None, f"{extra} is installed"
+
+from worker.learner import build
+assert not build.compiled(), "AGENT_HINTS_PURE=1 installed compiled modules"
 
 from worker.client import HintsStore, Resolver, render
 
@@ -40,10 +50,10 @@ print(json.dumps({"source": resolution.source, "body": body, "headers": headers}
 def test_base_install_serves_the_router_side(tmp_path: Path) -> None:
     source = tmp_path / "src"
     source.mkdir()
-    shutil.copy(REPO / "pyproject.toml", source)
-    shutil.copy(REPO / "README.md", source)
+    for name in ("pyproject.toml", "setup.py", "README.md"):
+        shutil.copy(REPO / name, source)
     shutil.copytree(
-        REPO / "worker", source / "worker", ignore=shutil.ignore_patterns("__pycache__")
+        REPO / "worker", source / "worker", ignore=shutil.ignore_patterns("__pycache__", "*.so")
     )
     env_dir = tmp_path / "venv"
     venv.EnvBuilder(with_pip=True).create(env_dir)
@@ -53,6 +63,7 @@ def test_base_install_serves_the_router_side(tmp_path: Path) -> None:
         capture_output=True,
         text=True,
         timeout=600,
+        env={**os.environ, "AGENT_HINTS_PURE": "1"},  # the install for a machine without gcc
     )
     assert install.returncode == 0, install.stderr[-3000:]
 
@@ -78,3 +89,12 @@ def test_base_install_serves_the_router_side(tmp_path: Path) -> None:
     assert worker.returncode == 2
     assert "pip install 'agent-hints-worker[stream]'" in worker.stderr
     assert sys.executable != python  # the check ran in the fresh venv, not this one
+
+
+def test_learner_is_compiled() -> None:
+    """`make install` compiles the learner (setup.py), so the suite tests what ships."""
+    if os.environ.get("AGENT_HINTS_PURE") == "1":
+        assert not build.compiled()
+    else:
+        assert build.compiled(), "the learner is not compiled: run `make install`"
+        assert build.stale_modules() == []

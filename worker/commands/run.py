@@ -16,6 +16,7 @@ from worker.commands.options import add_settings_arguments
 from worker.errors import ExitCode, MissingExtraError, SettingsError, StartError
 from worker.kafka.clients import explain
 from worker.kafka.topics import prepare_topics
+from worker.learner.build import compiled
 from worker.learner.config import SEMANTICS
 from worker.learner.limits import check_publishable
 from worker.observability.logs import setup_logging
@@ -101,7 +102,8 @@ def run(args: argparse.Namespace) -> int:
     FaustWorker, StreamService = _stream_classes()
     settings = settings_from_args(args)
     setup_logging(settings.log_level, settings.log_json, settings.kafka.secrets())
-    log.info("starting worker", extra={"settings": settings.redacted()})
+    learner = "compiled" if compiled() else "interpreted"
+    log.info("starting worker", extra={"settings": settings.redacted(), "learner": learner})
 
     try:
         prepare_state_dir(settings.state_dir)

@@ -71,8 +71,10 @@ class StatGroup:
             self.remaining_calls.compact()
 
     def merge(self, other: StatGroup) -> None:
-        for name in self.__slots__:
-            getattr(self, name).merge(getattr(other, name))
+        self.interarrival_ms.merge(other.interarrival_ms)
+        self.output_tokens.merge(other.output_tokens)
+        self.remaining_calls.merge(other.remaining_calls)
+        self.score.merge(other.score)
 
     def dump(self) -> list[Any]:
         return [  # in __slots__ order
@@ -84,7 +86,7 @@ class StatGroup:
 
     @classmethod
     def load(cls, data: list[Any]) -> StatGroup:
-        group = cls.__new__(cls)
+        group = cls()
         interarrival, output, remaining, score = data  # in __slots__ order
         group.interarrival_ms = Statistic.load(interarrival)
         group.output_tokens = Statistic.load(output)
@@ -93,8 +95,12 @@ class StatGroup:
         return group
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, StatGroup) and all(
-            getattr(self, n) == getattr(other, n) for n in self.__slots__
+        return (
+            isinstance(other, StatGroup)
+            and self.interarrival_ms == other.interarrival_ms
+            and self.output_tokens == other.output_tokens
+            and self.remaining_calls == other.remaining_calls
+            and self.score == other.score
         )
 
 
@@ -183,8 +189,7 @@ class NodeStats:
 
     @classmethod
     def load(cls, data: list[Any]) -> NodeStats:
-        node = cls.__new__(cls)
-        node._queued, node._any_folded = [], 0
+        node = cls()
         node._any_index = StatGroup.load(data[0])
         node._by_index = {i: StatGroup.load(g) for i, g in data[1]}
         node.high = max(node._by_index, default=0)

@@ -326,12 +326,9 @@ class Statistic:
 
     @classmethod
     def load(cls, data: list[Any]) -> Statistic:
-        stat = cls.__new__(cls)
-        stat._metrics = None
+        stat = cls()
         if len(data) == 1:
             stat.pending = data[0]
-            stat.keys, stat.counts, stat.folded_count = None, _NO_COUNTS, 0
-            stat.folded_sum = stat.folded_shift = 0
         else:
             stat.pending = []
             stat.folded_count, total, keys, counts = data
