@@ -46,13 +46,13 @@ test-compat: install
 	KAFKA_VERSION=$${KAFKA_COMPAT_VERSION:-3.9.2} $(PY) -m pytest -q -m integration
 
 lint: install
-	$(VENV)/bin/ruff check worker tests benchmarks devtools
-	$(VENV)/bin/ruff format --check worker tests benchmarks devtools
+	$(VENV)/bin/ruff check setup.py worker tests benchmarks devtools
+	$(VENV)/bin/ruff format --check setup.py worker tests benchmarks devtools
 	$(VENV)/bin/mypy
 
 format: install
-	$(VENV)/bin/ruff check --fix worker tests benchmarks devtools
-	$(VENV)/bin/ruff format worker tests benchmarks devtools
+	$(VENV)/bin/ruff check --fix setup.py worker tests benchmarks devtools
+	$(VENV)/bin/ruff format setup.py worker tests benchmarks devtools
 
 bench: install
 	$(PY) -m benchmarks
