@@ -155,8 +155,8 @@ def paired_alike(records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], l
     fields taken out, and those end fields on their own (sorted): what must be equal between
     the adapter and NeMo Relay however NeMo Relay paired the fan-out's ends."""
     normal, fan_ends = [], []
-    for record in records:
-        calls = in_start_order(record["calls"])
+    for record in map(as_instants, records):
+        calls = sorted(record["calls"], key=lambda c: c["started_at"])  # in start order
         for call in calls:
             if call["name"] == "fan":
                 fan_ends.append(
@@ -165,6 +165,16 @@ def paired_alike(records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], l
         calls = [without_end(c) if c["name"] == "fan" else c for c in calls]
         normal.append({**record, "calls": calls})
     return normal, sorted(fan_ends)
+
+
+def as_instants(record: dict[str, Any]) -> dict[str, Any]:
+    """The record with its timestamps as integer ns: the same instant may be written with 6
+    or 9 fraction digits (NeMo Relay drops trailing zeros, we do not), and both are RFC 3339."""
+
+    def instants(fields: dict[str, Any]) -> dict[str, Any]:
+        return {k: parse_timestamp_ns(v) if k.endswith("_at") else v for k, v in fields.items()}
+
+    return {**instants(record), "calls": [instants(c) for c in record["calls"]]}
 
 
 def in_start_order(calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
