@@ -8,11 +8,14 @@ from __future__ import annotations
 from bisect import bisect_right
 from collections.abc import Callable
 from functools import partial
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 from worker.learner.config import LearnerConfig
 from worker.models import Call, Run
-from worker.models.timestamps import NS_PER_MS, NS_PER_SECOND
+
+#: (as `worker.models.timestamps`; here as constants the compiled learner inlines)
+NS_PER_MS: Final = 1_000_000
+NS_PER_SECOND: Final = 1_000_000_000
 
 
 class CallObservation(NamedTuple):
@@ -47,17 +50,16 @@ def workflow_seconds(run: Run) -> float:
     return 0.0 if end is None else _whole_ms(end - run.started_at) / 1000
 
 
-def _interarrivals_corrected(run: Run, finished: list[Call]) -> list[int | None]:
-    """Gap to the earliest LLM call (finished or not) that starts after this one ends."""
-    starts = sorted([c.started_at for c in run.calls if c.kind == "llm"])
+def _interarrivals_corrected(starts: list[int], spans: list[tuple[int, int]]) -> list[int | None]:
+    """Gap to the earliest LLM call (finished or not: `starts`, sorted here in place) that
+    starts after this one ends."""
+    starts.sort()
     last = len(starts)
     gaps: list[int | None] = []
-    append = gaps.append
-    for call in finished:
-        end: int = call.ended_at  # type: ignore[assignment]
+    for _, end in spans:
         later = bisect_right(starts, end)
         # a later start is strictly after the end: the gap is positive, truncated by //
-        append((starts[later] - end) // NS_PER_MS if later < last else None)
+        gaps.append((starts[later] - end) // NS_PER_MS if later < last else None)
     return gaps
 
 
@@ -82,16 +84,20 @@ def logical_positions(spans: list[tuple[int, int]]) -> tuple[list[int], list[int
     Calls are taken by start (stable); one that starts strictly before the current
     group's latest end joins it, otherwise it opens the next group.
     """
+    count = len(spans)
     starts = [start for start, _ in spans]
-    order = sorted(range(len(spans)), key=starts.__getitem__)
-    positions = [0] * len(spans)
+    order: list[int] = list(range(count))
+    if any(starts[i] < starts[i - 1] for i in range(1, count)):  # usually in start order
+        order.sort(key=starts.__getitem__)
+    positions = [0] * count
     sizes: list[int] = []
     group_end = 0
     for i in order:
         start, end = spans[i]
         if sizes and start < group_end:
             sizes[-1] += 1
-            group_end = max(group_end, end)
+            if end > group_end:
+                group_end = end
         else:
             sizes.append(1)
             group_end = end
@@ -100,40 +106,52 @@ def logical_positions(spans: list[tuple[int, int]]) -> tuple[list[int], list[int
 
 
 def observe_run(run: Run, config: LearnerConfig) -> list[CallObservation]:
-    """Every finished LLM call of a run, in list order, with what it teaches (SPEC 4)."""
-    finished = [c for c in run.calls if c.kind == "llm" and c.ended_at is not None]
+    """Every finished LLM call of a run, in list order, with what it teaches (SPEC 4).
+
+    The run's calls are read once: this runs for every run learned."""
+    finished: list[Call] = []
+    spans: list[tuple[int, int]] = []  # each finished call's (start, end)
+    starts: list[int] = []  # every LLM call's start, finished or not
+    for call in run.calls:
+        if call.kind == "llm":
+            start = call.started_at
+            starts.append(start)
+            end = call.ended_at
+            if end is not None:
+                finished.append(call)
+                spans.append((start, end))
     if not finished:
         return []
-    corrected = config.semantics != "nemo-flow"  # adaptive: the corrected rules and more
-    gaps = _interarrivals_corrected(run, finished) if corrected else _interarrivals_nemo_flow(run)
-    if corrected:
-        spans = [(c.started_at, c.ended_at) for c in finished]
+    if config.semantics != "nemo-flow":  # adaptive: the corrected rules and more
+        gaps = _interarrivals_corrected(starts, spans)
+        steps = spans
     else:  # whole Unix seconds, floored, as the crate compares them
-        spans = [
-            (c.started_at // NS_PER_SECOND, c.ended_at // NS_PER_SECOND)  # type: ignore[operator]
-            for c in finished
-        ]
-    positions, sizes = logical_positions(spans)  # type: ignore[arg-type]
+        gaps = _interarrivals_nemo_flow(run)
+        steps = [(start // NS_PER_SECOND, end // NS_PER_SECOND) for start, end in spans]
+    positions, sizes = logical_positions(steps)
     adaptive = config.adaptive_on
     if adaptive is not None and adaptive.comparable_levels:
-        scores = step_shares(spans, positions, len(sizes), workflow_seconds(run))  # type: ignore[arg-type]
+        scores = step_shares(steps, positions, len(sizes), workflow_seconds(run))
     else:
-        scores = _scores(finished, positions, sizes, workflow_seconds(run), config)
+        scores = _scores(spans, positions, sizes, workflow_seconds(run), config)
 
-    remaining = len(finished)
+    remaining = count = len(finished)
     seen: dict[str, int] = {}
     observations: list[CallObservation] = []
-    append = observations.append
-    for call, gap, score in zip(finished, gaps, scores, strict=True):
+    for i in range(count):
+        call = finished[i]
         name = call.name
         index = seen[name] = seen.get(name, 0) + 1
         remaining -= 1
-        append(new_observation((name, index, remaining, gap, call.output_tokens or 0, score)))
+        tokens = call.output_tokens
+        observations.append(
+            new_observation((name, index, remaining, gaps[i], tokens or 0, scores[i]))
+        )
     return observations
 
 
 def _scores(
-    calls: list[Call],
+    spans: list[tuple[int, int]],
     positions: list[int],
     sizes: list[int],
     workflow_s: float,
@@ -144,21 +162,30 @@ def _scores(
     The fanout, position and parallel terms depend only on the logical position, so they
     are computed once per position; each raw value is still summed in SPEC's order."""
     w = config.weights
-    w_critical = w.critical
+    w_critical: float = w.critical
+    w_fanout: float = w.fanout
+    w_position: float = w.position
+    w_parallel: float = w.parallel
     steps = len(sizes)
-    terms = []  # per position: the weighted fanout, position and parallel terms
-    for pos, group in enumerate(sizes):
+    fanout_terms: list[float] = []  # per position: the weighted fanout, position and
+    position_terms: list[float] = []  # parallel terms
+    parallel_terms: list[float] = []
+    for pos in range(steps):
+        group = sizes[pos]
         if steps > 1:
             fanout = (steps - 1 - pos) / (steps - 1)
             position = max(1 - pos / (steps - 1), pos / (steps - 1))
         else:
             fanout, position = 0.0, 1.0
         parallel = (group - 1) / group / 2 if group > 1 else 0.0
-        terms.append((w.fanout * fanout, w.position * position, w.parallel * parallel))
+        fanout_terms.append(w_fanout * fanout)
+        position_terms.append(w_position * position)
+        parallel_terms.append(w_parallel * parallel)
     raws: list[float] = []
-    append = raws.append
-    for call, pos in zip(calls, positions, strict=True):
-        span = call.ended_at - call.started_at  # type: ignore[operator]
+    low = high = 0.0
+    for i in range(len(spans)):
+        start, end = spans[i]
+        span = end - start
         # _whole_ms and min inlined (this runs for every LLM call learned)
         duration_s = (span // NS_PER_MS if span >= 0 else -(-span // NS_PER_MS)) / 1000
         if workflow_s > 0:
@@ -167,9 +194,13 @@ def _scores(
                 critical = 1.0
         else:
             critical = 1.0
-        fanout_term, position_term, parallel_term = terms[pos]
-        append(w_critical * critical + fanout_term + position_term - parallel_term)
-    low, high = min(raws), max(raws)
+        pos = positions[i]
+        raw = w_critical * critical + fanout_terms[pos] + position_terms[pos] - parallel_terms[pos]
+        if not raws or raw < low:
+            low = raw
+        if not raws or raw > high:
+            high = raw
+        raws.append(raw)
     if high == low:
         return [0.5] * len(raws)
     return [(raw - low) / (high - low) for raw in raws]

@@ -15,10 +15,7 @@ lookup and an O(1) update rather than percentiles recomputed from the statistics
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from functools import partial
-from operator import itemgetter
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Literal
 
 from worker.learner.accuracy import Pair
 from worker.learner.analysis import CallObservation
@@ -35,34 +32,95 @@ Source = Literal["trie", "agent_default", "prior", "none"]
 SOURCES: tuple[Source, ...] = ("trie", "agent_default", "none")
 
 
-class CallScore(NamedTuple):
-    """How one LLM call compared with its prediction (SPEC 10); zeros when not served."""
+class CallScore:
+    """How one LLM call compared with its prediction (SPEC 10); zeros when not served.
 
-    source: Source
-    output_tokens: int  # y
-    p50: float  # the prediction's output_tokens p50
-    covered: bool  # y <= round(p90): the osl a hint carries
-    osl_error: float  # |p50 - y|
-    #: |interarrival mean - gap|; None without a gap or without interarrival samples
-    iat_error_ms: float | None
-    remaining_error: float  # |remaining_calls mean - remaining calls|
+    A plain class rather than a NamedTuple: compiled, it is built and read natively (one
+    per LLM call learned)."""
+
+    __slots__ = (
+        "covered",
+        "iat_error_ms",
+        "osl_error",
+        "output_tokens",
+        "p50",
+        "remaining_error",
+        "source",
+    )
+
+    def __init__(
+        self,
+        source: Source,
+        output_tokens: int,
+        p50: float,
+        covered: bool,
+        osl_error: float,
+        iat_error_ms: float | None,
+        remaining_error: float,
+    ) -> None:
+        self.source: Source = source
+        self.output_tokens = output_tokens  # y
+        self.p50 = p50  # the prediction's output_tokens p50
+        self.covered = covered  # y <= round(p90): the osl a hint carries
+        self.osl_error = osl_error  # |p50 - y|
+        #: |interarrival mean - gap|; None without a gap or without interarrival samples
+        self.iat_error_ms = iat_error_ms
+        self.remaining_error = remaining_error  # |remaining_calls mean - remaining calls|
+
+    def fields(self) -> tuple[Source, int, float, bool, float, float | None, float]:
+        return (
+            self.source,
+            self.output_tokens,
+            self.p50,
+            self.covered,
+            self.osl_error,
+            self.iat_error_ms,
+            self.remaining_error,
+        )
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, CallScore) and self.fields() == other.fields()
+
+    def __repr__(self) -> str:
+        return f"CallScore{self.fields()!r}"
 
 
-#: a scored call's entry in the agent's recent accuracy: (covered, osl_error)
-recent_pair: Callable[[CallScore], Pair] = itemgetter(3, 4)
+def recent_pair(score: CallScore) -> Pair:
+    """A scored call's entry in the agent's recent accuracy: (covered, osl_error)."""
+    return score.covered, score.osl_error
 
 
-class Learned(NamedTuple):
+class Learned:
     """What learning one run did: its observations (what a delta stores), each LLM call's
     score in the same order, whether the agent's default latency sensitivity changed, and
     (adaptive rule set, priors on) each call's model, which a delta stores too."""
 
-    observations: list[CallObservation]
-    scores: list[CallScore]
-    level_flipped: bool
-    models: list[str | None] | None = None
-    #: the pairs the run added to the recent accuracy, when learning kept them
-    pairs: list[Pair] | None = None
+    __slots__ = ("level_flipped", "models", "observations", "pairs", "scores")
+
+    def __init__(
+        self,
+        observations: list[CallObservation],
+        scores: list[CallScore],
+        level_flipped: bool,
+        models: list[str | None] | None = None,
+        pairs: list[Pair] | None = None,
+    ) -> None:
+        self.observations = observations
+        self.scores = scores
+        self.level_flipped = level_flipped
+        self.models = models
+        #: the pairs the run added to the recent accuracy, when learning kept them
+        self.pairs = pairs
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, Learned)
+            and self.observations == other.observations
+            and self.scores == other.scores
+            and self.level_flipped == other.level_flipped
+            and self.models == other.models
+            and self.recent_pairs() == other.recent_pairs()
+        )
 
     def recent_pairs(self) -> list[Pair]:
         """What the run added to the agent's recent accuracy (a delta carries it)."""
@@ -71,13 +129,8 @@ class Learned(NamedTuple):
         return [recent_pair(s) for s in self.scores if s.source != "none"]
 
 
-#: a CallScore from a tuple of its fields, without the generated `__new__` (as
-#: `analysis.new_observation`): one per LLM call learned
-new_score: Callable[[tuple[Any, ...]], CallScore] = partial(tuple.__new__, CallScore)
-
-
 def unserved(obs: CallObservation) -> CallScore:
-    return new_score(("none", obs[4], 0.0, False, 0.0, None, 0.0))
+    return CallScore("none", obs[4], 0.0, False, 0.0, None, 0.0)
 
 
 def score_against(source: Source, values: Values, obs: CallObservation) -> CallScore:
@@ -85,16 +138,14 @@ def score_against(source: Source, values: Values, obs: CallObservation) -> CallS
     every scorer, ours (`Scorer.score`, the adaptive one) and the baselines."""
     osl, p50, remaining_mean, gap_mean = values
     y, gap = obs[4], obs[3]
-    return new_score(
-        (
-            source,
-            y,
-            p50,
-            y <= osl,
-            abs(p50 - y),
-            None if gap is None or gap_mean is None else abs(gap_mean - gap),
-            abs(remaining_mean - obs[2]),
-        )
+    return CallScore(
+        source,
+        y,
+        p50,
+        y <= osl,
+        abs(p50 - y),
+        None if gap is None or gap_mean is None else abs(gap_mean - gap),
+        abs(remaining_mean - obs[2]),
     )
 
 

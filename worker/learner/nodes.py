@@ -7,19 +7,19 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from operator import itemgetter
-from typing import Any, cast
+from typing import Any, Final, cast
 
 from worker.learner.exact_sums import FAST_SHIFT, Mean, Number, fast_units
 from worker.learner.stats import FOLD_BATCH, Statistic
 
 #: observations a node queues before folding them into its statistics (bounds memory)
-FOLD_OBSERVATIONS = 512
+FOLD_OBSERVATIONS: Final = 512
 _call_index = itemgetter(1)
 #: what a node queues: the observation's six fields, then its score in 2**-128 units (or None)
 Queued = tuple[Any, ...]
 
 
-_FAST_SCALE = float(1 << FAST_SHIFT)
+_FAST_SCALE: Final = float(1 << FAST_SHIFT)
 
 
 def units_of(values: list[float]) -> list[int | None]:

@@ -12,11 +12,10 @@ bit for bit (the same ranks, buckets and float operations as `worker.learner.sta
 
 from __future__ import annotations
 
-from array import array
 from bisect import bisect_left, insort
 from collections import Counter
 from itertools import accumulate
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING, Final, Self
 
 from worker.learner.stats import (
     _BUCKET_KEYS,
@@ -32,9 +31,9 @@ if TYPE_CHECKING:
 
 #: (osl, p50 of output tokens, mean remaining calls, mean interarrival ms or None)
 Values = tuple[int, float, float, float | None]
-_NO_COUNTS: list[int] = []
+_NO_COUNTS: Final[list[int]] = []
 #: per sample count up to the exact limit: (l50, h50, f50, l90, h90, f90), flat
-_RANKS: list[tuple[int, int, float, int, int, float]] = [
+_RANKS: Final[list[tuple[int, int, float, int, int, float]]] = [
     (*ranks[0], *ranks[1]) if ranks else (0, 0, 0.0, 0, 0, 0.0) for ranks in EXACT_RANKS
 ]
 
@@ -63,8 +62,8 @@ class Predictor:
     def __init__(self) -> None:
         """An empty group's (no prediction until it learns a sample)."""
         self.count = self.remaining_sum = self.gap_sum = self.gap_count = 0
-        #: the samples, sorted, while exact (machine ints: inserting compares them in place)
-        self.tokens = array("q")
+        #: the samples, sorted, while exact (the same int objects as the statistics' own)
+        self.tokens: list[int] = []
         self.keys: list[int] | None = None
         #: the sketch's counts (shared and never changed while exact: one object less to
         #: allocate, and for the garbage collector to walk, per group)
@@ -84,7 +83,7 @@ class Predictor:
         predictor.gap_sum = _int_sum(group.interarrival_ms)
         predictor.gap_count = group.interarrival_ms.count
         if tokens.exact:
-            predictor.tokens = array("q", sorted(tokens.pending))  # type: ignore[arg-type]
+            predictor.tokens = sorted(tokens.pending)  # type: ignore[arg-type]
             predictor.values = predictor._exact_values()
         else:
             tokens.compact()
@@ -116,7 +115,7 @@ class Predictor:
             counted = Counter(map(_key, self.tokens))
             keys = sorted(counted)
             self._start_sketch(keys, list(map(counted.__getitem__, keys)))
-            self.tokens = array("q")
+            self.tokens = []
 
     def _means(self) -> tuple[float, float | None]:
         gaps = self.gap_count

@@ -21,7 +21,7 @@ from bisect import bisect_left, bisect_right
 from collections import Counter, _count_elements  # type: ignore[attr-defined]
 from collections.abc import Iterable
 from itertools import accumulate
-from typing import Any, cast
+from typing import Any, Final, cast
 
 from worker.learner.exact_sums import (
     FULL_SHIFT,
@@ -33,8 +33,8 @@ from worker.learner.exact_sums import (
     sum_exact,
 )
 
-EXACT_LIMIT = 100
-FOLD_BATCH = 256  # pending samples past the exact limit are folded in batches this big
+EXACT_LIMIT: Final = 100
+FOLD_BATCH: Final = 256  # pending samples past the exact limit are folded in batches this big
 LINEAR_LIMIT = 49.5
 RELATIVE_ERROR = 0.01
 _GAMMA = (1 + RELATIVE_ERROR) / (1 - RELATIVE_ERROR)
