@@ -5,7 +5,6 @@ Pure functions of a run (`Run`) and the learner config; nothing here keeps state
 
 from __future__ import annotations
 
-from bisect import bisect_right
 from collections.abc import Callable
 from functools import partial
 from typing import Final, NamedTuple
@@ -57,9 +56,15 @@ def _interarrivals_corrected(starts: list[int], spans: list[tuple[int, int]]) ->
     last = len(starts)
     gaps: list[int | None] = []
     for _, end in spans:
-        later = bisect_right(starts, end)
+        low, high = 0, last  # bisect_right(starts, end), as a loop the compiler keeps native
+        while low < high:
+            middle = (low + high) // 2
+            if end < starts[middle]:
+                high = middle
+            else:
+                low = middle + 1
         # a later start is strictly after the end: the gap is positive, truncated by //
-        gaps.append((starts[later] - end) // NS_PER_MS if later < last else None)
+        gaps.append((starts[low] - end) // NS_PER_MS if low < last else None)
     return gaps
 
 
@@ -87,8 +92,10 @@ def logical_positions(spans: list[tuple[int, int]]) -> tuple[list[int], list[int
     count = len(spans)
     starts = [start for start, _ in spans]
     order: list[int] = list(range(count))
-    if any(starts[i] < starts[i - 1] for i in range(1, count)):  # usually in start order
-        order.sort(key=starts.__getitem__)
+    for i in range(1, count):
+        if starts[i] < starts[i - 1]:  # usually they are in start order already
+            order.sort(key=starts.__getitem__)
+            break
     positions = [0] * count
     sizes: list[int] = []
     group_end = 0

@@ -21,6 +21,12 @@ FULL_SHIFT = 1074
 _I64 = 1 << 63
 
 
+def has_none(values: Sequence[object]) -> bool:
+    """`None in values`, by identity: `in` compares each int with None through both of
+    their rich comparisons (compiled, this is a plain loop)."""
+    return any(value is None for value in values)
+
+
 def exact(value: Number) -> tuple[int, int]:
     """`value` as an exact sum (any int or finite float)."""
     if type(value) is int:
@@ -114,7 +120,7 @@ class Mean:
     def add_fast(self, units: Sequence[int | None], values: Sequence[float]) -> None:
         """Add `values`, given as `fast_units` of each (None: not a whole number of them)."""
         self.count += len(values)
-        if None in units:
+        if has_none(units):
             for value in values:
                 self.units, self.shift = add_exact(self.units, self.shift, *exact(value))
         else:

@@ -9,7 +9,7 @@ from bisect import bisect_right
 from operator import itemgetter
 from typing import Any, Final, cast
 
-from worker.learner.exact_sums import FAST_SHIFT, Mean, Number, fast_units
+from worker.learner.exact_sums import FAST_SHIFT, Mean, Number, fast_units, has_none
 from worker.learner.stats import FOLD_BATCH, Statistic
 
 #: observations a node queues before folding them into its statistics (bounds memory)
@@ -23,12 +23,15 @@ _FAST_SCALE: Final = float(1 << FAST_SHIFT)
 
 
 def units_of(values: list[float]) -> list[int | None]:
-    """`fast_units` of each score, in C-level passes when all are whole numbers of 2**-128
-    (scaling by a power of two is exact; the scores of a run nearly always are)."""
-    scaled = list(map(_FAST_SCALE.__mul__, values))
-    if all(map(float.is_integer, scaled)):
-        return list(map(int, scaled))
-    return list(map(fast_units, values))
+    """`fast_units` of each score, by a multiplication when all are whole numbers of
+    2**-128 (scaling by a power of two is exact; the scores of a run nearly always are)."""
+    units: list[int | None] = []
+    for value in values:
+        scaled = value * _FAST_SCALE
+        if not scaled.is_integer():
+            return list(map(fast_units, values))
+        units.append(int(scaled))
+    return units
 
 
 class StatGroup:
@@ -59,7 +62,7 @@ class StatGroup:
         """`extend` with the observations already transposed into their columns."""
         remaining = self.remaining_calls.pending
         remaining += remaining_calls
-        if None in gaps:
+        if has_none(gaps):
             self.interarrival_ms.pending += [gap for gap in gaps if gap is not None]
         else:
             self.interarrival_ms.pending += cast(tuple[Number, ...], gaps)

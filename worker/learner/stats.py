@@ -29,6 +29,7 @@ from worker.learner.exact_sums import (
     add_exact,
     dump_exact,
     exact_mean,
+    has_none,
     load_exact,
     sum_exact,
 )
@@ -170,7 +171,7 @@ class Statistic:
         if self.exact or not pending:
             return
         keyed = list(map(_BUCKET_KEYS.get, pending))
-        if None in keyed:
+        if has_none(keyed):
             keyed = [key_of(v) if k is None else k for k, v in zip(keyed, pending, strict=True)]
         self._add_keys(cast(list[int], keyed))
         self.folded_count += len(pending)
