@@ -32,7 +32,7 @@ import orjson
 
 from worker.demo_workload import call_record, run_record
 from worker.learner import LearnerConfig
-from worker.learner.analysis import observe_run
+from worker.learner.analysis import SCORE, observe_run
 from worker.models import parse_run
 from worker.models.timestamps import NS_PER_MS
 
@@ -201,7 +201,7 @@ def _score_sum(rng: random.Random, profile: Profile, runs: int) -> tuple[float, 
     total = calls = 0.0
     for _ in range(runs):
         run = parse_run(orjson.dumps(make_run(rng, profile, START_NS)))
-        scores = [obs.score for obs in observe_run(run, config)]
+        scores = [obs[SCORE] for obs in observe_run(run, config)]
         total += sum(scores)
         calls += len(scores)
     return total / runs, calls / runs

@@ -10,7 +10,7 @@ import orjson
 
 from benchmarks import scenarios
 from worker.learner import LearnerConfig
-from worker.learner.analysis import observe_run
+from worker.learner.analysis import SCORE, observe_run
 from worker.models import parse_run
 
 
@@ -81,7 +81,7 @@ def test_boundary_agents_average_on_the_level_boundary() -> None:
     scores: dict[str, list[float]] = defaultdict(list)
     for run in scenarios.boundary(9):
         observations = observe_run(parse_run(orjson.dumps(run)), LearnerConfig())
-        scores[run["agent_id"]] += [obs.score for obs in observations]
+        scores[run["agent_id"]] += [obs[SCORE] for obs in observations]
     means = [mean(values) for values in scores.values()]
     assert len(means) == 40
     assert abs(mean(means) - scenarios.BOUNDARY_SCORE) < 0.01

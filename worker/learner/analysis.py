@@ -5,9 +5,7 @@ Pure functions of a run (`Run`) and the learner config; nothing here keeps state
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from functools import partial
-from typing import Final, NamedTuple
+from typing import Final
 
 from worker.learner.config import LearnerConfig
 from worker.models import Call, Run
@@ -17,22 +15,18 @@ NS_PER_MS: Final = 1_000_000
 NS_PER_SECOND: Final = 1_000_000_000
 
 
-class CallObservation(NamedTuple):
-    """What one finished LLM call contributes to the trie (SPEC 4.3 and 4.5)."""
-
-    name: str
-    call_index: int
-    remaining_calls: int
-    interarrival_ms: int | None
-    output_tokens: int
-    score: float
-
-
-#: a CallObservation from a tuple of its six fields, without the generated `__new__` (a
-#: Python-level call that costs twice the tuple): it runs for every LLM call learned
-new_observation: Callable[[tuple[str, int, int, int | None, int, float]], CallObservation] = (
-    partial(tuple.__new__, CallObservation)
-)
+#: What one finished LLM call contributes to the trie (SPEC 4.3 and 4.5): (name, call_index,
+#: remaining_calls, interarrival_ms, output_tokens, score), interarrival_ms None when no
+#: call follows. A plain tuple: one is built per LLM call learned, natively when compiled
+#: (a NamedTuple goes through its interpreted __new__).
+CallObservation = tuple[str, int, int, int | None, int, float]
+#: the positions of its fields
+NAME: Final = 0
+CALL_INDEX: Final = 1
+REMAINING_CALLS: Final = 2
+INTERARRIVAL_MS: Final = 3
+OUTPUT_TOKENS: Final = 4
+SCORE: Final = 5
 
 
 def _whole_ms(ns: int) -> int:
@@ -90,10 +84,10 @@ def logical_positions(spans: list[tuple[int, int]]) -> tuple[list[int], list[int
     group's latest end joins it, otherwise it opens the next group.
     """
     count = len(spans)
-    starts = [start for start, _ in spans]
     order: list[int] = list(range(count))
     for i in range(1, count):
-        if starts[i] < starts[i - 1]:  # usually they are in start order already
+        if spans[i][0] < spans[i - 1][0]:  # usually they are in start order already
+            starts = [start for start, _ in spans]
             order.sort(key=starts.__getitem__)
             break
     positions = [0] * count
@@ -151,9 +145,7 @@ def observe_run(run: Run, config: LearnerConfig) -> list[CallObservation]:
         index = seen[name] = seen.get(name, 0) + 1
         remaining -= 1
         tokens = call.output_tokens
-        observations.append(
-            new_observation((name, index, remaining, gaps[i], tokens or 0, scores[i]))
-        )
+        observations.append((name, index, remaining, gaps[i], tokens or 0, scores[i]))
     return observations
 
 

@@ -22,9 +22,9 @@ their hints lag by as many runs meanwhile.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
-from worker.learner.analysis import CallObservation, new_observation
+from worker.learner.analysis import CallObservation
 from worker.learner.config import AdaptiveSettings
 
 #: a run kept by a streak: its observations and the model of each call (None: priors off)
@@ -89,10 +89,10 @@ class Streak:
         streak = cls()
         streak.side, streak.beyond = side, beyond
         for observations, models in runs:
-            kept = [new_observation(tuple(row)) for row in observations]
-            if any(len(o) != 6 for o in kept) or (models is not None and len(models) != len(kept)):
+            rows = [tuple(row) for row in observations]
+            if any(len(o) != 6 for o in rows) or (models is not None and len(models) != len(rows)):
                 raise ValueError("streak: a kept run's columns differ in length")
-            streak.runs.append((kept, models))
+            streak.runs.append((cast(list[CallObservation], rows), models))
         return streak
 
     def __eq__(self, other: object) -> bool:

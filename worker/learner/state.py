@@ -21,7 +21,7 @@ from worker.learner.adaptive import AdaptiveExtras
 from worker.learner.adaptive_scoring import AdaptiveScorer
 from worker.learner.analysis import CallObservation, observe_run
 from worker.learner.config import LearnerConfig
-from worker.learner.evaluation import Learned, Scorer, recent_pair
+from worker.learner.evaluation import Learned, Scorer
 from worker.learner.nodes import FOLD_OBSERVATIONS, NodeStats, units_of
 from worker.models import Run
 
@@ -106,7 +106,7 @@ class AgentState:
         flipped = scorer.learn_scores(units, sensitivity, scale)
         pairs: list[Pair] = []
         if scores and scores[0].source != "none":  # a run's calls are all served, or none
-            pairs = list(map(recent_pair, scores))
+            pairs = [(score.covered, score.osl_error) for score in scores]
             self.recent.extend(pairs)
         return Learned(observations, scores, flipped, None, pairs)
 

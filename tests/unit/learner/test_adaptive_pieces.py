@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from tests.unit.runs import llm, run
 from worker.learner import AdaptiveSettings, AgentState, LearnerConfig, state_hints, trie_dict
-from worker.learner.analysis import observe_run
+from worker.learner.analysis import SCORE, observe_run
 from worker.learner.backoff import rank_table
 from worker.learner.exact_sums import Mean
 from worker.learner.hints import sensitivity_level
@@ -212,9 +212,9 @@ def test_a_calls_score_is_its_steps_share_of_the_run() -> None:
         llm("c", 3000, 4000, 1),
         ended=4000,
     )
-    scores = [o.score for o in observe_run(record, only(comparable_levels=True))]
+    scores = [o[SCORE] for o in observe_run(record, only(comparable_levels=True))]
     assert scores == [0.25, 0.5, 0.5, 0.25]
-    spec = [o.score for o in observe_run(record, LearnerConfig())]
+    spec = [o[SCORE] for o in observe_run(record, LearnerConfig())]
     assert min(spec) == 0.0 and max(spec) == 1.0  # SPEC 4.5: normalised within the run
     instant = run(llm("a", 0, 0, 1), ended=0)
-    assert [o.score for o in observe_run(instant, only(comparable_levels=True))] == [1.0]
+    assert [o[SCORE] for o in observe_run(instant, only(comparable_levels=True))] == [1.0]

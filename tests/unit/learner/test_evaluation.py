@@ -12,7 +12,14 @@ from tests.unit.learner.test_state import runs as random_runs
 from tests.unit.runs import llm, run
 from worker.demo_workload import generate_runs
 from worker.learner import AdaptiveSettings, AgentState, LearnerConfig, trie_dict
-from worker.learner.analysis import observe_run
+from worker.learner.analysis import (
+    CALL_INDEX,
+    INTERARRIVAL_MS,
+    NAME,
+    OUTPUT_TOKENS,
+    REMAINING_CALLS,
+    observe_run,
+)
 from worker.learner.fleet_evaluation import Evaluation
 from worker.learner.rounding import round_half_away
 from worker.models import RunRecord, parse_run
@@ -153,9 +160,9 @@ def lookup_scores(state: AgentState, record: RunRecord, config: LearnerConfig) -
     root = trie_dict("agent", state, config)["root"]
     scores = []
     for obs in observe_run(record, config):
-        key = str(obs.call_index)
+        key = str(obs[CALL_INDEX])
         found = root["predictions_by_call_index"].get(key) or root["predictions_any_index"]
-        node = root["children"].get(obs.name)
+        node = root["children"].get(obs[NAME])
         if node is not None:
             own = node["predictions_by_call_index"].get(key) or node["predictions_any_index"]
             found = own or found
@@ -163,14 +170,14 @@ def lookup_scores(state: AgentState, record: RunRecord, config: LearnerConfig) -
             scores.append(("none",))
             continue
         tokens, gaps = found["output_tokens"], found["interarrival_ms"]
-        y, gap = obs.output_tokens, obs.interarrival_ms
+        y, gap = obs[OUTPUT_TOKENS], obs[INTERARRIVAL_MS]
         scores.append(
             (
                 "trie",
                 y <= round_half_away(tokens["p90"]),
                 abs(tokens["p50"] - y),
                 None if gap is None or not gaps["sample_count"] else abs(gaps["mean"] - gap),
-                abs(found["remaining_calls"]["mean"] - obs.remaining_calls),
+                abs(found["remaining_calls"]["mean"] - obs[REMAINING_CALLS]),
             )
         )
     return scores

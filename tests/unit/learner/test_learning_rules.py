@@ -14,7 +14,17 @@ from worker.learner import (
     lookup_hints,
     trie_dict,
 )
-from worker.learner.analysis import logical_positions, observe_run, workflow_seconds
+from worker.learner.analysis import (
+    CALL_INDEX,
+    INTERARRIVAL_MS,
+    NAME,
+    OUTPUT_TOKENS,
+    REMAINING_CALLS,
+    SCORE,
+    logical_positions,
+    observe_run,
+    workflow_seconds,
+)
 from worker.learner.rounding import round_half_away, saturate_u32
 from worker.learner.stats import Statistic
 from worker.learner.trie import sensitivity_level
@@ -74,7 +84,7 @@ def test_negative_mean_gap_saturates_iat_to_zero_under_nemo_flow() -> None:
 
 def test_negative_gap_truncates_toward_zero() -> None:
     calls = run(llm("a", 0, 2000.7), llm("b", 500, 1000))
-    gaps = [o.interarrival_ms for o in observe_run(calls, NEMO_FLOW)]
+    gaps = [o[INTERARRIVAL_MS] for o in observe_run(calls, NEMO_FLOW)]
     assert gaps == [-1500, None]
 
 
@@ -85,9 +95,9 @@ def test_corrected_gap_is_to_earliest_later_start_including_unfinished_calls() -
         llm("c", 1100.4, 2000),  # listed later, starts earlier than b
         llm("d", 500, 800),
     )
-    observed = {o.name: o.interarrival_ms for o in observe_run(r, CORRECTED)}
+    observed = {o[NAME]: o[INTERARRIVAL_MS] for o in observe_run(r, CORRECTED)}
     assert observed == {"a": 100, "c": None, "d": 300}
-    nemo = {o.name: o.interarrival_ms for o in observe_run(r, NEMO_FLOW)}
+    nemo = {o[NAME]: o[INTERARRIVAL_MS] for o in observe_run(r, NEMO_FLOW)}
     assert nemo == {"a": 300, "c": -1500, "d": None}
 
 
@@ -100,7 +110,7 @@ def test_name_with_slash_is_one_node() -> None:
 def test_unfinished_and_tool_calls_are_not_learned() -> None:
     r = run(tool("search", 0, 50), llm("a", 60, 100, 7), llm("a", 120, None), llm("a", 130, 200, 9))
     observations = observe_run(r, CORRECTED)
-    assert [(o.call_index, o.remaining_calls, o.output_tokens) for o in observations] == [
+    assert [(o[CALL_INDEX], o[REMAINING_CALLS], o[OUTPUT_TOKENS]) for o in observations] == [
         (1, 1, 7),
         (2, 0, 9),
     ]
@@ -131,8 +141,8 @@ def test_tool_only_run_counts_but_gives_no_hints() -> None:
 
 def test_parallel_within_one_second_only_seen_by_corrected() -> None:
     r = run(llm("a", 100, 600), llm("b", 300, 900), llm("c", 1200, 1500))
-    corrected = [o.score for o in observe_run(r, CORRECTED)]
-    nemo = [o.score for o in observe_run(r, NEMO_FLOW)]
+    corrected = [o[SCORE] for o in observe_run(r, CORRECTED)]
+    nemo = [o[SCORE] for o in observe_run(r, NEMO_FLOW)]
     # corrected: a and b overlap and share step 0. nemo-flow floors to whole seconds:
     # a is (0, 0) and b starts at 0, not strictly below 0, so all three are sequential.
     spans = [(100, 600), (300, 900), (1200, 1500)]
@@ -146,8 +156,8 @@ def test_parallel_across_seconds_seen_by_both() -> None:
     assert logical_positions(spans_ms) == ([0, 0, 1], [2, 1])
     assert logical_positions([(1, 3), (2, 4), (5, 6)]) == ([0, 0, 1], [2, 1])
     r = run(*(llm(n, s, e) for n, (s, e) in zip("abc", spans_ms, strict=True)), ended=6000)
-    scores = [o.score for o in observe_run(r, CORRECTED)]
-    assert scores == [o.score for o in observe_run(r, NEMO_FLOW)]
+    scores = [o[SCORE] for o in observe_run(r, CORRECTED)]
+    assert scores == [o[SCORE] for o in observe_run(r, NEMO_FLOW)]
 
 
 def test_positions_sort_by_start_stably() -> None:
@@ -156,13 +166,13 @@ def test_positions_sort_by_start_stably() -> None:
 
 def test_score_is_half_when_all_calls_are_equal() -> None:
     r = run(llm("a", 0, 100), llm("b", 0, 100), ended=100)
-    assert [o.score for o in observe_run(r, CORRECTED)] == [0.5, 0.5]
+    assert [o[SCORE] for o in observe_run(r, CORRECTED)] == [0.5, 0.5]
 
 
 def test_parallel_weight_lowers_parallel_calls() -> None:
     weighted = LearnerConfig(weights={"critical": 0, "fanout": 0, "position": 0, "parallel": 1})
     r = run(llm("a", 0, 100), llm("b", 50, 150), llm("c", 200, 300), ended=300)
-    assert [o.score for o in observe_run(r, weighted)] == [0.0, 0.0, 1.0]
+    assert [o[SCORE] for o in observe_run(r, weighted)] == [0.0, 0.0, 1.0]
 
 
 def test_duplicate_run_id_is_not_counted_again() -> None:

@@ -174,8 +174,7 @@ def decode_delta(value: bytes) -> Delta:
         data = orjson.loads(value[ids_end:])
         names, refs, columns = data[0], data[1], data[2:7]
         observations = [
-            CallObservation(names[ref], *row)
-            for ref, row in zip(refs, zip(*columns, strict=True), strict=True)
+            (names[ref], *row) for ref, row in zip(refs, zip(*columns, strict=True), strict=True)
         ]
         recent = models = None
         if len(data) >= 9:
