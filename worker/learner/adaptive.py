@@ -15,10 +15,11 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
+from worker.learner.accuracy import Pair
 from worker.learner.adaptive_scoring import AdaptiveScorer
 from worker.learner.analysis import CallObservation, observe_run
 from worker.learner.config import LearnerConfig
-from worker.learner.evaluation import Learned, recent_pair
+from worker.learner.evaluation import Learned
 from worker.learner.hysteresis import Levels
 from worker.learner.nodes import units_of
 from worker.learner.shift import KeptRun, Streak
@@ -166,9 +167,11 @@ def _fold_run(
     flipped = before is not None and after != before
     if not config.evaluate:
         return Learned(observations, [], flipped, models)
+    pairs: list[Pair] = []
     if scores[0].source != "none":  # a run's calls are all served, or none
-        state.recent.extend(map(recent_pair, scores))
-    return Learned(observations, scores, flipped, models)
+        pairs = [(score.covered, score.osl_error) for score in scores]
+        state.recent.extend(pairs)
+    return Learned(observations, scores, flipped, models, pairs)
 
 
 def _shift(

@@ -215,17 +215,23 @@ def step_shares(
     the run: a share means the same in every agent."""
     if workflow_s <= 0:
         return [1.0] * len(spans)
-    starts: list[int | None] = [None] * steps
-    ends = [0] * steps
-    for (start, end), pos in zip(spans, positions, strict=True):
-        first = starts[pos]
-        if first is None or start < first:
-            starts[pos] = start
-        if end > ends[pos]:
-            ends[pos] = end
-    shares = []
-    for first, end in zip(starts, ends, strict=True):
-        span = end - first  # type: ignore[operator]
+    # per step, the call with the earliest start and the one with the latest end (their
+    # indices: the nanoseconds are not copied, which would box each of them again)
+    earliest = [-1] * steps
+    latest = [-1] * steps
+    for i in range(len(spans)):
+        start, end = spans[i]
+        pos = positions[i]
+        j = earliest[pos]
+        if j < 0 or start < spans[j][0]:
+            earliest[pos] = i
+        j = latest[pos]
+        if j < 0 or end > spans[j][1]:
+            latest[pos] = i
+    shares: list[float] = []
+    for pos in range(steps):
+        end = spans[latest[pos]][1]
+        span = (end if end > 0 else 0) - spans[earliest[pos]][0]  # the end is at least 0
         share = (span // NS_PER_MS if span >= 0 else -(-span // NS_PER_MS)) / 1000 / workflow_s
         shares.append(share if share < 1.0 else 1.0)
     return [shares[pos] for pos in positions]

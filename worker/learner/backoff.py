@@ -67,7 +67,7 @@ def own_p90(stat: Statistic, ranks: RankTable) -> tuple[float, bool] | None:
     if not stat.count:
         return None
     if not stat.exact:
-        return stat.metrics()["p90"], False
+        return stat.p90(), False
     samples = stat.pending
     samples.sort()
     n = len(samples)

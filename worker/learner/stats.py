@@ -232,14 +232,14 @@ class Statistic:
         metrics = self.metrics()
         return metrics["p50"], metrics["p90"], metrics["p95"]
 
-    def _sketch_percentiles(self) -> tuple[float, ...]:
+    def _sketch_percentiles(self, percentiles: tuple[int, ...] = PERCENTILES) -> list[float]:
         """Interpolate between the estimated samples at each percentile's two ranks."""
         keys: list[int] = self.keys  # type: ignore[assignment]
         cumulative = list(accumulate(self.counts))
         last = self.folded_count - 1
         memo = _BUCKET_VALUES.get  # `value_of` inlined: its memo nearly always has it
         results = []
-        for p in PERCENTILES:
+        for p in percentiles:
             rank = last * p / 100
             low = int(rank)
             key = keys[bisect_right(cumulative, low)]
@@ -254,7 +254,7 @@ class Statistic:
                     above = value_of(key)
                 below += (above - below) * fraction
             results.append(below)
-        return tuple(results)
+        return results
 
     def metrics(self) -> dict[str, Any]:
         """The SPEC `Metrics` object of this statistic.
@@ -298,7 +298,7 @@ class Statistic:
         return metrics
 
     def p90(self) -> float:
-        """`metrics()["p90"]`, without building the rest while exact (for the hints)."""
+        """`metrics()["p90"]`, without building the rest (for the hints and back-off)."""
         pending = self.pending
         count = self.folded_count + len(pending)
         cached = self._metrics
@@ -311,7 +311,8 @@ class Statistic:
             low, high, fraction = EXACT_RANKS[count][1]
             below = pending[low]
             return float(below + (pending[high] - below) * fraction)
-        return cast(float, self.metrics()["p90"])
+        self.compact()  # past the exact limit: the sketch's p90 alone
+        return self._sketch_percentiles((90,))[0]
 
     # -- canonical compact form: [sorted samples] while exact, else
     # -- [count, exact sum, sorted keys, their counts]
