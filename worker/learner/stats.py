@@ -312,7 +312,27 @@ class Statistic:
             below = pending[low]
             return float(below + (pending[high] - below) * fraction)
         self.compact()  # past the exact limit: the sketch's p90 alone
-        return self._sketch_percentiles((90,))[0]
+        return self._sketch_p90()
+
+    def _sketch_p90(self) -> float:
+        """`_sketch_percentiles((90,))[0]`, finding the ranks' buckets from the top: a tenth
+        of the samples lie above them, usually a few buckets, not the whole sketch."""
+        keys: list[int] = self.keys  # type: ignore[assignment]
+        counts = self.counts
+        count = self.folded_count
+        rank = (count - 1) * 90 / 100
+        low = int(rank)
+        at = len(counts) - 1  # the bucket holding the sample of index `low` (0-based):
+        before = count - counts[at]  # the one with `before <= low < before + counts[at]`
+        while before > low:
+            at -= 1
+            before -= counts[at]
+        below = value_of(keys[at])
+        fraction = rank - low
+        if fraction:
+            above = below if low + 1 < before + counts[at] else value_of(keys[at + 1])
+            below += (above - below) * fraction
+        return below
 
     # -- canonical compact form: [sorted samples] while exact, else
     # -- [count, exact sum, sorted keys, their counts]

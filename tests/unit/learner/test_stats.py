@@ -172,3 +172,16 @@ def test_readings_stay_exact_as_new_buckets_open_below_and_above() -> None:
                 live.add(value)
             seen += batch
             assert live.percentiles() == stat_of(seen).percentiles()
+
+
+@given(st.lists(values, min_size=1, max_size=600), st.integers(0, 600))
+def test_p90_alone_is_the_metrics_p90(samples: list[float], fresh_at: int) -> None:
+    """`p90` finds a sketch's ranks from the top; `metrics` from the bottom: the same value,
+    bit for bit, at every count (read between additions as the hints read it)."""
+    stat, fresh = Statistic(), Statistic()
+    for i, sample in enumerate(samples, start=1):
+        stat.add(sample)
+        fresh.add(sample)
+        if i % 37 == 0 or i == fresh_at or i == len(samples):
+            copy = Statistic.load(orjson.loads(orjson.dumps(fresh.dump())))
+            assert stat.p90() == copy.metrics()["p90"]
