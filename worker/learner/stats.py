@@ -36,17 +36,17 @@ from worker.learner.exact_sums import (
 
 EXACT_LIMIT: Final = 100
 FOLD_BATCH: Final = 256  # pending samples past the exact limit are folded in batches this big
-LINEAR_LIMIT = 49.5
-RELATIVE_ERROR = 0.01
-_GAMMA = (1 + RELATIVE_ERROR) / (1 - RELATIVE_ERROR)
-_INV_LOG_GAMMA = 1 / math.log(_GAMMA)
-_LOG_BASE = round(LINEAR_LIMIT + 0.5)  # first key of the logarithmic buckets (50)
-_MID = 2 * _GAMMA / (1 + _GAMMA)  # bucket [lo, lo*gamma) is represented by lo*_MID
+LINEAR_LIMIT: Final = 49.5
+RELATIVE_ERROR: Final = 0.01
+_GAMMA: Final = (1 + RELATIVE_ERROR) / (1 - RELATIVE_ERROR)
+_INV_LOG_GAMMA: Final = 1 / math.log(_GAMMA)
+_LOG_BASE: Final = round(LINEAR_LIMIT + 0.5)  # first key of the logarithmic buckets (50)
+_MID: Final = 2 * _GAMMA / (1 + _GAMMA)  # bucket [lo, lo*gamma) is represented by lo*_MID
 PERCENTILES = (50, 90, 95)
 _NO_COUNTS: list[int] = []  # never modified (see Statistic.counts)
 #: a batch of at least 1/4 as many samples as the sketch has buckets is counted into a dict
 #: (in C) rather than inserted by binary searches (a Python loop)
-_DICT_MERGE_RATIO = 4
+_DICT_MERGE_RATIO: Final = 4
 
 
 def bucket_key(value: Number) -> int:
@@ -68,9 +68,9 @@ def bucket_value(key: int) -> float:
 
 
 #: memos of the two bucket mappings: samples repeat (token counts, gaps in ms, call counts)
-_MEMO_LIMIT = 1 << 18
-_BUCKET_KEYS: dict[Number, int] = {}
-_BUCKET_VALUES: dict[int, float] = {}
+_MEMO_LIMIT: Final = 1 << 18
+_BUCKET_KEYS: Final[dict[Number, int]] = {}
+_BUCKET_VALUES: Final[dict[int, float]] = {}
 
 
 def key_of(value: Number) -> int:
