@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from worker.learner.accuracy import Pair
 from worker.learner.adaptive_scoring import AdaptiveScorer
-from worker.learner.analysis import CallObservation, observe_run
+from worker.learner.analysis import CallObservation, observe_run, scores_of
 from worker.learner.config import LearnerConfig
 from worker.learner.evaluation import Learned
 from worker.learner.hysteresis import Levels
@@ -159,7 +159,7 @@ def _fold_run(
         scorer = _shift(state, extras, now, config)
     else:  # this run, or the runs a streak held and this one, or none while it is held
         for kept, kept_models in now:
-            units = units_of([o[5] for o in kept])
+            units = units_of(scores_of(kept))
             state.queue(kept, units)
             extras.count_models(kept, kept_models)
             scorer.learn(kept, units, extras.levels, config.scale, settings.hysteresis)
@@ -182,7 +182,7 @@ def _shift(
     state.forget()
     extras.models = {}
     for observations, models in runs:
-        state.queue(observations, units_of([o[5] for o in observations]))
+        state.queue(observations, units_of(scores_of(observations)))
         extras.count_models(observations, models)
     scorer = state.scorer(config)  # for the statistics as they now are
     assert isinstance(scorer, AdaptiveScorer)

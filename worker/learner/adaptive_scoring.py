@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from worker.learner.analysis import CallObservation
+from worker.learner.analysis import CallObservation, scores_of
 from worker.learner.backoff import RankTable, own_p90, rank_table, uppers
 from worker.learner.config import AdaptiveSettings
 from worker.learner.evaluation import CallScore, Scorer, score_against, unserved
@@ -117,7 +117,7 @@ class AdaptiveScorer(Scorer):
                 if predictor is None:
                     predictor = predictors[key] = Predictor()
                 predictor.add(obs[4], obs[2], obs[3])
-            self.learn_scores(units, [o[5] for o in observations], None)
+            self.learn_scores(units, scores_of(observations), None)
             return
         means = self.means
         assert means is not None, "built with hysteresis"

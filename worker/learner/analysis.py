@@ -5,7 +5,7 @@ Pure functions of a run (`Run`) and the learner config; nothing here keeps state
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Any, Final, cast
 
 from worker.learner.config import LearnerConfig
 from worker.models import Call, Run
@@ -27,6 +27,13 @@ REMAINING_CALLS: Final = 2
 INTERARRIVAL_MS: Final = 3
 OUTPUT_TOKENS: Final = 4
 SCORE: Final = 5
+
+
+def scores_of(observations: list[CallObservation]) -> list[float]:
+    """Each observation's score (the compiled code reads them off the tuples as they are:
+    a fixed-length tuple's float would be unboxed and boxed anew)."""
+    rows = cast(list[tuple[Any, ...]], observations)
+    return [row[SCORE] for row in rows]
 
 
 def _whole_ms(ns: int) -> int:

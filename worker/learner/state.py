@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterable
+from typing import cast
 
 import orjson
 
@@ -19,10 +20,10 @@ from worker.learner import adaptive
 from worker.learner.accuracy import Pair, RecentAccuracy
 from worker.learner.adaptive import AdaptiveExtras
 from worker.learner.adaptive_scoring import AdaptiveScorer
-from worker.learner.analysis import CallObservation, observe_run
+from worker.learner.analysis import CallObservation, observe_run, scores_of
 from worker.learner.config import LearnerConfig
 from worker.learner.evaluation import Learned, Scorer
-from worker.learner.nodes import FOLD_OBSERVATIONS, NodeStats, units_of
+from worker.learner.nodes import FOLD_OBSERVATIONS, NodeStats, Queued, units_of
 from worker.models import Run
 
 #: 1: statistics and the agent's run ids in one value; 2: statistics only (exact sums);
@@ -91,7 +92,7 @@ class AgentState:
         self.runs += 1
         if not config.evaluate:
             self._scorer = None  # its predictors would miss this run
-            self.queue(observations, units_of([o[5] for o in observations]))
+            self.queue(observations, units_of(scores_of(observations)))
             return Learned(observations, [], False)
         return self._score_and_fold(observations, config.scale)
 
@@ -100,7 +101,7 @@ class AgentState:
         if scorer is None:
             scorer = self._scorer = Scorer(self)
         scores = scorer.score(self, observations)
-        sensitivity = [o[5] for o in observations]
+        sensitivity = scores_of(observations)
         units = units_of(sensitivity)
         self.queue(observations, units)
         flipped = scorer.learn_scores(units, sensitivity, scale)
@@ -139,7 +140,7 @@ class AgentState:
         else:
             self._scorer = None  # its predictors would miss these observations
             observations = list(observations)
-            self.queue(observations, units_of([o[5] for o in observations]))
+            self.queue(observations, units_of(scores_of(observations)))
             self.recent.extend(recent)
         self.runs += runs
 
@@ -167,9 +168,14 @@ class AgentState:
         root = self.root
         high = root.high
         children = self.children
-        # NodeStats.add inlined (two calls per observation): queue, fold once long enough
-        for observation, unit in zip(observations, units, strict=True):
-            obs = observation + (unit,)  # noqa: RUF005 (faster)
+        # NodeStats.add inlined (two calls per observation): queue, fold once long enough.
+        # Read as variable-length tuples: the compiled code keeps a fixed-length tuple's
+        # fields apart and would build each observation anew before extending it.
+        rows = cast(list[Queued], observations)
+        if len(units) != len(rows):
+            raise ValueError("a unit per observation")
+        for i in range(len(rows)):
+            obs = rows[i] + (units[i],)
             queued = root._queued
             queued.append(obs)
             if len(queued) >= FOLD_OBSERVATIONS:
