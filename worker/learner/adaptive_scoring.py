@@ -19,7 +19,7 @@ once the streak has judged it (`learn`), so a held run leaves the scorer as it w
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 from worker.learner.analysis import CallObservation, scores_of
 from worker.learner.backoff import RankTable, own_p90, rank_table, uppers
@@ -110,9 +110,10 @@ class AdaptiveScorer(Scorer):
         """Learn a run the state folds: its calls into their groups' predictors, its scores
         into the means (and, with hysteresis, the levels of the groups it touched)."""
         predictors = self.predictors
+        rows = cast(list[tuple[Any, ...]], observations)  # as they are (`AgentState.queue`)
         if not margin:
-            for obs in observations:
-                key = (obs[0], obs[1])
+            for obs in rows:
+                key: GroupKey = obs[:2]
                 predictor = predictors.get(key)
                 if predictor is None:
                     predictor = predictors[key] = Predictor()
@@ -121,9 +122,12 @@ class AdaptiveScorer(Scorer):
             return
         means = self.means
         assert means is not None, "built with hysteresis"
-        update, approx = levels.update, levels.approx
-        for obs, unit in zip(observations, units, strict=True):
-            key = (obs[0], obs[1])  # a run adds one call to a (name, call index) group
+        approx = levels.approx
+        if len(units) != len(rows):
+            raise ValueError("a unit per observation")
+        for i in range(len(rows)):
+            obs, unit = rows[i], units[i]
+            key = obs[:2]  # a run adds one call to a (name, call index) group
             predictor = predictors.get(key)
             if predictor is None:
                 predictor = predictors[key] = Predictor()
@@ -131,7 +135,7 @@ class AdaptiveScorer(Scorer):
             else:
                 mean = means[key]
             predictor.add(obs[4], obs[2], obs[3])
-            score = obs[5]
+            score: float = obs[5]
             count = mean.count = mean.count + 1  # `_add` inlined
             if unit is not None and mean.shift == FAST_SHIFT:
                 mean.units += unit
@@ -143,7 +147,7 @@ class AdaptiveScorer(Scorer):
                 if band[1] <= moved < band[2]:
                     band[0] = moved
                     continue
-            update(key, mean, scale, margin)
+            levels.update(key, mean, scale, margin)
         self._learn_root_level(observations, units, levels, scale, margin)
 
     def default_level(self, levels: Levels, scale: int) -> int | None:

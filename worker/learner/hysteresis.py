@@ -17,8 +17,10 @@ from typing import Any
 from worker.learner.exact_sums import Mean
 from worker.learner.hints import sensitivity_level
 
-#: a statistics group: (call name, call index), None for the root, 0 for any index
-GroupKey = tuple[str | None, int]
+#: a statistics group: (call name, call index), None for the root, 0 for any index. Typed
+#: as a tuple of any length: compiled code then keeps a key as the one tuple object it is,
+#: where a fixed-length tuple type is taken apart and built anew at each dict it meets.
+GroupKey = tuple[Any, ...]
 
 
 def next_level(previous: int | None, score: Mean, scale: int, margin: float) -> int | None:
