@@ -115,12 +115,32 @@ def compare_rule_sets(runs: int, agents: int, rounds: int) -> None:
         )
 
 
+def learn_only(runs: int, agents: int, semantics: str) -> None:
+    """Parse the runs, then learn them once (`Fleet.learn`), timing only the learning."""
+    records = [parse_run(orjson.dumps(r)) for r in generate_runs(runs, agents, seed=42)]
+    fleet = Fleet(LearnerConfig(semantics=semantics))
+    began = time.process_time()
+    for record in records:
+        fleet.learn(record)
+    spent = time.process_time() - began
+    print(f"learn ({semantics}): {runs:,} runs, {agents} agents, {spent / runs * 1e6:.1f} us/run")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.learner", description=__doc__)
     parser.add_argument("--runs", type=int, default=20_000)
     parser.add_argument("--agents", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=3, help="of the side-by-side learn")
+    parser.add_argument(
+        "--learn-only",
+        choices=SEMANTICS,
+        help="only learn the runs, once, under this rule set: for a profiler, e.g. "
+        "valgrind --tool=callgrind --toggle-collect='CPyDef_intake___learn_scored'",
+    )
     args = parser.parse_args(argv)
+    if args.learn_only:
+        learn_only(args.runs, args.agents, args.learn_only)
+        return 0
     for semantics in SEMANTICS:
         bench_learner(args.runs, args.agents, semantics)
     compare_rule_sets(args.runs, args.agents, args.rounds)
