@@ -14,7 +14,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import KafkaConnectionError
+from aiokafka.errors import KafkaConnectionError, NodeNotReadyError, RequestTimedOutError
 
 
 def new_reader(client_kwargs: dict[str, Any], **options: Any) -> AIOKafkaConsumer:
@@ -111,12 +111,13 @@ async def wait_for_topics(
     client_kwargs: dict[str, Any], *topics: str, timeout_s: float = 30.0
 ) -> list[TopicPartition]:
     """The partitions of `topics` once they all exist (a worker creating them at start) and
-    the broker answers (one restarting refuses connections for a moment)."""
+    the broker answers (one restarting refuses connections for a moment; a busy one may not
+    have the admin client's connection ready, or answer in time, at the first try)."""
     deadline = time.monotonic() + timeout_s
     while True:
         try:
             return await topic_partitions(client_kwargs, *topics)
-        except (LookupError, KafkaConnectionError):
+        except (LookupError, KafkaConnectionError, NodeNotReadyError, RequestTimedOutError):
             if time.monotonic() > deadline:
                 raise
             await asyncio.sleep(0.2)
