@@ -19,7 +19,7 @@ from worker.learner.accuracy import Pair
 from worker.learner.adaptive_scoring import AdaptiveScorer
 from worker.learner.analysis import CallObservation, observe_run, scores_of
 from worker.learner.config import LearnerConfig
-from worker.learner.evaluation import Learned
+from worker.learner.evaluation import Learned, recent_pair
 from worker.learner.hysteresis import Levels
 from worker.learner.nodes import units_of
 from worker.learner.shift import KeptRun, Streak
@@ -169,7 +169,7 @@ def _fold_run(
         return Learned(observations, [], flipped, models)
     pairs: list[Pair] = []
     if scores[0].source != "none":  # a run's calls are all served, or none
-        pairs = [(score.covered, score.osl_error) for score in scores]
+        pairs = [recent_pair(score) for score in scores]
         state.recent.extend(pairs)
     return Learned(observations, scores, flipped, models, pairs)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Final, cast
 
+from worker.learner.bisection import bisect_after
 from worker.learner.config import LearnerConfig
 from worker.models import Call, Run
 
@@ -57,15 +58,9 @@ def _interarrivals_corrected(starts: list[int], spans: list[tuple[int, int]]) ->
     last = len(starts)
     gaps: list[int | None] = []
     for _, end in spans:
-        low, high = 0, last  # bisect_right(starts, end), as a loop the compiler keeps native
-        while low < high:
-            middle = (low + high) // 2
-            if end < starts[middle]:
-                high = middle
-            else:
-                low = middle + 1
+        later = bisect_after(starts, end)
         # a later start is strictly after the end: the gap is positive, truncated by //
-        gaps.append((starts[low] - end) // NS_PER_MS if low < last else None)
+        gaps.append((starts[later] - end) // NS_PER_MS if later < last else None)
     return gaps
 
 

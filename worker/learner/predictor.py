@@ -17,6 +17,7 @@ from collections import Counter
 from itertools import accumulate
 from typing import TYPE_CHECKING, Final, Self
 
+from worker.learner.bisection import bisect_after
 from worker.learner.stats import (
     _BUCKET_KEYS,
     EXACT_LIMIT,
@@ -100,7 +101,7 @@ class Predictor:
             gaps = self.gap_count = gaps + 1
         if count <= EXACT_LIMIT:  # exact (a sorted list): `_exact_values` inlined
             samples = self.tokens
-            samples.insert(_after(samples, output_tokens), output_tokens)
+            samples.insert(bisect_after(samples, output_tokens), output_tokens)
             l50, h50, f50, l90, h90, f90 = _RANKS[count]
             low = samples[l50]
             p50 = float(low + (samples[h50] - low) * f50)
@@ -131,7 +132,8 @@ class Predictor:
         p50 = float(low + (samples[h50] - low) * f50)
         low = samples[l90]
         p90 = float(low + (samples[h90] - low) * f90)
-        return int(p90 + 0.5), p50, *self._means()  # p90 >= 0: int(+ 0.5) rounds half up
+        remaining, gap = self._means()  # (a splat of the pair would build a tuple)
+        return int(p90 + 0.5), p50, remaining, gap  # p90 >= 0: int(+ 0.5) rounds half up
 
     def _start_sketch(self, keys: list[int], counts: list[int]) -> None:
         self.keys, self.counts = keys, counts
@@ -149,7 +151,7 @@ class Predictor:
         bucket at the cursor's index leaves a valid cursor: it starts where the old one did.)"""
         keys: list[int] = self.keys  # type: ignore[assignment]
         counts = self.counts
-        j = _after(keys, key - 1)  # bisect_left: keys are whole numbers
+        j = bisect_after(keys, key - 1)  # bisect_left: keys are whole numbers
         new = j == len(keys) or keys[j] != key
         if new:
             keys.insert(j, key)
@@ -213,26 +215,8 @@ class Predictor:
         p90 = value_of(keys[at])
         if rank != low and low + 1 >= self.before90 + counts[at]:
             p90 += (value_of(keys[at + 1]) - p90) * (rank - low)
-        gaps = self.gap_count
-        return (
-            int(p90 + 0.5),
-            p50,
-            self.remaining_sum / self.count,
-            (self.gap_sum / gaps if gaps else None),
-        )
-
-
-def _after(values: list[int], value: int) -> int:
-    """`bisect_right(values, value)`, as a loop the compiler keeps native (the module's is a
-    Python-level call)."""
-    low, high = 0, len(values)
-    while low < high:
-        middle = (low + high) // 2
-        if value < values[middle]:
-            high = middle
-        else:
-            low = middle + 1
-    return low
+        remaining, gap = self._means()
+        return int(p90 + 0.5), p50, remaining, gap
 
 
 def _key(value: int) -> int:

@@ -22,7 +22,7 @@ from worker.learner.adaptive import AdaptiveExtras
 from worker.learner.adaptive_scoring import AdaptiveScorer
 from worker.learner.analysis import CallObservation, observe_run, scores_of
 from worker.learner.config import LearnerConfig
-from worker.learner.evaluation import Learned, Scorer
+from worker.learner.evaluation import Learned, Scorer, recent_pair
 from worker.learner.nodes import FOLD_OBSERVATIONS, NodeStats, Queued, units_of
 from worker.models import Run
 
@@ -107,7 +107,7 @@ class AgentState:
         flipped = scorer.learn_scores(units, sensitivity, scale)
         pairs: list[Pair] = []
         if scores and scores[0].source != "none":  # a run's calls are all served, or none
-            pairs = [(score.covered, score.osl_error) for score in scores]
+            pairs = [recent_pair(score) for score in scores]
             self.recent.extend(pairs)
         return Learned(observations, scores, flipped, None, pairs)
 

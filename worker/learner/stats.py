@@ -232,14 +232,14 @@ class Statistic:
         metrics = self.metrics()
         return metrics["p50"], metrics["p90"], metrics["p95"]
 
-    def _sketch_percentiles(self, percentiles: tuple[int, ...] = PERCENTILES) -> list[float]:
+    def _sketch_percentiles(self) -> tuple[float, ...]:
         """Interpolate between the estimated samples at each percentile's two ranks."""
         keys: list[int] = self.keys  # type: ignore[assignment]
         cumulative = list(accumulate(self.counts))
         last = self.folded_count - 1
         memo = _BUCKET_VALUES.get  # `value_of` inlined: its memo nearly always has it
         results = []
-        for p in percentiles:
+        for p in PERCENTILES:
             rank = last * p / 100
             low = int(rank)
             key = keys[bisect_right(cumulative, low)]
@@ -254,7 +254,7 @@ class Statistic:
                     above = value_of(key)
                 below += (above - below) * fraction
             results.append(below)
-        return results
+        return tuple(results)
 
     def metrics(self) -> dict[str, Any]:
         """The SPEC `Metrics` object of this statistic.
@@ -315,8 +315,8 @@ class Statistic:
         return self._sketch_p90()
 
     def _sketch_p90(self) -> float:
-        """`_sketch_percentiles((90,))[0]`, finding the ranks' buckets from the top: a tenth
-        of the samples lie above them, usually a few buckets, not the whole sketch."""
+        """The p90 `_sketch_percentiles` gives, finding its ranks' buckets from the top: a
+        tenth of the samples lie above them, usually a few buckets, not the whole sketch."""
         keys: list[int] = self.keys  # type: ignore[assignment]
         counts = self.counts
         count = self.folded_count
