@@ -106,6 +106,35 @@ def _rank_split(count: int, percentile: float) -> tuple[int, int, float]:
 EXACT_RANKS = [
     [_rank_split(n, p) for p in PERCENTILES] if n else [] for n in range(EXACT_LIMIT + 1)
 ]
+#: the same, flat and typed, which the compiled `metrics` reads without boxing:
+#: (l50, h50, f50, l90, h90, f90, l95, h95, f95)
+_FLAT_RANKS: Final[list[tuple[int, int, float, int, int, float, int, int, float]]] = [
+    (*ranks[0], *ranks[1], *ranks[2]) if ranks else (0, 0, 0.0, 0, 0, 0.0, 0, 0, 0.0)
+    for ranks in EXACT_RANKS
+]
+
+
+def _between(samples: list[Number], low: int, high: int, fraction: float) -> float:
+    """SPEC 5's interpolation between two sorted samples, in doubles: the same value as in
+    their own types (the integers samples hold are far below 2**53, so exact as doubles)."""
+    below = _double(samples[low])
+    return below + (_double(samples[high]) - below) * fraction
+
+
+def _double(value: Number) -> float:
+    """`float(value)` without a call through `float`'s constructor (compiled: a conversion)."""
+    return float(value) if isinstance(value, int) else value
+
+
+def _int_sum(values: list[Number]) -> int | None:
+    """The sum of `values` when they are all ints (exact), else None: a native loop, where
+    `sum` is a builtin looked up and called for a few dozen values."""
+    total = 0
+    for value in values:
+        if not isinstance(value, int):
+            return None
+        total += value
+    return total
 
 
 class Statistic:
@@ -274,15 +303,14 @@ class Statistic:
                 self._metrics = metrics
                 return metrics
             pending.sort()  # in place: order is irrelevant and re-sorting is then cheap
-            (l50, h50, f50), (l90, h90, f90), (l95, h95, f95) = EXACT_RANKS[count]
-            total = sum(pending)  # nothing folded yet: the sum of the samples is the sum
-            below50, below90, below95 = pending[l50], pending[l90], pending[l95]
+            l50, h50, f50, l90, h90, f90, l95, h95, f95 = _FLAT_RANKS[count]
+            total = _int_sum(pending)  # nothing folded yet: the sum of the samples is the sum
             metrics = {
                 "sample_count": count,
-                "mean": total / count if type(total) is int else self.mean,
-                "p50": float(below50 + (pending[h50] - below50) * f50),
-                "p90": float(below90 + (pending[h90] - below90) * f90),
-                "p95": float(below95 + (pending[h95] - below95) * f95),
+                "mean": self.mean if total is None else total / count,
+                "p50": _between(pending, l50, h50, f50),
+                "p90": _between(pending, l90, h90, f90),
+                "p95": _between(pending, l95, h95, f95),
             }
         else:
             self.compact()
@@ -308,9 +336,8 @@ class Statistic:
             if not count:
                 return 0.0
             pending.sort()
-            low, high, fraction = EXACT_RANKS[count][1]
-            below = pending[low]
-            return float(below + (pending[high] - below) * fraction)
+            _, _, _, low, high, fraction, _, _, _ = _FLAT_RANKS[count]
+            return _between(pending, low, high, fraction)
         self.compact()  # past the exact limit: the sketch's p90 alone
         return self._sketch_p90()
 
