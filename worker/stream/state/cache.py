@@ -106,12 +106,12 @@ class AgentCache:
 
     # --- holds ----------------------------------------------------------------------------------
 
-    def hold(self, entry: AgentEntry, why: Hold) -> None:
+    def hold(self, entry: AgentEntry, why: int) -> None:
         if not entry.holds:
             self._unfile(entry)
         entry.holds |= why
 
-    def release(self, entry: AgentEntry, why: Hold) -> None:
+    def release(self, entry: AgentEntry, why: int) -> None:
         if not entry.holds & why:
             return
         entry.holds &= ~why

@@ -4,7 +4,7 @@ what still has to happen to it before it may leave memory."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import IntFlag
+from typing import Final
 
 from worker.learner import AgentState
 from worker.learner.accuracy import Pair
@@ -12,19 +12,21 @@ from worker.learner.analysis import CallObservation
 from worker.stream.state.protocols import Receipt
 
 
-class Hold(IntFlag):
-    """Why an agent must stay in memory as it is (neither serialized nor dropped)."""
+class Hold:
+    """Why an agent must stay in memory as it is (neither serialized nor dropped): the bits
+    of `AgentEntry.holds`. Plain ints: an `IntFlag`'s operators cost a microsecond or more
+    each, and an agent is held and released several times per run."""
 
-    NONE = 0
+    NONE: Final = 0
     #: runs learned that are not written to the table yet
-    UNWRITTEN = 1
+    UNWRITTEN: Final = 1
     #: changes the publisher has not taken yet
-    UNPUBLISHED = 2
+    UNPUBLISHED: Final = 2
     #: holds run ids that only its own records have, not yet the partition's run ids: read
     #: back from the table it would not know them as learned
-    UNLOGGED = 4
+    UNLOGGED: Final = 4
     #: written, but not yet acknowledged into the local store: a read would miss the write
-    UNAPPLIED = 8
+    UNAPPLIED: Final = 8
 
 
 @dataclass(slots=True)
@@ -84,6 +86,7 @@ class AgentEntry:
     unlogged: bytearray | None = None
     #: the send of the last record written for the agent, until the local store has it
     last_write: Receipt | None = None
-    holds: Hold = Hold.NONE
+    #: `Hold` bits
+    holds: int = Hold.NONE
     #: estimated memory, as the cache counts it
     size: int = 0
