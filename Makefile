@@ -9,8 +9,9 @@ STAMP := $(VENV)/.installed
 
 install: $(STAMP)
 
-# setup.py compiles the learner (mypyc): an edit of its sources needs a new build
-$(STAMP): pyproject.toml setup.py $(wildcard worker/learner/*.py)
+# setup.py compiles the learner and the timestamp parser (mypyc): an edit of their sources
+# needs a new build
+$(STAMP): pyproject.toml setup.py $(wildcard worker/learner/*.py) worker/models/timestamps.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[stream,dev]'
@@ -88,4 +89,4 @@ redis-install:
 	./scripts/install-redis.sh
 
 clean:
-	rm -rf $(VENV) .cache .pytest_cache .ruff_cache .hypothesis build *.so worker/learner/*.so
+	rm -rf $(VENV) .cache .pytest_cache .ruff_cache .hypothesis build *.so worker/learner/*.so worker/models/*.so

@@ -22,13 +22,19 @@ LEARNER = Path(__file__).parent / "worker" / "learner"
 INTERPRETED = {"__init__.py", "build.py", "config.py", "limits.py"}
 
 
+#: compiled beside the learner: the RFC 3339 parser, which runs for every timestamp of every
+#: run record (~20 per run; compiled it takes 0.65x the decode time of a run)
+ALSO_COMPILED = ["worker/models/timestamps.py"]
+
+
 def compiled_modules() -> list[str]:
     """The modules mypyc compiles, as paths relative to this file."""
-    return sorted(
+    learner = (
         f"worker/learner/{path.name}"
         for path in LEARNER.glob("*.py")
         if path.name not in INTERPRETED
     )
+    return sorted([*learner, *ALSO_COMPILED])
 
 
 def extensions() -> list[object]:

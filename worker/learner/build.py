@@ -21,10 +21,12 @@ def compiled() -> bool:
 
 
 def stale_modules() -> list[str]:
-    """Sources newer than their compiled module in this package (none when not compiled)."""
+    """Sources newer than their compiled module, in this package and in `worker.models` (the
+    timestamp parser is compiled with it); none when not compiled."""
     stale = []
-    for built in _HERE.glob("*.so"):
-        source = _HERE / (built.name.split(".", 1)[0] + ".py")
-        if source.exists() and source.stat().st_mtime > built.stat().st_mtime:
-            stale.append(source.name)
+    for package in (_HERE, _HERE.parent / "models"):
+        for built in package.glob("*.so"):
+            source = package / (built.name.split(".", 1)[0] + ".py")
+            if source.exists() and source.stat().st_mtime > built.stat().st_mtime:
+                stale.append(source.name)
     return sorted(stale)
