@@ -179,10 +179,13 @@ class Statistic:
     @property
     def exact_sum(self) -> tuple[int, int]:
         """The exact sum of every sample (units, shift)."""
-        pending = sum(self.pending)
-        if type(pending) is int and not self.folded_shift:
-            return self.folded_sum + pending, 0
-        return add_exact(self.folded_sum, self.folded_shift, *sum_exact(self.pending))
+        pending = self.pending
+        if not pending:  # all folded (a sketch after `compact`, as the hints read it)
+            return self.folded_sum, self.folded_shift
+        total = _int_sum(pending)
+        if total is not None and not self.folded_shift:
+            return self.folded_sum + total, 0
+        return add_exact(self.folded_sum, self.folded_shift, *sum_exact(pending))
 
     @property
     def mean(self) -> float:
