@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import random
 import statistics
+from fractions import Fraction
 
 import orjson
 import pytest
@@ -44,6 +45,19 @@ def test_percentiles_are_exact_up_to_100_samples(samples: list[float]) -> None:
         assert got == pytest.approx(exact_percentile(samples, p), rel=1e-9, abs=1e-6)
     assert stat.mean == pytest.approx(statistics.fmean(samples), rel=1e-9, abs=1e-6)
     assert stat.count == len(samples)
+
+
+@given(st.lists(values, min_size=1, max_size=EXACT_LIMIT))
+def test_exact_metrics_are_the_rule_in_the_samples_own_types_bit_for_bit(
+    samples: list[float],
+) -> None:
+    """`metrics` interpolates in doubles; SPEC 5's rule computed in the samples' own types
+    (`interpolate`) gives the same bits, and the mean is the correctly rounded one."""
+    metrics = stat_of(samples).metrics()
+    ordered = sorted(samples)
+    for p in (50, 90, 95):
+        assert metrics[f"p{p}"].hex() == interpolate(ordered, p).hex()
+    assert metrics["mean"] == float(sum(map(Fraction, samples)) / len(samples))
 
 
 def test_no_samples_gives_zeros() -> None:
