@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, cast
 
 from worker.learner.analysis import CallObservation, scores_of
-from worker.learner.backoff import RankTable, own_p90, rank_table, uppers
+from worker.learner.backoff import RankTable, Tokens, own_p90, rank_table, uppers
 from worker.learner.config import AdaptiveSettings
 from worker.learner.evaluation import CallScore, Scorer, score_against, unserved
 from worker.learner.exact_sums import FAST_SHIFT, Mean, add_exact, exact
@@ -41,17 +41,24 @@ Tally = tuple[int, int, int]
 class AdaptiveScorer(Scorer):
     """`Scorer` for the adaptive rule set (see the module docstring)."""
 
-    __slots__ = ("means", "min_samples", "parents", "ranks", "tally")
+    __slots__ = ("means", "min_samples", "parents", "ranks", "root_p90", "tally")
 
     def __init__(self, state: AgentState, settings: AdaptiveSettings) -> None:
         super().__init__(state)
         k = settings.backoff_samples
         self.ranks: RankTable | None = rank_table(k) if k else None
         self.min_samples = settings.shift_min_samples
-        #: back-off output-token p90 of parent groups, by node name (None: the root), with
-        #: the sample counts it was read at: the group's, and the root's when it leaned on it
-        #: (else -1)
-        self.parents: dict[str | None, tuple[int, int, float | None]] = {}
+        #: with back-off: the output tokens of each node's any-index group (a parent), kept
+        #: current by `learn`; the root's back-off p90, with the root's sample count it was
+        #: read at, is read from the statistics (it is needed only while a node is short of
+        #: samples, or for a new call)
+        self.parents: dict[str, Tokens] | None = None
+        self.root_p90: tuple[int, float | None] = (-1, None)
+        if k:
+            self.parents = {
+                name: Tokens.of(node.any_index.output_tokens)
+                for name, node in state.children.items()
+            }
         self.tally: Tally = (0, 0, 0)
         #: with hysteresis: the score mean of each group keeping a level (the root's is
         #: `root_score`)
@@ -82,7 +89,7 @@ class AdaptiveScorer(Scorer):
                     else:
                         parent = self._parent(state, name)
                         top = predictor.tokens[count - 1]
-                        osl = top if parent is None or parent <= top else int(parent + 0.5)
+                        osl = top if parent <= top else int(parent + 0.5)
                 if count >= min_samples:
                     eligible += 1
                     if y > osl:
@@ -118,6 +125,7 @@ class AdaptiveScorer(Scorer):
                 if predictor is None:
                     predictor = predictors[key] = Predictor()
                 predictor.add(obs[4], obs[2], obs[3])
+            self._learn_parents(rows)
             self.learn_scores(units, scores_of(observations), None)
             return
         means = self.means
@@ -148,7 +156,20 @@ class AdaptiveScorer(Scorer):
                     band[0] = moved
                     continue
             levels.update(key, mean, scale, margin)
+        self._learn_parents(rows)
         self._learn_root_level(observations, units, levels, scale, margin)
+
+    def _learn_parents(self, rows: list[tuple[Any, ...]]) -> None:
+        """The run's output tokens into its nodes' `Tokens` (with back-off)."""
+        parents = self.parents
+        if parents is None:
+            return
+        for obs in rows:
+            name: str = obs[0]
+            tokens = parents.get(name)
+            if tokens is None:
+                tokens = parents[name] = Tokens()
+            tokens.add(obs[4])
 
     def default_level(self, levels: Levels, scale: int) -> int | None:
         """The agent's default latency sensitivity: the root's published level."""
@@ -172,35 +193,42 @@ class AdaptiveScorer(Scorer):
         values = Predictor.of(group).values
         if self.ranks is None:
             return values
+        found: float | None
         if node is not None:
             found = self._parent(state, name)
         elif index <= root.high:
-            parent = self._parent(state, None)
+            parent = self._root_parent(state)
             behind = None if parent is None else (parent, parent)  # only p90 is read
             fallback = uppers(group.output_tokens, behind, self.ranks)
             found = None if fallback is None else fallback[0]
         else:
-            found = self._parent(state, None)
+            found = self._root_parent(state)
         assert found is not None  # the group has samples
         return int(found + 0.5), *values[1:]
 
-    def _parent(self, state: AgentState, name: str | None) -> float | None:
-        """The back-off p90 of output tokens of node `name`'s any-index group (the root's for
-        None), as the statistics stand before the run."""
-        root = state.root
-        node = root if name is None else state.children[name]
-        count, root_count = node.samples, root.samples  # neither folds a queue
-        cached = self.parents.get(name)
-        if cached is not None and cached[0] == count and cached[1] in (-1, root_count):
-            return cached[2]
-        own = own_p90(node.any_index.output_tokens, self.ranks)  # type: ignore[arg-type]
-        found, leaned = (None, -1) if own is None else (own[0], -1)
-        if own is not None and own[1] and name is not None:  # beyond: the root's counts too
-            parent = self._parent(state, None)
-            leaned = root_count
-            if parent is not None and parent > own[0]:
+    def _parent(self, state: AgentState, name: str) -> float:
+        """The back-off p90 of output tokens of node `name`'s any-index group, as the
+        statistics stand before the run (from its `Tokens`: no fold of the node's queue)."""
+        ranks: RankTable = self.ranks  # type: ignore[assignment]
+        tokens = self.parents[name]  # type: ignore[index]
+        found = tokens.p90(ranks)
+        if tokens.beyond(ranks):  # beyond its samples: the root's counts too
+            parent = self._root_parent(state)
+            if parent is not None and parent > found:
                 found = parent
-        self.parents[name] = (count, leaned, found)
+        return found
+
+    def _root_parent(self, state: AgentState) -> float | None:
+        """The back-off p90 of output tokens of the root's any-index group (None without
+        samples), read again only once the root has learned more."""
+        root = state.root
+        count = root.samples  # does not fold the queue
+        cached = self.root_p90
+        if cached[0] == count:
+            return cached[1]
+        own = own_p90(root.any_index.output_tokens, self.ranks)  # type: ignore[arg-type]
+        found = None if own is None else own[0]
+        self.root_p90 = (count, found)
         return found
 
     def _learn_root_level(

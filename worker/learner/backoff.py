@@ -18,10 +18,13 @@ sample's rank. The median and the means are SPEC 5's.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from fractions import Fraction
 from functools import lru_cache
+from typing import Final
 
-from worker.learner.stats import EXACT_LIMIT, Statistic
+from worker.learner.bisection import bisect_after
+from worker.learner.stats import _BUCKET_KEYS, EXACT_LIMIT, Statistic, key_of, value_of
 
 #: the percentiles the back-off replaces, as exact fractions (so ranks have no rounding)
 _UPPER = (Fraction(9, 10), Fraction(19, 20))
@@ -73,3 +76,98 @@ def own_p90(stat: Statistic, ranks: RankTable) -> tuple[float, bool] | None:
     n = len(samples)
     rank = ranks[n][0]
     return (float(samples[rank - 1]), False) if rank <= n else (float(samples[-1]), True)
+
+
+_NO_COUNTS: Final[list[int]] = []
+
+
+class Tokens:
+    """The output tokens of one node's any-index group, kept current sample by sample, for
+    its back-off p90 (`p90`). Scoring reads the parent of a group short of samples nearly
+    every run of its name; from the statistics, that would fold the node's queue (all four
+    statistics) each time. A sorted list while exact, then the statistic's bucket sketch."""
+
+    __slots__ = ("count", "counts", "keys", "samples")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.samples: list[int] = []  # sorted, while exact
+        self.keys: list[int] | None = None  # the sketch's buckets, sorted (None: exact)
+        self.counts: list[int] = _NO_COUNTS
+
+    @classmethod
+    def of(cls, stat: Statistic) -> Tokens:
+        """From a statistic of output tokens (folded into its sketch when past the limit)."""
+        tokens = cls()
+        tokens.count = stat.count
+        if stat.exact:
+            tokens.samples = sorted(stat.pending)  # type: ignore[arg-type]
+        else:
+            stat.compact()
+            tokens.keys, tokens.counts = list(stat.keys or ()), list(stat.counts)
+        return tokens
+
+    def add(self, value: int) -> None:
+        """One more sample of the group."""
+        count = self.count = self.count + 1
+        if count <= EXACT_LIMIT:
+            samples = self.samples
+            samples.insert(bisect_after(samples, value), value)
+            return
+        keys = self.keys
+        if keys is None:  # past the limit: the sketch of every sample so far
+            self.samples.append(value)
+            counted = Counter(map(_key, self.samples))
+            self.keys = sorted(counted)
+            self.counts = list(map(counted.__getitem__, self.keys))
+            self.samples = []
+            return
+        key = _key(value)
+        j = bisect_after(keys, key - 1)  # bisect_left: keys are whole numbers
+        if j == len(keys) or keys[j] != key:
+            keys.insert(j, key)
+            self.counts.insert(j, 1)
+        else:
+            self.counts[j] += 1
+
+    def p90(self, ranks: RankTable) -> float:
+        """`own_p90`'s value of the group's output-token statistic (NaN without samples)."""
+        count = self.count
+        if not count:
+            return math.nan
+        if self.keys is None:
+            rank = ranks[count][0]
+            samples = self.samples
+            return float(samples[rank - 1] if rank <= count else samples[count - 1])
+        return self._sketch_p90()
+
+    def beyond(self, ranks: RankTable) -> bool:
+        """Whether the p90's rank is beyond the samples (`own_p90`'s flag: the parent's p90
+        then counts too)."""
+        count = self.count
+        return self.keys is None and ranks[count][0] > count
+
+    def _sketch_p90(self) -> float:
+        """`Statistic._sketch_p90` of the same sketch (the same ranks and float operations)."""
+        keys: list[int] = self.keys  # type: ignore[assignment]
+        counts = self.counts
+        count = self.count
+        rank = (count - 1) * 90 / 100
+        low = int(rank)
+        at = len(counts) - 1
+        before = count - counts[at]
+        while before > low:
+            at -= 1
+            before -= counts[at]
+        below = value_of(keys[at])
+        fraction = rank - low
+        if fraction:
+            above = below if low + 1 < before + counts[at] else value_of(keys[at + 1])
+            below += (above - below) * fraction
+        return below
+
+
+def _key(value: int) -> int:
+    """The sketch bucket of a sample, from the statistics' memo when it has the value."""
+    key = _BUCKET_KEYS.get(value)
+    return key_of(value) if key is None else key
