@@ -13,7 +13,7 @@ a snapshot and deltas equals the state that learned the runs, bit for bit.
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from worker.learner.accuracy import Pair
 from worker.learner.adaptive_scoring import AdaptiveScorer
@@ -53,16 +53,24 @@ class AdaptiveExtras:
     ) -> None:
         if models is None:
             return
+        if len(models) != len(observations):
+            raise ValueError("a model per observation")
         known = self.models
-        for obs, model in zip(observations, models, strict=True):
-            if model is None or len(model) > MODEL_CHARS or _CONTROL.search(model):
+        rows = cast(list[tuple[Any, ...]], observations)  # as they are: not rebuilt
+        for i in range(len(models)):
+            model = models[i]
+            if model is None:
                 continue
-            counts = known.get(obs[0])
-            if counts is None:
-                counts = known[obs[0]] = {}
-            if model in counts:
+            name: str = rows[i][0]
+            counts = known.get(name)
+            if counts is not None and model in counts:  # counted before: a valid name
                 counts[model] += 1
-            elif len(counts) < MODELS_PER_NODE:
+                continue
+            if len(model) > MODEL_CHARS or _CONTROL.search(model):
+                continue
+            if counts is None:
+                counts = known[name] = {}
+            if len(counts) < MODELS_PER_NODE:
                 counts[model] = 1
 
     def model_of(self, name: str) -> str | None:

@@ -241,10 +241,11 @@ class AdaptiveScorer(Scorer):
     ) -> None:
         """The run's scores into the root's mean, and its level (hysteresis)."""
         root = self.root_score
+        scores = scores_of(observations)
         total = 0.0
-        for obs, unit in zip(observations, units, strict=True):
-            _add(root, unit, obs[5])
-            total += obs[5]
+        for score in scores:  # in order: the float mean moves as it always has
+            total += score
+        root.add_fast(units, scores)
         self.level = None
         band = levels.approx.get((None, 0))
         if band is not None:
@@ -253,15 +254,6 @@ class AdaptiveScorer(Scorer):
                 band[0] = moved
                 return
         levels.update((None, 0), root, scale, margin)
-
-
-def _add(mean: Mean, unit: int | None, score: float) -> None:
-    """One score into a mean, as `Mean.add_fast` adds it."""
-    mean.count += 1
-    if unit is not None and mean.shift == FAST_SHIFT:
-        mean.units += unit
-    else:
-        mean.units, mean.shift = add_exact(mean.units, mean.shift, *exact(score))
 
 
 def groups(state: AgentState) -> Iterable[tuple[GroupKey, StatGroup]]:

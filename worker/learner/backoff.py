@@ -18,10 +18,9 @@ sample's rank. The median and the means are SPEC 5's.
 from __future__ import annotations
 
 import math
-from collections import Counter
 from fractions import Fraction
 from functools import lru_cache
-from typing import Final
+from typing import Any, Final
 
 from worker.learner.bisection import bisect_after
 from worker.learner.stats import _BUCKET_KEYS, EXACT_LIMIT, Statistic, key_of, value_of
@@ -107,28 +106,41 @@ class Tokens:
             tokens.keys, tokens.counts = list(stat.keys or ()), list(stat.counts)
         return tokens
 
-    def add(self, value: int) -> None:
-        """One more sample of the group."""
+    def add(self, value: Any) -> None:
+        """One more sample of the group (an int; kept as the object it is, not boxed anew)."""
         count = self.count = self.count + 1
         if count <= EXACT_LIMIT:
             samples = self.samples
             samples.insert(bisect_after(samples, value), value)
             return
         keys = self.keys
-        if keys is None:  # past the limit: the sketch of every sample so far
-            self.samples.append(value)
-            counted = Counter(map(_key, self.samples))
-            self.keys = sorted(counted)
-            self.counts = list(map(counted.__getitem__, self.keys))
-            self.samples = []
+        if keys is None:
+            self._start_sketch(value)
             return
         key = _key(value)
         j = bisect_after(keys, key - 1)  # bisect_left: keys are whole numbers
+        counts = self.counts
         if j == len(keys) or keys[j] != key:
             keys.insert(j, key)
-            self.counts.insert(j, 1)
+            counts.insert(j, 1)
         else:
-            self.counts[j] += 1
+            counts[j] += 1
+
+    def _start_sketch(self, value: Any) -> None:
+        """Past the limit: the sketch of every sample so far (keys grow with the values, so
+        the sorted samples give the sorted keys, each run of equal keys one bucket)."""
+        samples = self.samples
+        samples.insert(bisect_after(samples, value), value)
+        keys: list[int] = []
+        counts: list[int] = []
+        for sample in samples:
+            key = _key(sample)
+            if keys and keys[-1] == key:
+                counts[-1] += 1
+            else:
+                keys.append(key)
+                counts.append(1)
+        self.keys, self.counts, self.samples = keys, counts, []
 
     def p90(self, ranks: RankTable) -> float:
         """`own_p90`'s value of the group's output-token statistic (NaN without samples)."""
@@ -167,7 +179,7 @@ class Tokens:
         return below
 
 
-def _key(value: int) -> int:
+def _key(value: Any) -> int:
     """The sketch bucket of a sample, from the statistics' memo when it has the value."""
     key = _BUCKET_KEYS.get(value)
     return key_of(value) if key is None else key
