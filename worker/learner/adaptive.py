@@ -196,8 +196,8 @@ def _shift(
     assert isinstance(scorer, AdaptiveScorer)
     margin = config.adaptive.hysteresis
     if margin:
-        assert scorer.means is not None
-        extras.levels.keep_only(set(scorer.means))
-        for key, mean in scorer.means.items():
+        means = scorer.means()
+        extras.levels.keep_only(set(means))
+        for key, mean in means.items():
             extras.levels.update(key, mean, config.scale, margin)
     return scorer

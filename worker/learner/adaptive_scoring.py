@@ -18,7 +18,6 @@ once the streak has judged it (`learn`), so a held run leaves the scorer as it w
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, cast
 
 from worker.learner.analysis import CallObservation, scores_of
@@ -31,23 +30,47 @@ from worker.learner.predictor import Predictor, Values
 from worker.learner.stats import EXACT_LIMIT
 
 if TYPE_CHECKING:
-    from worker.learner.nodes import StatGroup
     from worker.learner.state import AgentState
 
 #: a run's shift evidence: (eligible calls, calls above their osl, calls below 2 p50 - osl)
 Tally = tuple[int, int, int]
 
 
+class Group:
+    """What the scorer keeps for one (name, call index) group: its predictor, its node's
+    output tokens (its back-off parent, shared by the node's groups) and, with hysteresis,
+    its score mean and its band (`Levels.approx`'s list, once read): one lookup per call."""
+
+    __slots__ = ("band", "mean", "parent", "predictor")
+
+    def __init__(self, predictor: Predictor, parent: Tokens | None, mean: Mean | None) -> None:
+        self.predictor = predictor
+        self.parent = parent
+        self.mean = mean
+        self.band: list[float] | None = None
+
+
 class AdaptiveScorer(Scorer):
     """`Scorer` for the adaptive rule set (see the module docstring)."""
 
-    __slots__ = ("means", "min_samples", "parents", "ranks", "root_p90", "tally")
+    __slots__ = (
+        "found",
+        "groups",
+        "hysteresis",
+        "min_samples",
+        "parents",
+        "ranks",
+        "root_p90",
+        "scored",
+        "tally",
+    )
 
     def __init__(self, state: AgentState, settings: AdaptiveSettings) -> None:
         super().__init__(state)
         k = settings.backoff_samples
         self.ranks: RankTable | None = rank_table(k) if k else None
         self.min_samples = settings.shift_min_samples
+        self.hysteresis = settings.hysteresis > 0
         #: with back-off: the output tokens of each node's any-index group (a parent), kept
         #: current by `learn`; the root's back-off p90, with the root's sample count it was
         #: read at, is read from the statistics (it is needed only while a node is short of
@@ -60,26 +83,33 @@ class AdaptiveScorer(Scorer):
                 for name, node in state.children.items()
             }
         self.tally: Tally = (0, 0, 0)
-        #: with hysteresis: the score mean of each group keeping a level (the root's is
-        #: `root_score`)
-        self.means: dict[GroupKey, Mean] | None = None
-        if settings.hysteresis:
-            self.means = {key: _copy(group.score) for key, group in groups(state)}
-            self.means[(None, 0)] = self.root_score
+        self.groups: dict[GroupKey, Group] = {}
+        for name, node in state.children.items():
+            for index, group in node.by_index.items():
+                key: GroupKey = (name, index)
+                mean = _copy(group.score) if self.hysteresis else None
+                self.groups[key] = Group(self.predictors[key], self._parent_of(name), mean)
+        self.predictors = {}  # the groups hold them
+        #: the observations `score` last read, and the group of each (None: new)
+        self.scored: list[CallObservation] | None = None
+        self.found: list[Group | None] = []
 
     def score(self, state: AgentState, observations: list[CallObservation]) -> list[CallScore]:
         """Each call of one run against the state before the run, with the back-off osl;
         sets `tally`. Changes nothing: `learn` the run once it is to be learned."""
-        predictors = self.predictors
+        groups = self.groups
         ranks = self.ranks
         min_samples = self.min_samples
         eligible = above = below = 0
         scores: list[CallScore] = []
         append = scores.append
+        found: list[Group | None] = []
         for obs in observations:
             name, index, _, _, y, _ = obs
-            predictor = predictors.get((name, index))
-            if predictor is not None:
+            group = groups.get((name, index))
+            found.append(group)
+            if group is not None:
+                predictor = group.predictor
                 osl, p50, remaining_mean, gap_mean = predictor.values
                 count = predictor.count
                 if ranks is not None and count <= EXACT_LIMIT:
@@ -87,7 +117,7 @@ class AdaptiveScorer(Scorer):
                     if rank <= count:
                         osl = predictor.tokens[rank - 1]
                     else:
-                        parent = self._parent(state, name)
+                        parent = self._leaned(state, group.parent)  # type: ignore[arg-type]
                         top = predictor.tokens[count - 1]
                         osl = top if parent <= top else int(parent + 0.5)
                 if count >= min_samples:
@@ -97,13 +127,14 @@ class AdaptiveScorer(Scorer):
                     elif y < 2 * p50 - osl:
                         below += 1
             else:
-                found = self._fallback(state, obs)
-                if found is None:
+                values = self._fallback(state, obs)
+                if values is None:
                     append(unserved(obs))
                     continue
-                osl, p50, remaining_mean, gap_mean = found
+                osl, p50, remaining_mean, gap_mean = values
             append(score_against("trie", (osl, p50, remaining_mean, gap_mean), obs))
         self.tally = (eligible, above, below)
+        self.scored, self.found = observations, found
         return scores
 
     def learn(
@@ -114,66 +145,79 @@ class AdaptiveScorer(Scorer):
         scale: int,
         margin: float,
     ) -> None:
-        """Learn a run the state folds: its calls into their groups' predictors, its scores
-        into the means (and, with hysteresis, the levels of the groups it touched)."""
-        predictors = self.predictors
+        """Learn a run the state folds: its calls into their groups' predictors and parents,
+        its scores into the means (and, with hysteresis, the levels of the groups it
+        touched). The groups `score` found for these observations are taken as found."""
         rows = cast(list[tuple[Any, ...]], observations)  # as they are (`AgentState.queue`)
-        if not margin:
-            for obs in rows:
-                key: GroupKey = obs[:2]
-                predictor = predictors.get(key)
-                if predictor is None:
-                    predictor = predictors[key] = Predictor()
-                predictor.add(obs[4], obs[2], obs[3])
-            self._learn_parents(rows)
-            self.learn_scores(units, scores_of(observations), None)
-            return
-        means = self.means
-        assert means is not None, "built with hysteresis"
-        approx = levels.approx
         if len(units) != len(rows):
             raise ValueError("a unit per observation")
+        found = self.found if observations is self.scored else None
+        self.scored = None
+        approx = levels.approx
         for i in range(len(rows)):
-            obs, unit = rows[i], units[i]
-            key = obs[:2]  # a run adds one call to a (name, call index) group
-            predictor = predictors.get(key)
-            if predictor is None:
-                predictor = predictors[key] = Predictor()
-                mean = means[key] = Mean()
-            else:
-                mean = means[key]
-            predictor.add(obs[4], obs[2], obs[3])
+            obs = rows[i]
+            group = None if found is None else found[i]
+            if group is None:
+                group = self._group(obs[:2])
+            group.predictor.add(obs[4], obs[2], obs[3])
+            parent = group.parent
+            if parent is not None:
+                parent.add(obs[4])
+            mean = group.mean
+            if mean is None:  # no hysteresis
+                continue
             score: float = obs[5]
-            count = mean.count = mean.count + 1  # `_add` inlined
+            count = mean.count = mean.count + 1  # one score in, as `Mean.add_fast` adds it
+            unit = units[i]
             if unit is not None and mean.shift == FAST_SHIFT:
                 mean.units += unit
             else:
                 mean.units, mean.shift = add_exact(mean.units, mean.shift, *exact(score))
-            band = approx.get(key)
+            band = group.band
+            if band is None:
+                band = group.band = approx.get(obs[:2])
             if band is not None:  # the float mean, moved; inside the band the level stays
                 moved = band[0] + (score - band[0]) / count
                 if band[1] <= moved < band[2]:
                     band[0] = moved
                     continue
+            key: GroupKey = obs[:2]
             levels.update(key, mean, scale, margin)
-        self._learn_parents(rows)
-        self._learn_root_level(observations, units, levels, scale, margin)
+            group.band = approx.get(key)  # a new list, or none
+        if margin:
+            self._learn_root_level(observations, units, levels, scale, margin)
+        else:
+            self.learn_scores(units, scores_of(observations), None)
 
-    def _learn_parents(self, rows: list[tuple[Any, ...]]) -> None:
-        """The run's output tokens into its nodes' `Tokens` (with back-off)."""
+    def means(self) -> dict[GroupKey, Mean]:
+        """With hysteresis: the score mean of each group keeping a level (the root's too)."""
+        found: dict[GroupKey, Mean] = {(None, 0): self.root_score}
+        for key, group in self.groups.items():
+            if group.mean is not None:
+                found[key] = group.mean
+        return found
+
+    def _group(self, key: GroupKey) -> Group:
+        """The group of a (name, call index) key, new when the agent has none yet."""
+        group = self.groups.get(key)
+        if group is None:
+            mean = Mean() if self.hysteresis else None
+            group = self.groups[key] = Group(Predictor(), self._parent_of(key[0]), mean)
+        return group
+
+    def _parent_of(self, name: str) -> Tokens | None:
+        """Node `name`'s output tokens (with back-off; new when the node is)."""
         parents = self.parents
         if parents is None:
-            return
-        for obs in rows:
-            name: str = obs[0]
-            tokens = parents.get(name)
-            if tokens is None:
-                tokens = parents[name] = Tokens()
-            tokens.add(obs[4])
+            return None
+        tokens = parents.get(name)
+        if tokens is None:
+            tokens = parents[name] = Tokens()
+        return tokens
 
     def default_level(self, levels: Levels, scale: int) -> int | None:
         """The agent's default latency sensitivity: the root's published level."""
-        return levels.get((None, 0)) if self.means is not None else self.root_level(scale)
+        return levels.get((None, 0)) if self.hysteresis else self.root_level(scale)
 
     def _fallback(self, state: AgentState, obs: CallObservation) -> Values | None:
         """For a call whose name or index is new to the agent, the prediction the lookup
@@ -195,7 +239,7 @@ class AdaptiveScorer(Scorer):
             return values
         found: float | None
         if node is not None:
-            found = self._parent(state, name)
+            found = self._leaned(state, self.parents[name])  # type: ignore[index]
         elif index <= root.high:
             parent = self._root_parent(state)
             behind = None if parent is None else (parent, parent)  # only p90 is read
@@ -206,11 +250,10 @@ class AdaptiveScorer(Scorer):
         assert found is not None  # the group has samples
         return int(found + 0.5), *values[1:]
 
-    def _parent(self, state: AgentState, name: str) -> float:
-        """The back-off p90 of output tokens of node `name`'s any-index group, as the
-        statistics stand before the run (from its `Tokens`: no fold of the node's queue)."""
+    def _leaned(self, state: AgentState, tokens: Tokens) -> float:
+        """The back-off p90 of output tokens of a node's any-index group (its `tokens`), as
+        the statistics stand before the run (no fold of the node's queue)."""
         ranks: RankTable = self.ranks  # type: ignore[assignment]
-        tokens = self.parents[name]  # type: ignore[index]
         found = tokens.p90(ranks)
         if tokens.beyond(ranks):  # beyond its samples: the root's counts too
             parent = self._root_parent(state)
@@ -254,16 +297,6 @@ class AdaptiveScorer(Scorer):
                 band[0] = moved
                 return
         levels.update((None, 0), root, scale, margin)
-
-
-def groups(state: AgentState) -> Iterable[tuple[GroupKey, StatGroup]]:
-    """The groups hysteresis keeps a level for, with their keys (folding the node queues):
-    the root's any-index group and every node's per-call-index ones, the groups a router's
-    lookup reads for the agent's default hints and for the calls it knows."""
-    yield (None, 0), state.root.any_index
-    for name, node in state.children.items():
-        for index, group in node.by_index.items():
-            yield (name, index), group
 
 
 def _copy(mean: Mean) -> Mean:
