@@ -18,20 +18,22 @@ once the streak has judged it (`learn`), so a held run leaves the scorer as it w
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Final, cast
 
 from worker.learner.analysis import CallObservation, scores_of
 from worker.learner.backoff import RankTable, Tokens, own_p90, rank_table, uppers
 from worker.learner.config import AdaptiveSettings
 from worker.learner.evaluation import CallScore, Scorer, score_against, unserved
 from worker.learner.exact_sums import FAST_SHIFT, Mean, add_exact, exact
-from worker.learner.hysteresis import GroupKey, Levels
+from worker.learner.hysteresis import Band, GroupKey, Levels
 from worker.learner.predictor import Predictor, Values
 from worker.learner.stats import EXACT_LIMIT
 
 if TYPE_CHECKING:
     from worker.learner.state import AgentState
 
+#: (a constant of this module: compiled, another module's is read from its namespace)
+_FAST_SHIFT: Final = FAST_SHIFT
 #: a run's shift evidence: (eligible calls, calls above their osl, calls below 2 p50 - osl)
 Tally = tuple[int, int, int]
 
@@ -47,7 +49,7 @@ class Group:
         self.predictor = predictor
         self.parent = parent
         self.mean = mean
-        self.band: list[float] | None = None
+        self.band: Band | None = None
 
 
 class AdaptiveScorer(Scorer):
@@ -154,6 +156,8 @@ class AdaptiveScorer(Scorer):
         found = self.found if observations is self.scored else None
         self.scored = None
         approx = levels.approx
+        total = 0.0  # the run's scores: as floats, in order, and exactly (None: not in units)
+        units_sum: int | None = 0
         for i in range(len(rows)):
             obs = rows[i]
             group = None if found is None else found[i]
@@ -163,13 +167,15 @@ class AdaptiveScorer(Scorer):
             parent = group.parent
             if parent is not None:
                 parent.add(obs[4])
+            score: float = obs[5]
+            unit = units[i]
+            total += score
+            units_sum = None if unit is None or units_sum is None else units_sum + unit
             mean = group.mean
             if mean is None:  # no hysteresis
                 continue
-            score: float = obs[5]
             count = mean.count = mean.count + 1  # one score in, as `Mean.add_fast` adds it
-            unit = units[i]
-            if unit is not None and mean.shift == FAST_SHIFT:
+            if unit is not None and mean.shift == _FAST_SHIFT:
                 mean.units += unit
             else:
                 mean.units, mean.shift = add_exact(mean.units, mean.shift, *exact(score))
@@ -177,17 +183,16 @@ class AdaptiveScorer(Scorer):
             if band is None:
                 band = group.band = approx.get(obs[:2])
             if band is not None:  # the float mean, moved; inside the band the level stays
-                moved = band[0] + (score - band[0]) / count
-                if band[1] <= moved < band[2]:
-                    band[0] = moved
+                moved = band.mean + (score - band.mean) / count
+                if band.low <= moved < band.high:
+                    band.mean = moved
                     continue
             key: GroupKey = obs[:2]
             levels.update(key, mean, scale, margin)
-            group.band = approx.get(key)  # a new list, or none
+            group.band = approx.get(key)  # a new band, or none
+        self._learn_root(observations, units, units_sum)
         if margin:
-            self._learn_root_level(observations, units, levels, scale, margin)
-        else:
-            self.learn_scores(units, scores_of(observations), None)
+            self._learn_root_level(len(rows), total, levels, scale, margin)
 
     def means(self) -> dict[GroupKey, Mean]:
         """With hysteresis: the score mean of each group keeping a level (the root's too)."""
@@ -274,27 +279,29 @@ class AdaptiveScorer(Scorer):
         self.root_p90 = (count, found)
         return found
 
-    def _learn_root_level(
-        self,
-        observations: list[CallObservation],
-        units: list[int | None],
-        levels: Levels,
-        scale: int,
-        margin: float,
+    def _learn_root(
+        self, observations: list[CallObservation], units: list[int | None], units_sum: int | None
     ) -> None:
-        """The run's scores into the root's mean, and its level (hysteresis)."""
+        """The run's scores into the root's mean (`units_sum`: their sum in units, None when
+        one is not a whole number of them), as `Mean.add_fast` adds them."""
         root = self.root_score
-        scores = scores_of(observations)
-        total = 0.0
-        for score in scores:  # in order: the float mean moves as it always has
-            total += score
-        root.add_fast(units, scores)
+        if units_sum is not None and root.shift == _FAST_SHIFT:
+            root.count += len(units)
+            root.units += units_sum
+        else:
+            root.add_fast(units, scores_of(observations))
         self.level = None
+
+    def _learn_root_level(
+        self, calls: int, total: float, levels: Levels, scale: int, margin: float
+    ) -> None:
+        """The root's level after a run of `calls` calls whose scores sum to `total`."""
+        root = self.root_score
         band = levels.approx.get((None, 0))
         if band is not None:
-            moved = band[0] + (total - len(observations) * band[0]) / root.count
-            if band[1] <= moved < band[2]:
-                band[0] = moved
+            moved = band.mean + (total - calls * band.mean) / root.count
+            if band.low <= moved < band.high:
+                band.mean = moved
                 return
         levels.update((None, 0), root, scale, margin)
 

@@ -34,6 +34,19 @@ def next_level(previous: int | None, score: Mean, scale: int, margin: float) -> 
     return level if position < previous - 1.5 - margin else previous
 
 
+class Band:
+    """A group's mean score as a float kept in step with the exact one (`mean`), and the
+    float means, `low` up to (not including) `high`, at which its level stays (native
+    floats: moved once per call learned)."""
+
+    __slots__ = ("high", "low", "mean")
+
+    def __init__(self, mean: float, low: float, high: float) -> None:
+        self.mean = mean
+        self.low = low
+        self.high = high
+
+
 class Levels:
     """Each group's published level, as hysteresis left it after the last run.
 
@@ -46,8 +59,8 @@ class Levels:
 
     def __init__(self, levels: dict[GroupKey, int] | None = None) -> None:
         self.levels: dict[GroupKey, int] = levels if levels is not None else {}
-        #: per group: [float mean, lowest and highest float mean that keep its level]
-        self.approx: dict[GroupKey, list[float]] = {}
+        #: per group: its float mean and the band of float means that keep its level
+        self.approx: dict[GroupKey, Band] = {}
 
     def get(self, key: GroupKey) -> int | None:
         return self.levels.get(key)
@@ -61,7 +74,8 @@ class Levels:
             self.approx.pop(key, None)
             return
         levels[key] = level
-        self.approx[key] = [score.mean, *_band(level, scale, margin)]
+        low, high = _band(level, scale, margin)
+        self.approx[key] = Band(score.mean, low, high)
 
     def keep_only(self, keys: set[GroupKey]) -> None:
         """Forget the levels of groups that no longer exist (after a shift)."""
