@@ -21,7 +21,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Final, cast
 
 from worker.learner.analysis import CallObservation, scores_of
-from worker.learner.backoff import RankTable, Tokens, own_p90, rank_table, uppers
+from worker.learner.backoff import Parent, RankTable, own_p90, rank_table, uppers
 from worker.learner.config import AdaptiveSettings
 from worker.learner.evaluation import CallScore, Scorer, score_against, unserved
 from worker.learner.exact_sums import FAST_SHIFT, Mean, add_exact, exact
@@ -40,12 +40,12 @@ Tally = tuple[int, int, int]
 
 class Group:
     """What the scorer keeps for one (name, call index) group: its predictor, its node's
-    output tokens (its back-off parent, shared by the node's groups) and, with hysteresis,
+    any-index group (its back-off parent, shared by the node's groups) and, with hysteresis,
     its score mean and its band (`Levels.approx`'s list, once read): one lookup per call."""
 
     __slots__ = ("band", "mean", "parent", "predictor")
 
-    def __init__(self, predictor: Predictor, parent: Tokens | None, mean: Mean | None) -> None:
+    def __init__(self, predictor: Predictor, parent: Parent | None, mean: Mean | None) -> None:
         self.predictor = predictor
         self.parent = parent
         self.mean = mean
@@ -73,16 +73,15 @@ class AdaptiveScorer(Scorer):
         self.ranks: RankTable | None = rank_table(k) if k else None
         self.min_samples = settings.shift_min_samples
         self.hysteresis = settings.hysteresis > 0
-        #: with back-off: the output tokens of each node's any-index group (a parent), kept
-        #: current by `learn`; the root's back-off p90, with the root's sample count it was
-        #: read at, is read from the statistics (it is needed only while a node is short of
-        #: samples, or for a new call)
-        self.parents: dict[str, Tokens] | None = None
+        #: with back-off: each node's any-index group (`Parent`), kept current by `learn`;
+        #: the root's back-off p90, with the root's sample count it was read at, is read
+        #: from the statistics (needed only while a node is short of samples, or for a call
+        #: of a new name)
+        self.parents: dict[str, Parent] | None = None
         self.root_p90: tuple[int, float | None] = (-1, None)
         if k:
             self.parents = {
-                name: Tokens.of(node.any_index.output_tokens)
-                for name, node in state.children.items()
+                name: Parent.of(node.any_index) for name, node in state.children.items()
             }
         self.tally: Tally = (0, 0, 0)
         self.groups: dict[GroupKey, Group] = {}
@@ -166,7 +165,7 @@ class AdaptiveScorer(Scorer):
             group.predictor.add(obs[4], obs[2], obs[3])
             parent = group.parent
             if parent is not None:
-                parent.add(obs[4])
+                parent.add(obs[4], obs[2], obs[3])
             score: float = obs[5]
             unit = units[i]
             total += score
@@ -210,15 +209,15 @@ class AdaptiveScorer(Scorer):
             group = self.groups[key] = Group(Predictor(), self._parent_of(key[0]), mean)
         return group
 
-    def _parent_of(self, name: str) -> Tokens | None:
-        """Node `name`'s output tokens (with back-off; new when the node is)."""
+    def _parent_of(self, name: str) -> Parent | None:
+        """Node `name`'s `Parent` (with back-off; new when the node is)."""
         parents = self.parents
         if parents is None:
             return None
-        tokens = parents.get(name)
-        if tokens is None:
-            tokens = parents[name] = Tokens()
-        return tokens
+        parent = parents.get(name)
+        if parent is None:
+            parent = parents[name] = Parent()
+        return parent
 
     def default_level(self, levels: Levels, scale: int) -> int | None:
         """The agent's default latency sensitivity: the root's published level."""
@@ -229,6 +228,10 @@ class AdaptiveScorer(Scorer):
         falls back to (`Scorer._new_group`), with its back-off osl; None before the agent's
         first LLM call."""
         name, index = obs[0], obs[1]
+        parents = self.parents
+        if parents is not None and name in parents:  # a node the agent has: its `Parent`
+            parent = parents[name]
+            return parent.values(int(self._leaned(state, parent) + 0.5))
         node = state.children.get(name)
         root = state.root
         if node is not None:
@@ -242,28 +245,28 @@ class AdaptiveScorer(Scorer):
         values = Predictor.of(group).values
         if self.ranks is None:
             return values
+        assert node is None  # with back-off, every node has its `Parent`
         found: float | None
-        if node is not None:
-            found = self._leaned(state, self.parents[name])  # type: ignore[index]
-        elif index <= root.high:
-            parent = self._root_parent(state)
-            behind = None if parent is None else (parent, parent)  # only p90 is read
-            fallback = uppers(group.output_tokens, behind, self.ranks)
-            found = None if fallback is None else fallback[0]
+        if index <= root.high:
+            behind = self._root_parent(state)
+            backoff = uppers(
+                group.output_tokens, None if behind is None else (behind, behind), self.ranks
+            )
+            found = None if backoff is None else backoff[0]
         else:
             found = self._root_parent(state)
         assert found is not None  # the group has samples
         return int(found + 0.5), *values[1:]
 
-    def _leaned(self, state: AgentState, tokens: Tokens) -> float:
-        """The back-off p90 of output tokens of a node's any-index group (its `tokens`), as
+    def _leaned(self, state: AgentState, parent: Parent) -> float:
+        """The back-off p90 of output tokens of a node's any-index group (its `Parent`), as
         the statistics stand before the run (no fold of the node's queue)."""
         ranks: RankTable = self.ranks  # type: ignore[assignment]
-        found = tokens.p90(ranks)
-        if tokens.beyond(ranks):  # beyond its samples: the root's counts too
-            parent = self._root_parent(state)
-            if parent is not None and parent > found:
-                found = parent
+        found = parent.p90(ranks)
+        if parent.beyond(ranks):  # beyond its samples: the root's counts too
+            root = self._root_parent(state)
+            if root is not None and root > found:
+                found = root
         return found
 
     def _root_parent(self, state: AgentState) -> float | None:

@@ -20,10 +20,21 @@ from __future__ import annotations
 import math
 from fractions import Fraction
 from functools import lru_cache
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from worker.learner.bisection import bisect_after
-from worker.learner.stats import _BUCKET_KEYS, EXACT_LIMIT, Statistic, key_of, value_of
+from worker.learner.predictor import Values, int_sum
+from worker.learner.stats import (
+    _BUCKET_KEYS,
+    EXACT_LIMIT,
+    EXACT_RANKS,
+    Statistic,
+    key_of,
+    value_of,
+)
+
+if TYPE_CHECKING:
+    from worker.learner.nodes import StatGroup
 
 #: the percentiles the back-off replaces, as exact fractions (so ranks have no rounding)
 _UPPER = (Fraction(9, 10), Fraction(19, 20))
@@ -80,35 +91,46 @@ def own_p90(stat: Statistic, ranks: RankTable) -> tuple[float, bool] | None:
 _NO_COUNTS: Final[list[int]] = []
 
 
-class Tokens:
-    """The output tokens of one node's any-index group, kept current sample by sample, for
-    its back-off p90 (`p90`). Scoring reads the parent of a group short of samples nearly
-    every run of its name; from the statistics, that would fold the node's queue (all four
-    statistics) each time. A sorted list while exact, then the statistic's bucket sketch."""
+class Parent:
+    """One node's any-index group as the adaptive scorer keeps it, sample by sample: its
+    output tokens (a sorted list while exact, then the statistic's bucket sketch) and the
+    sums behind its means. It is the back-off parent of the node's per-index groups (`p90`),
+    read nearly every run of its name when one of them is short of samples, and the
+    prediction a new call index of the node falls back to (`values`); from the statistics,
+    each read would fold the node's queue (all four statistics) first."""
 
-    __slots__ = ("count", "counts", "keys", "samples")
+    __slots__ = ("count", "counts", "gap_count", "gap_sum", "keys", "remaining_sum", "samples")
 
     def __init__(self) -> None:
-        self.count = 0
-        self.samples: list[int] = []  # sorted, while exact
+        self.count = self.remaining_sum = self.gap_sum = self.gap_count = 0
+        self.samples: list[int] = []  # the output tokens, sorted, while exact
         self.keys: list[int] | None = None  # the sketch's buckets, sorted (None: exact)
         self.counts: list[int] = _NO_COUNTS
 
     @classmethod
-    def of(cls, stat: Statistic) -> Tokens:
-        """From a statistic of output tokens (folded into its sketch when past the limit)."""
-        tokens = cls()
-        tokens.count = stat.count
-        if stat.exact:
-            tokens.samples = sorted(stat.pending)  # type: ignore[arg-type]
+    def of(cls, group: StatGroup) -> Parent:
+        """From a group's statistics (its output tokens folded into their sketch when past
+        the limit), as `Predictor.of` reads them."""
+        parent = cls()
+        tokens = group.output_tokens
+        parent.count = tokens.count
+        parent.remaining_sum = int_sum(group.remaining_calls)
+        parent.gap_sum = int_sum(group.interarrival_ms)
+        parent.gap_count = group.interarrival_ms.count
+        if tokens.exact:
+            parent.samples = sorted(tokens.pending)  # type: ignore[arg-type]
         else:
-            stat.compact()
-            tokens.keys, tokens.counts = list(stat.keys or ()), list(stat.counts)
-        return tokens
+            tokens.compact()
+            parent.keys, parent.counts = list(tokens.keys or ()), list(tokens.counts)
+        return parent
 
-    def add(self, value: Any) -> None:
-        """One more sample of the group (an int; kept as the object it is, not boxed anew)."""
+    def add(self, value: Any, remaining_calls: int, interarrival_ms: int | None) -> None:
+        """One more sample of the group (output tokens: an int, kept as the object it is)."""
         count = self.count = self.count + 1
+        self.remaining_sum += remaining_calls
+        if interarrival_ms is not None:
+            self.gap_sum += interarrival_ms
+            self.gap_count += 1
         if count <= EXACT_LIMIT:
             samples = self.samples
             samples.insert(bisect_after(samples, value), value)
@@ -141,6 +163,36 @@ class Tokens:
                 keys.append(key)
                 counts.append(1)
         self.keys, self.counts, self.samples = keys, counts, []
+
+    def values(self, osl: int) -> Values:
+        """The group's prediction numbers (`Predictor.values`) with this `osl`: its p50 of
+        output tokens as the statistic interpolates it, and its two means."""
+        count = self.count
+        gaps = self.gap_count
+        return osl, self._p50(), self.remaining_sum / count, self.gap_sum / gaps if gaps else None
+
+    def _p50(self) -> float:
+        """`Statistic.percentiles`' p50 of the output tokens (the same ranks, buckets and
+        float operations)."""
+        count = self.count
+        if self.keys is None:
+            low, high, fraction = EXACT_RANKS[count][0]
+            samples = self.samples
+            below = samples[low]
+            return float(below + (samples[high] - below) * fraction)
+        keys = self.keys
+        counts = self.counts
+        rank = (count - 1) * 50 / 100
+        low = int(rank)
+        at = 0
+        before = 0  # samples in the buckets before `at`
+        while low >= before + counts[at]:
+            before += counts[at]
+            at += 1
+        p50 = value_of(keys[at])
+        if rank != low and low + 1 >= before + counts[at]:
+            p50 += (value_of(keys[at + 1]) - p50) * (rank - low)
+        return p50
 
     def p90(self, ranks: RankTable) -> float:
         """`own_p90`'s value of the group's output-token statistic (NaN without samples)."""

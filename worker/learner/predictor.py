@@ -80,8 +80,8 @@ class Predictor:
         predictor = cls()
         tokens = group.output_tokens
         predictor.count = tokens.count
-        predictor.remaining_sum = _int_sum(group.remaining_calls)
-        predictor.gap_sum = _int_sum(group.interarrival_ms)
+        predictor.remaining_sum = int_sum(group.remaining_calls)
+        predictor.gap_sum = int_sum(group.interarrival_ms)
         predictor.gap_count = group.interarrival_ms.count
         if tokens.exact:
             predictor.tokens = sorted(tokens.pending)  # type: ignore[arg-type]
@@ -225,7 +225,7 @@ def _key(value: int) -> int:
     return key_of(value) if key is None else key
 
 
-def _int_sum(stat: Statistic) -> int:
+def int_sum(stat: Statistic) -> int:
     """The exact sum of a statistic of whole numbers (their sums carry no fraction)."""
     units, shift = stat.exact_sum
     if shift and units % (1 << shift):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from worker.learner.backoff import Parent, own_p90, rank_table
 from worker.learner.nodes import StatGroup
 from worker.learner.predictor import Predictor
 from worker.learner.rounding import round_half_away
@@ -60,3 +61,20 @@ def test_an_empty_predictor_has_no_prediction_until_its_first_sample() -> None:
     assert predictor.values == (40, 40.0, 2.0, None)
     predictor.add(61, 1, 30)  # p50 50.5, p90 40 + 21 * 0.9 = 58.9: osl 59
     assert predictor.values == (59, 50.5, 1.5, 30.0)
+
+
+@settings(max_examples=100, deadline=None)
+@given(samples=st.lists(sample, min_size=1, max_size=320), start=st.integers(0, 160))
+def test_a_parent_follows_its_group_sample_by_sample(samples: list[Sample], start: int) -> None:
+    """A back-off `Parent` gives the numbers its group's statistics give (back-off p90 and
+    flag, p50 and means), from the statistics then one added sample at a time."""
+    ranks = rank_table(1.0)
+    group = StatGroup()
+    observe(group, samples[:start])
+    parent = Parent.of(group)
+    for one in samples[start:]:
+        observe(group, [one])
+        parent.add(*one)
+        own = own_p90(group.output_tokens, ranks)
+        assert own is not None and (parent.p90(ranks), parent.beyond(ranks)) == own
+        assert parent.values(7) == (7, *Predictor.of(group).values[1:])
