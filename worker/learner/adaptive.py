@@ -115,8 +115,10 @@ def call_models(run: Run) -> list[str | None]:
 def learn(state: AgentState, run: Run, config: LearnerConfig) -> Learned:
     """`AgentState.learn` under the adaptive rule set."""
     observations = observe_run(run, config)
-    models = call_models(run) if config.adaptive.priors else None
     state.runs += 1
+    if not observations:  # no LLM call finished: no model either
+        return _fold_run(state, observations, [] if config.adaptive.priors else None, config)
+    models = call_models(run) if _scorer(state, config).priors else None
     return _fold_run(state, observations, models, config)
 
 
@@ -147,22 +149,23 @@ def _fold_run(
     models: list[str | None] | None,
     config: LearnerConfig,
 ) -> Learned:
-    settings = config.adaptive
     if not observations:  # nothing to score, fold or judge: the streak is left as it is
         return Learned([], [], False, models)
-    if not settings.priors:
+    extras = state.extras()
+    scorer = _scorer(state, config)
+    if not scorer.priors:
         models = None
     elif models is None:  # stored before the models were: none known
         models = [None] * len(observations)
-    extras = state.extras()
-    scorer = state.scorer(config)
-    assert isinstance(scorer, AdaptiveScorer)
-    before = scorer.default_level(extras.levels, config.scale)
+    scale = config.scale
+    before = scorer.default_level(extras.levels, scale)
     scores = scorer.score(state, observations)
     run: KeptRun = (observations, models)
     now, shift = [run], False
-    if settings.shift_calls:
-        now, shift = extras.streak.observe(scorer.tally, run, settings)
+    if scorer.shift_calls:
+        now, shift = extras.streak.observe(
+            scorer.tally, run, scorer.shift_share, scorer.shift_calls
+        )
     if shift:
         scorer = _shift(state, extras, now, config)
     else:  # this run, or the runs a streak held and this one, or none while it is held
@@ -170,8 +173,8 @@ def _fold_run(
             units = units_of(scores_of(kept))
             state.queue(kept, units)
             extras.count_models(kept, kept_models)
-            scorer.learn(kept, units, extras.levels, config.scale, settings.hysteresis)
-    after = scorer.default_level(extras.levels, config.scale)
+            scorer.learn(kept, units, extras.levels, scale)
+    after = scorer.default_level(extras.levels, scale)
     flipped = before is not None and after != before
     if not config.evaluate:
         return Learned(observations, [], flipped, models)
@@ -192,12 +195,19 @@ def _shift(
     for observations, models in runs:
         state.queue(observations, units_of(scores_of(observations)))
         extras.count_models(observations, models)
-    scorer = state.scorer(config)  # for the statistics as they now are
-    assert isinstance(scorer, AdaptiveScorer)
-    margin = config.adaptive.hysteresis
+    scorer = _scorer(state, config)  # for the statistics as they now are
+    margin = scorer.margin
     if margin:
         means = scorer.means()
         extras.levels.keep_only(set(means))
         for key, mean in means.items():
             extras.levels.update(key, mean, config.scale, margin)
+    return scorer
+
+
+def _scorer(state: AgentState, config: LearnerConfig) -> AdaptiveScorer:
+    """The agent's scorer (built when missing), which also holds the adaptive settings a
+    run reads (native: a settings field read costs a Python attribute lookup)."""
+    scorer = state.scorer(config)
+    assert isinstance(scorer, AdaptiveScorer)
     return scorer

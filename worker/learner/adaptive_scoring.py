@@ -59,11 +59,15 @@ class AdaptiveScorer(Scorer):
         "found",
         "groups",
         "hysteresis",
+        "margin",
         "min_samples",
         "parents",
+        "priors",
         "ranks",
         "root_p90",
         "scored",
+        "shift_calls",
+        "shift_share",
         "tally",
     )
 
@@ -71,7 +75,12 @@ class AdaptiveScorer(Scorer):
         super().__init__(state)
         k = settings.backoff_samples
         self.ranks: RankTable | None = rank_table(k) if k else None
+        #: the settings a run reads, as native fields (a settings field is a Python lookup)
         self.min_samples = settings.shift_min_samples
+        self.shift_calls = settings.shift_calls
+        self.shift_share = settings.shift_share
+        self.priors = settings.priors
+        self.margin = settings.hysteresis
         self.hysteresis = settings.hysteresis > 0
         #: with back-off: each node's any-index group (`Parent`), kept current by `learn`;
         #: the root's back-off p90, with the root's sample count it was read at, is read
@@ -144,7 +153,6 @@ class AdaptiveScorer(Scorer):
         units: list[int | None],
         levels: Levels,
         scale: int,
-        margin: float,
     ) -> None:
         """Learn a run the state folds: its calls into their groups' predictors and parents,
         its scores into the means (and, with hysteresis, the levels of the groups it
@@ -155,6 +163,7 @@ class AdaptiveScorer(Scorer):
         found = self.found if observations is self.scored else None
         self.scored = None
         approx = levels.approx
+        margin = self.margin
         total = 0.0  # the run's scores: as floats, in order, and exactly (None: not in units)
         units_sum: int | None = 0
         for i in range(len(rows)):

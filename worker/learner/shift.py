@@ -25,7 +25,6 @@ from __future__ import annotations
 from typing import Any, cast
 
 from worker.learner.analysis import CallObservation
-from worker.learner.config import AdaptiveSettings
 
 #: a run kept by a streak: its observations and the model of each call (None: priors off)
 KeptRun = tuple[list[CallObservation], list[str | None] | None]
@@ -42,15 +41,16 @@ class Streak:
         self.runs: list[KeptRun] = []
 
     def observe(
-        self, tally: tuple[int, int, int], run: KeptRun, settings: AdaptiveSettings
+        self, tally: tuple[int, int, int], run: KeptRun, share: float, calls: int
     ) -> tuple[list[KeptRun], bool]:
         """Judge a run with LLM calls once scored (`tally`: eligible, above, below): the runs
         to learn now, in order, and whether they make a shift (then the agent learns them
         alone). A run beyond its hints is held by the streak, not learned, so that the runs
         after it are judged against the statistics from before the streak; a run that is not
-        beyond ends the streak, its held runs learned first."""
+        beyond ends the streak, its held runs learned first. (`share` and `calls`: the
+        settings' `shift_share` and `shift_calls`.)"""
         eligible, above, below = tally
-        threshold = settings.shift_share * eligible
+        threshold = share * eligible
         if eligible and above >= threshold:
             side, beyond = 1, above
         elif eligible and below >= threshold:
@@ -65,7 +65,7 @@ class Streak:
             self.side, self.beyond, self.runs = side, 0, []
         self.beyond += beyond
         self.runs.append(run)
-        if self.beyond < settings.shift_calls:
+        if self.beyond < calls:
             return released, False
         streak = self.runs
         self.clear()

@@ -87,18 +87,18 @@ def test_with_enough_samples_the_rank_is_the_samples_own() -> None:
 
 def test_a_streak_holds_its_runs_until_they_make_a_shift_or_it_ends() -> None:
     """observe answers (the runs to learn now, in order; whether they make a shift)."""
-    settings = AdaptiveSettings(shift_calls=3, shift_share=0.75)
+    share, calls = 0.75, 3  # shift_share, shift_calls
     streak = Streak()
     a, b, c, d, e = ([], ["a"]), ([], ["b"]), ([], ["c"]), ([], ["d"]), ([], ["e"])
-    assert streak.observe((4, 3, 0), a, settings) == ([a], True)  # 3 of 4 above: 3 beyond
+    assert streak.observe((4, 3, 0), a, share, calls) == ([a], True)  # 3 of 4 above: 3 beyond
     assert streak.side == 0 and not streak.runs  # a shift starts the streak over
-    assert streak.observe((4, 2, 0), a, settings) == ([a], False)  # 2 of 4: learned now
-    assert streak.observe((2, 2, 0), a, settings) == ([], False)  # beyond: held
-    assert streak.observe((1, 1, 0), b, settings) == ([a, b], True)  # 3 beyond: a shift
-    assert streak.observe((2, 0, 2), c, settings) == ([], False)  # below: held
-    assert streak.observe((2, 2, 0), d, settings) == ([c], False)  # above: c learned, d held
+    assert streak.observe((4, 2, 0), a, share, calls) == ([a], False)  # 2 of 4: learned now
+    assert streak.observe((2, 2, 0), a, share, calls) == ([], False)  # beyond: held
+    assert streak.observe((1, 1, 0), b, share, calls) == ([a, b], True)  # 3 beyond: a shift
+    assert streak.observe((2, 0, 2), c, share, calls) == ([], False)  # below: held
+    assert streak.observe((2, 2, 0), d, share, calls) == ([c], False)  # above: c learned, d held
     assert (streak.side, streak.beyond, streak.runs) == (1, 2, [d])
-    assert streak.observe((0, 0, 0), e, settings) == ([d, e], False)  # nothing eligible
+    assert streak.observe((0, 0, 0), e, share, calls) == ([d, e], False)  # nothing eligible
     assert streak.side == 0 and not streak.runs
 
 
