@@ -3,8 +3,8 @@ the trie publishes, the tally the shift detector reads, and the score means hyst
 
 - `osl` with back-off (`worker.learner.backoff`): the own group's order statistic of rank
   ceil(0.9 (n + k)) while its samples are exact, else, beyond them, the larger of its largest
-  sample and its parent's back-off p90 (the node's any-index group, read from the statistics
-  before the run and kept until that group changes).
+  sample and its parent's back-off p90 (the node's any-index group, as the scorer keeps it:
+  `backoff.Parent`, learned run by run, so that reading it folds no node queue).
 - the tally of a run: its calls whose own (name, call index) group had at least
   `shift_min_samples` samples, and how many of them were above their `osl` or below
   `2 p50 - osl` (`worker.learner.shift`).
