@@ -29,12 +29,11 @@ _started: list[KafkaBroker] = []
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
-    """Refuse to test compiled learner modules older than their sources (setup.py)."""
+    """Refuse to test compiled modules older than their sources (setup.py)."""
     stale = build.stale_modules()
     if stale:
         pytest.exit(
-            f"worker/learner: {', '.join(stale)} changed after the learner was compiled; "
-            "`make install` rebuilds it",
+            f"{', '.join(stale)} changed after it was compiled (mypyc); `make install` rebuilds it",
             returncode=2,
         )
 

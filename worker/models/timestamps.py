@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import time
 from datetime import UTC, datetime, timedelta
-from typing import Final
+from typing import Final, cast
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
@@ -32,13 +32,15 @@ _UTC_ZONES: Final = frozenset(("Z", "z", "+00:00", "-00:00"))
 _UTC_OFFSETS = ("+00:00", "-00:00")
 
 
-def parse_timestamp_ns(text: str | int) -> int:
+def parse_timestamp_ns(text: object) -> int:
     """Parse an RFC 3339 timestamp (zone required) into nanoseconds since the epoch.
 
     An int is taken as nanoseconds already (records built in code rather than parsed).
+    Anything else is a ValueError, whatever its type (typed `object` so that the compiled
+    function checks it here rather than raising TypeError at its boundary).
     """
     if type(text) is int:
-        return text
+        return cast(int, text)
     if not isinstance(text, str):
         raise ValueError("timestamp must be an RFC 3339 string")
     return parse_rfc3339_ns(text)

@@ -150,3 +150,16 @@ def test_a_record_built_in_code_may_give_integer_nanoseconds() -> None:
     assert call.ended_at == 10**22 + 5
     with pytest.raises(ValueError, match=r"ended_at .* is before started_at"):
         CallRecord(kind="llm", name="a", started_at=10**22 + 1, ended_at=10**22)
+
+
+@pytest.mark.parametrize("value", [1.5, None, [1], {"s": 1}, b"2026-03-31T12:00:00Z", True])
+def test_a_timestamp_of_another_type_is_a_value_error(value: object) -> None:
+    """The compiled parser (mypyc) checks its argument's type itself: any type is a
+    ValueError, which every caller turns into its own clear error, never a TypeError."""
+    with pytest.raises(ValueError, match="timestamp must be an RFC 3339 string"):
+        parse_timestamp_ns(value)
+
+
+def test_a_record_built_in_code_with_a_float_timestamp_is_a_validation_error() -> None:
+    with pytest.raises(ValueError, match="timestamp must be an RFC 3339 string"):
+        CallRecord(kind="llm", name="a", started_at=1.5, ended_at=2.5)  # type: ignore[arg-type]
