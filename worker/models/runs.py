@@ -33,7 +33,7 @@ def _timestamp(value: object, info: ValidationInfo) -> int:
     built in code may give integer nanoseconds."""
     if info.mode == "json" and not isinstance(value, str):
         raise ValueError("timestamp must be an RFC 3339 string")
-    return parse_timestamp_ns(value)  # type: ignore[arg-type]
+    return parse_timestamp_ns(value)
 
 
 #: An RFC 3339 timestamp with a zone, held as nanoseconds since the Unix epoch.

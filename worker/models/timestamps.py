@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import time
 from datetime import UTC, datetime, timedelta
-from typing import Final, cast
+from typing import Final
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
@@ -40,7 +40,7 @@ def parse_timestamp_ns(text: object) -> int:
     function checks it here rather than raising TypeError at its boundary).
     """
     if type(text) is int:
-        return cast(int, text)
+        return text
     if not isinstance(text, str):
         raise ValueError("timestamp must be an RFC 3339 string")
     return parse_rfc3339_ns(text)
