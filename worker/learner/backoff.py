@@ -30,6 +30,7 @@ from worker.learner.stats import (
     EXACT_RANKS,
     Statistic,
     key_of,
+    sketch_p90,
     value_of,
 )
 
@@ -203,32 +204,13 @@ class Parent:
             rank = ranks[count][0]
             samples = self.samples
             return float(samples[rank - 1] if rank <= count else samples[count - 1])
-        return self._sketch_p90()
+        return sketch_p90(self.keys, self.counts, count)
 
     def beyond(self, ranks: RankTable) -> bool:
         """Whether the p90's rank is beyond the samples (`own_p90`'s flag: the parent's p90
         then counts too)."""
         count = self.count
         return self.keys is None and ranks[count][0] > count
-
-    def _sketch_p90(self) -> float:
-        """`Statistic._sketch_p90` of the same sketch (the same ranks and float operations)."""
-        keys: list[int] = self.keys  # type: ignore[assignment]
-        counts = self.counts
-        count = self.count
-        rank = (count - 1) * 90 / 100
-        low = int(rank)
-        at = len(counts) - 1
-        before = count - counts[at]
-        while before > low:
-            at -= 1
-            before -= counts[at]
-        below = value_of(keys[at])
-        fraction = rank - low
-        if fraction:
-            above = below if low + 1 < before + counts[at] else value_of(keys[at + 1])
-            below += (above - below) * fraction
-        return below
 
 
 def _key(value: Any) -> int:

@@ -126,6 +126,26 @@ def _double(value: Number) -> float:
     return float(value) if isinstance(value, int) else value
 
 
+def sketch_p90(keys: list[int], counts: list[int], count: int) -> float:
+    """The p90 of a bucket sketch of `count` samples as `Statistic._sketch_percentiles`
+    gives it, finding its ranks' buckets from the top: a tenth of the samples lie above
+    them, usually a few buckets, not the whole sketch (the scorer's back-off parents keep
+    sketches of their own, `backoff.Parent`)."""
+    rank = (count - 1) * 90 / 100
+    low = int(rank)
+    at = len(counts) - 1  # the bucket holding the sample of index `low` (0-based):
+    before = count - counts[at]  # the one with `before <= low < before + counts[at]`
+    while before > low:
+        at -= 1
+        before -= counts[at]
+    below = value_of(keys[at])
+    fraction = rank - low
+    if fraction:
+        above = below if low + 1 < before + counts[at] else value_of(keys[at + 1])
+        below += (above - below) * fraction
+    return below
+
+
 def _int_sum(values: list[Number]) -> int | None:
     """The sum of `values` when they are all ints (exact), else None: a native loop, where
     `sum` is a builtin looked up and called for a few dozen values."""
@@ -345,24 +365,8 @@ class Statistic:
         return self._sketch_p90()
 
     def _sketch_p90(self) -> float:
-        """The p90 `_sketch_percentiles` gives, finding its ranks' buckets from the top: a
-        tenth of the samples lie above them, usually a few buckets, not the whole sketch."""
-        keys: list[int] = self.keys  # type: ignore[assignment]
-        counts = self.counts
-        count = self.folded_count
-        rank = (count - 1) * 90 / 100
-        low = int(rank)
-        at = len(counts) - 1  # the bucket holding the sample of index `low` (0-based):
-        before = count - counts[at]  # the one with `before <= low < before + counts[at]`
-        while before > low:
-            at -= 1
-            before -= counts[at]
-        below = value_of(keys[at])
-        fraction = rank - low
-        if fraction:
-            above = below if low + 1 < before + counts[at] else value_of(keys[at + 1])
-            below += (above - below) * fraction
-        return below
+        """The p90 `_sketch_percentiles` gives (`sketch_p90` of the folded sketch)."""
+        return sketch_p90(self.keys, self.counts, self.folded_count)  # type: ignore[arg-type]
 
     # -- canonical compact form: [sorted samples] while exact, else
     # -- [count, exact sum, sorted keys, their counts]
