@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING, Any, Final
 from worker.learner.bisection import bisect_after
 from worker.learner.predictor import Values, int_sum
 from worker.learner.stats import (
-    _BUCKET_KEYS,
     EXACT_LIMIT,
     EXACT_RANKS,
     Statistic,
@@ -140,7 +139,7 @@ class Parent:
         if keys is None:
             self._start_sketch(value)
             return
-        key = _key(value)
+        key = key_of(value)
         j = bisect_after(keys, key - 1)  # bisect_left: keys are whole numbers
         counts = self.counts
         if j == len(keys) or keys[j] != key:
@@ -157,7 +156,7 @@ class Parent:
         keys: list[int] = []
         counts: list[int] = []
         for sample in samples:
-            key = _key(sample)
+            key = key_of(sample)
             if keys and keys[-1] == key:
                 counts[-1] += 1
             else:
@@ -211,9 +210,3 @@ class Parent:
         then counts too)."""
         count = self.count
         return self.keys is None and ranks[count][0] > count
-
-
-def _key(value: Any) -> int:
-    """The sketch bucket of a sample, from the statistics' memo when it has the value."""
-    key = _BUCKET_KEYS.get(value)
-    return key_of(value) if key is None else key

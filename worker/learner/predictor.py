@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Final, Self
 
 from worker.learner.bisection import bisect_after
 from worker.learner.stats import (
-    _BUCKET_KEYS,
     EXACT_LIMIT,
     EXACT_RANKS,
     Statistic,
@@ -110,10 +109,10 @@ class Predictor:
             gap = self.gap_sum / gaps if gaps else None
             self.values = int(p90 + 0.5), p50, remaining / count, gap
         elif self.keys is not None:
-            self._add_to_sketch(_key(output_tokens))
+            self._add_to_sketch(key_of(output_tokens))
         else:  # the statistic turns into a sketch here too
             insort(self.tokens, output_tokens)
-            counted = Counter(map(_key, self.tokens))
+            counted = Counter(map(key_of, self.tokens))
             keys = sorted(counted)
             self._start_sketch(keys, list(map(counted.__getitem__, keys)))
             self.tokens = []
@@ -217,12 +216,6 @@ class Predictor:
             p90 += (value_of(keys[at + 1]) - p90) * (rank - low)
         remaining, gap = self._means()
         return int(p90 + 0.5), p50, remaining, gap
-
-
-def _key(value: int) -> int:
-    """The sketch bucket of a sample, from the statistics' memo when it has the value."""
-    key = _BUCKET_KEYS.get(value)
-    return key_of(value) if key is None else key
 
 
 def int_sum(stat: Statistic) -> int:

@@ -75,9 +75,11 @@ _BUCKET_VALUES: Final[dict[int, float]] = {}
 
 def key_of(value: Number) -> int:
     """bucket_key, memoised (up to `_MEMO_LIMIT` distinct values)."""
-    key = bucket_key(value)
-    if len(_BUCKET_KEYS) < _MEMO_LIMIT:
-        _BUCKET_KEYS[value] = key
+    key = _BUCKET_KEYS.get(value)
+    if key is None:
+        key = bucket_key(value)
+        if len(_BUCKET_KEYS) < _MEMO_LIMIT:
+            _BUCKET_KEYS[value] = key
     return key
 
 
