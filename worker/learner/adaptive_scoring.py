@@ -41,7 +41,7 @@ Tally = tuple[int, int, int]
 class Group:
     """What the scorer keeps for one (name, call index) group: its predictor, its node's
     any-index group (its back-off parent, shared by the node's groups) and, with hysteresis,
-    its score mean and its band (`Levels.approx`'s list, once read): one lookup per call."""
+    its score mean and its band (`Levels.approx`'s `Band`, once read): one lookup per call."""
 
     __slots__ = ("band", "mean", "parent", "predictor")
 
