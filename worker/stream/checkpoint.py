@@ -133,6 +133,7 @@ class Checkpoint:
         for partition in self.store.partitions_to_write():
             with self._counted():
                 count = self.store.write([partition])
+            await self.table.send_batches()  # on their way while the next is written
             self.metrics.state_writes.inc(count)
             written += count
             await pacer.tick()

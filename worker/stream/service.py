@@ -41,8 +41,8 @@ log = logging.getLogger(__name__)
 
 
 def output_producer(settings: Settings, layout: TopicLayout) -> AIOKafkaProducer:
-    """The producer of every output (hints, tries, dead letters, rekeyed runs): idempotent,
-    batches that fit every output topic."""
+    """The producer of every output (hints, tries, dead letters, rekeyed runs) and of the
+    state changelog's batches: idempotent, batches that fit every output topic."""
     topics = settings.topics
     outputs = (topics.hints, topics.tries, topics.dlq, topics.rekey_topic)
     limits = [layout.record_limit(t) for t in outputs]
@@ -79,6 +79,7 @@ class StreamService:
         self.to_publish = PublishQueue(self.store.cache)
         self.offsets = Offsets(kafka)
         self.producer = output_producer(s, layout)
+        self.table.send_through(self.producer)
         sends = PendingSends(self.producer)
         dlq_partitions = layout.partitions_of(topics.dlq)
         aligned = dlq_partitions == partitions

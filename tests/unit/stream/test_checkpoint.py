@@ -37,6 +37,9 @@ class Publisher:
 
 
 class Table:
+    async def send_batches(self) -> None:
+        return None
+
     async def wait_changelog(self) -> int:
         return 0
 

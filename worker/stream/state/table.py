@@ -6,6 +6,10 @@ changelog records after the last acknowledged offset, could even put older value
 newer ones: a worker restarting on its disk would see a state nobody else sees. Written
 through `StateTable.put`, every store (this worker's after a restart, another worker's, a
 rebuilt one) holds a prefix of the changelog (rule 0 of the argument in docs/operations.md).
+
+Under at_least_once the records go in one batch per partition through the worker's own
+idempotent producer (`send_through`, `changelog_batches`), not one by one through faust's;
+faust's transactions (exactly_once) keep faust's own path, whose producer is transactional.
 """
 
 from __future__ import annotations
@@ -16,6 +20,10 @@ from typing import Any
 import faust
 
 from worker.stream.faust_internals import write_local
+from worker.stream.state.changelog_batches import ChangelogBatches
+
+#: a record waiting in a batch: its key, its value (None: delete) and its receipt
+Pending = tuple[bytes, bytes | None, "SentReceipt"]
 
 
 class SentReceipt:
@@ -24,14 +32,16 @@ class SentReceipt:
 
     __slots__ = ("applied", "sent")
 
-    def __init__(self, sent: asyncio.Future[Any]) -> None:
-        self.sent = sent
+    def __init__(self, sent: asyncio.Future[Any] | None) -> None:
+        self.sent = sent  # None while it waits in a batch
         self.applied = False
 
     @property
     def failed(self) -> bool:
         sent = self.sent
-        return sent.done() and (sent.cancelled() or sent.exception() is not None)
+        return (
+            sent is not None and sent.done() and (sent.cancelled() or sent.exception() is not None)
+        )
 
 
 class StateTable(faust.Table[bytes, bytes]):
@@ -49,7 +59,15 @@ class StateTable(faust.Table[bytes, bytes]):
         #: the first failed changelog send: memory is then ahead of the changelog for good,
         #: so no offset may be committed again (the worker must restart and replay)
         self.failure: BaseException | None = None
+        self._batches: ChangelogBatches[Pending] | None = None
         super().__init__(*args, **kwargs)
+
+    def send_through(self, producer: Any) -> None:
+        """Send the changelog in batches through `producer` (idempotent, acks=all) unless
+        faust's transactions are on."""
+        if not self.app.in_transaction:
+            topic = self.changelog_topic.get_topic_name()
+            self._batches = ChangelogBatches(producer, topic, self._on_batch_sent)
 
     def send_changelog(self, *args: Any, **kwargs: Any) -> Any:
         fut = super().send_changelog(*args, **kwargs)
@@ -58,7 +76,11 @@ class StateTable(faust.Table[bytes, bytes]):
 
     def put(self, partition: int, key: bytes, value: bytes | None) -> SentReceipt:
         """Send `key` = `value` (None: delete it) to the changelog partition `partition`; the
-        local store gets it once the broker has it."""
+        local store gets it once the broker has it (batched: once `send_batches` sent it)."""
+        if self._batches is not None:
+            receipt = SentReceipt(None)
+            self._batches.add(partition, key, value, (key, value, receipt))
+            return receipt
         sent = self.send_changelog(partition, key, value, value_serializer="raw")
         receipt = SentReceipt(sent)
         self._to_apply[id(sent)] = (partition, key, value, receipt)
@@ -74,6 +96,27 @@ class StateTable(faust.Table[bytes, bytes]):
             receipt.applied = True
         super()._on_changelog_sent(fut)
 
+    async def send_batches(self) -> None:
+        """Hand the records put so far to the producer (they go while the caller goes on)."""
+        if self._batches is not None:
+            futures = await self._batches.hand_over()
+            self._unacked.extend(futures)
+
+    def _on_batch_sent(
+        self, partition: int, records: list[Pending], sent: asyncio.Future[Any]
+    ) -> None:
+        """A batch is done: acknowledged, its records go to the local store in order, and the
+        store's persisted offset (where a recovery resumes) moves past them."""
+        for _, _, receipt in records:
+            receipt.sent = sent
+        if sent.cancelled() or sent.exception() is not None:
+            return  # `wait_changelog` raises it
+        for key, value, receipt in records:
+            write_local(self, partition, key, value)
+            receipt.applied = True
+        metadata = sent.result()
+        self.data.set_persisted_offset(metadata.topic_partition, metadata.offset + len(records) - 1)
+
     def forget_failed(self) -> None:
         """Drop the bookkeeping of sends that failed (faust calls nothing for them)."""
         for ident, (_, _, _, receipt) in list(self._to_apply.items()):
@@ -85,6 +128,7 @@ class StateTable(faust.Table[bytes, bytes]):
 
         Raises the send error if one failed, then and at every later call: the caller must
         not commit offsets (the states in memory hold runs the changelog does not)."""
+        await self.send_batches()
         waited = 0
         while self._unacked and self.failure is None:
             pending, self._unacked = self._unacked, []
