@@ -142,16 +142,28 @@ def make_table(app: faust.App, partitions: int) -> StateTable:
     return cast(StateTable, table)
 
 
+class RawRecords(faust.Schema[bytes, bytes]):
+    """Source records as they came: key and value bytes untouched (the processor decodes).
+
+    faust's schema would pass each key and value through its codec registry (the raw codec,
+    ~10 us per record) only to get the same bytes back."""
+
+    def compile(self, app: Any, **_: Any) -> Any:
+        create_event = app.create_event
+
+        async def decode(message: Any, *, propagate: bool = False) -> Any:
+            return create_event(message.key, message.value, message.headers, message)
+
+        return decode
+
+
 def make_source(app: faust.App, settings: Settings, partitions: int) -> Any:
     """The topics the agent reads: the runs topic and the internal rekey topic, raw bytes."""
     topics = settings.topics
     return app.topic(
         topics.runs,
         topics.rekey_topic,
-        key_type=bytes,
-        value_type=bytes,
-        key_serializer="raw",
-        value_serializer="raw",
+        schema=RawRecords(key_type=bytes, value_type=bytes),
         partitions=partitions,
     )
 

@@ -165,3 +165,27 @@ def test_changelog_partitions_are_told_apart_and_rebalances_end_after_the_seek()
 
     assert faust_internals.is_changelog(Consumer(), "log")
     assert not faust_internals.is_changelog(Consumer(), "runs")
+
+
+async def test_source_records_reach_the_agent_as_they_came() -> None:
+    """`RawRecords` replaces the schema's decode: a faust topic must still decode through
+    `Schema.compile`, and the event must carry the record's own bytes and headers."""
+    from faust.types import Message
+
+    from worker.stream.faust_app import RawRecords
+
+    app = faust.App("raw-records-test")
+    decode = app.topic("runs", schema=RawRecords(key_type=bytes, value_type=bytes)).decode
+    faust_decode = app.topic(
+        "runs", key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
+    ).decode
+    for key, value in [(b"agent-1", b'{"run": 1}'), (None, b"\xff not json"), (b"k", None)]:
+        message = Message("runs", 3, 17, 0.0, 0, [("h", b"v")], key, value, None)
+        event, faust_event = await decode(message), await faust_decode(message)
+        assert (event.key, event.value) == (key, value)
+        assert (event.key, event.value, event.headers) == (
+            faust_event.key,
+            faust_event.value,
+            faust_event.headers,
+        )
+        assert event.message is message
