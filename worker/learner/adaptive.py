@@ -107,18 +107,11 @@ class AdaptiveExtras:
         )
 
 
-def call_models(run: Run) -> list[str | None]:
-    """The model of each LLM call `observe_run` learns, in its order."""
-    return [c.model_name for c in run.calls if c.kind == "llm" and c.ended_at is not None]
-
-
 def learn(state: AgentState, run: Run, config: LearnerConfig) -> Learned:
     """`AgentState.learn` under the adaptive rule set."""
-    observations = observe_run(run, config)
+    models: list[str | None] | None = [] if config.adaptive.priors else None
+    observations = observe_run(run, config, models)
     state.runs += 1
-    if not observations:  # no LLM call finished: no model either
-        return _fold_run(state, observations, [] if config.adaptive.priors else None, config)
-    models = call_models(run) if _scorer(state, config).priors else None
     return _fold_run(state, observations, models, config)
 
 

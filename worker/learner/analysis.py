@@ -108,8 +108,11 @@ def logical_positions(spans: list[tuple[int, int]]) -> tuple[list[int], list[int
     return positions, sizes
 
 
-def observe_run(run: Run, config: LearnerConfig) -> list[CallObservation]:
-    """Every finished LLM call of a run, in list order, with what it teaches (SPEC 4).
+def observe_run(
+    run: Run, config: LearnerConfig, models: list[str | None] | None = None
+) -> list[CallObservation]:
+    """Every finished LLM call of a run, in list order, with what it teaches (SPEC 4); with
+    `models`, each such call's model is appended to it, in the same order.
 
     The run's calls are read once: this runs for every run learned."""
     finished: list[Call] = []
@@ -148,6 +151,8 @@ def observe_run(run: Run, config: LearnerConfig) -> list[CallObservation]:
         remaining -= 1
         tokens = call.output_tokens
         observations.append((name, index, remaining, gaps[i], tokens or 0, scores[i]))
+        if models is not None:
+            models.append(call.model_name)
     return observations
 
 
