@@ -14,9 +14,12 @@ from worker.models import AgentHints, Prediction, TrieEnvelope
 
 def sensitivity_level(score: Mean | Statistic, scale: int) -> int | None:
     """Mean score in [0, 1] mapped to a level 1..scale; None without any score."""
-    if not score.count:
-        return None
-    value = score.mean * (scale - 1)
+    return level_at(score.mean, scale) if score.count else None
+
+
+def level_at(mean: float, scale: int) -> int:
+    """SPEC 5's level 1..scale of a mean score in [0, 1]."""
+    value = mean * (scale - 1)
     # round_half_away inlined for the usual non-negative mean (it runs for every prediction)
     level = int(value + 0.5) + 1 if value >= 0 else round_half_away(value) + 1
     return min(max(level, 1), scale)

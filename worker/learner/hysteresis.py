@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from worker.learner.exact_sums import Mean
-from worker.learner.hints import sensitivity_level
+from worker.learner.hints import level_at
 
 #: a statistics group: (call name, call index), None for the root, 0 for any index. Typed
 #: as a tuple of any length: compiled code then keeps a key as the one tuple object it is,
@@ -23,12 +23,12 @@ from worker.learner.hints import sensitivity_level
 GroupKey = tuple[Any, ...]
 
 
-def next_level(previous: int | None, score: Mean, scale: int, margin: float) -> int | None:
+def next_level(previous: int | None, mean: float, scale: int, margin: float) -> int:
     """The published level after a run, from the one before and the group's mean score."""
-    level = sensitivity_level(score, scale)
-    if previous is None or level is None or level == previous or not margin:
+    level = level_at(mean, scale)
+    if previous is None or level == previous or not margin:
         return level
-    position = score.mean * (scale - 1)  # SPEC 5's level is round(position) + 1
+    position = mean * (scale - 1)  # SPEC 5's level is round(position) + 1
     if level > previous:
         return level if position >= previous - 0.5 + margin else previous
     return level if position < previous - 1.5 - margin else previous
@@ -68,14 +68,14 @@ class Levels:
     def update(self, key: GroupKey, score: Mean, scale: int, margin: float) -> None:
         """After a run changed the group `key` (its mean score now `score`): its level."""
         levels = self.levels
-        level = next_level(levels.get(key), score, scale, margin)
-        if level is None:
+        if not score.count:
             levels.pop(key, None)
             self.approx.pop(key, None)
             return
-        levels[key] = level
+        mean = score.mean  # exact: a big-int division, done once
+        level = levels[key] = next_level(levels.get(key), mean, scale, margin)
         low, high = _band(level, scale, margin)
-        self.approx[key] = Band(score.mean, low, high)
+        self.approx[key] = Band(mean, low, high)
 
     def keep_only(self, keys: set[GroupKey]) -> None:
         """Forget the levels of groups that no longer exist (after a shift)."""

@@ -157,12 +157,12 @@ def mean_at(position: float, scale: int = 5) -> Mean:
 def test_a_level_moves_only_past_the_boundary_by_the_margin() -> None:
     """Scale 5: level 2 is positions [0.5, 1.5), 3 is [1.5, 2.5). With margin 0.1, 2 turns
     3 from 1.6 on, and 3 turns 2 only below 1.4."""
-    assert next_level(2, mean_at(1.55), 5, 0.1) == 2
-    assert next_level(2, mean_at(1.6), 5, 0.1) == 3
-    assert next_level(3, mean_at(1.45), 5, 0.1) == 3
-    assert next_level(3, mean_at(1.35), 5, 0.1) == 2
-    assert next_level(2, mean_at(2.7), 5, 0.1) == 4  # far past: the SPEC 5 level
-    assert next_level(None, mean_at(1.55), 5, 0.1) == 3  # the first: SPEC 5's
+    assert next_level(2, mean_at(1.55).mean, 5, 0.1) == 2
+    assert next_level(2, mean_at(1.6).mean, 5, 0.1) == 3
+    assert next_level(3, mean_at(1.45).mean, 5, 0.1) == 3
+    assert next_level(3, mean_at(1.35).mean, 5, 0.1) == 2
+    assert next_level(2, mean_at(2.7).mean, 5, 0.1) == 4  # far past: the SPEC 5 level
+    assert next_level(None, mean_at(1.55).mean, 5, 0.1) == 3  # the first: SPEC 5's
 
 
 @given(
@@ -175,7 +175,7 @@ def test_without_a_margin_the_level_is_spec_5s(
 ) -> None:
     mean = Mean()
     mean.add(value)
-    assert next_level(previous, mean, scale, 0.0) == sensitivity_level(mean, scale)
+    assert next_level(previous, mean.mean, scale, 0.0) == sensitivity_level(mean, scale)
 
 
 def test_a_mean_hovering_at_a_boundary_flips_without_hysteresis_only() -> None:
