@@ -109,7 +109,8 @@ class AdaptiveExtras:
 
 def learn(state: AgentState, run: Run, config: LearnerConfig) -> Learned:
     """`AgentState.learn` under the adaptive rule set."""
-    models: list[str | None] | None = [] if config.adaptive.priors else None
+    # (the scorer holds the settings; building it before the run reads only the state)
+    models: list[str | None] | None = [] if _scorer(state, config).priors else None
     observations = observe_run(run, config, models)
     state.runs += 1
     return _fold_run(state, observations, models, config)
@@ -150,7 +151,7 @@ def _fold_run(
         models = None
     elif models is None:  # stored before the models were: none known
         models = [None] * len(observations)
-    scale = config.scale
+    scale = scorer.scale
     before = scorer.default_level(extras.levels, scale)
     scores = scorer.score(state, observations)
     run: KeptRun = (observations, models)
@@ -169,7 +170,7 @@ def _fold_run(
             scorer.learn(kept, units, extras.levels, scale)
     after = scorer.default_level(extras.levels, scale)
     flipped = before is not None and after != before
-    if not config.evaluate:
+    if not scorer.evaluate:
         return Learned(observations, [], flipped, models)
     pairs: list[Pair] = []
     if scores[0].source != "none":  # a run's calls are all served, or none
@@ -199,8 +200,8 @@ def _shift(
 
 
 def _scorer(state: AgentState, config: LearnerConfig) -> AdaptiveScorer:
-    """The agent's scorer (built when missing), which also holds the adaptive settings a
-    run reads (native: a settings field read costs a Python attribute lookup)."""
+    """The agent's scorer (built when missing), which also holds the settings a run reads
+    (native: a settings field read costs a Python attribute lookup)."""
     scorer = state.scorer(config)
     assert isinstance(scorer, AdaptiveScorer)
     return scorer

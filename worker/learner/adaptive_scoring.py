@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Final, cast
 
 from worker.learner.analysis import CallObservation, scores_of
 from worker.learner.backoff import Parent, RankTable, own_p90, rank_table, uppers
-from worker.learner.config import AdaptiveSettings
+from worker.learner.config import LearnerConfig
 from worker.learner.evaluation import CallScore, Scorer, score_against, unserved
 from worker.learner.exact_sums import FAST_SHIFT, Mean, add_exact, exact
 from worker.learner.hysteresis import Band, GroupKey, Levels
@@ -56,6 +56,7 @@ class AdaptiveScorer(Scorer):
     """`Scorer` for the adaptive rule set (see the module docstring)."""
 
     __slots__ = (
+        "evaluate",
         "found",
         "groups",
         "hysteresis",
@@ -65,17 +66,21 @@ class AdaptiveScorer(Scorer):
         "priors",
         "ranks",
         "root_p90",
+        "scale",
         "scored",
         "shift_calls",
         "shift_share",
         "tally",
     )
 
-    def __init__(self, state: AgentState, settings: AdaptiveSettings) -> None:
+    def __init__(self, state: AgentState, config: LearnerConfig) -> None:
         super().__init__(state)
+        settings = config.adaptive
         k = settings.backoff_samples
         self.ranks: RankTable | None = rank_table(k) if k else None
         #: the settings a run reads, as native fields (a settings field is a Python lookup)
+        self.scale = config.scale
+        self.evaluate = config.evaluate
         self.min_samples = settings.shift_min_samples
         self.shift_calls = settings.shift_calls
         self.shift_share = settings.shift_share

@@ -148,7 +148,7 @@ class AgentState:
         """The scorer of an agent learned under the adaptive rule set (built when missing)."""
         scorer = self._scorer
         if scorer is None:
-            scorer = self._scorer = AdaptiveScorer(self, config.adaptive)
+            scorer = self._scorer = AdaptiveScorer(self, config)
         return scorer
 
     def extras(self) -> AdaptiveExtras:
