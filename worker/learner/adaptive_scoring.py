@@ -25,7 +25,7 @@ from worker.learner.backoff import Parent, RankTable, own_p90, rank_table, upper
 from worker.learner.config import LearnerConfig
 from worker.learner.evaluation import CallScore, Scorer, score_against, unserved
 from worker.learner.exact_sums import FAST_SHIFT, Mean, add_exact, exact
-from worker.learner.hysteresis import Band, GroupKey, Levels
+from worker.learner.hysteresis import NO_BAND, GroupKey, Levels
 from worker.learner.predictor import Predictor, Values
 from worker.learner.stats import EXACT_LIMIT
 
@@ -38,18 +38,22 @@ _FAST_SHIFT: Final = FAST_SHIFT
 Tally = tuple[int, int, int]
 
 
-class Group:
+class Group(Mean):
     """What the scorer keeps for one (name, call index) group: its predictor, its node's
     any-index group (its back-off parent, shared by the node's groups) and, with hysteresis,
-    its score mean and its band (`Levels.approx`'s `Band`, once read): one lookup per call."""
+    its score mean (the `Mean` it is) and its band (`hysteresis.Band`, as native floats):
+    one object and one lookup per call; none more per group for the collector to walk."""
 
-    __slots__ = ("band", "mean", "parent", "predictor")
+    __slots__ = ("approx", "high", "low", "parent", "predictor")
 
-    def __init__(self, predictor: Predictor, parent: Parent | None, mean: Mean | None) -> None:
+    def __init__(self, predictor: Predictor, parent: Parent | None, score: Mean | None) -> None:
+        if score is None:
+            super().__init__()
+        else:
+            super().__init__(score.count, score.units, score.shift)
         self.predictor = predictor
         self.parent = parent
-        self.mean = mean
-        self.band: Band | None = None
+        self.approx, self.low, self.high = NO_BAND  # none until its level is first set
 
 
 class AdaptiveScorer(Scorer):
@@ -65,6 +69,9 @@ class AdaptiveScorer(Scorer):
         "parents",
         "priors",
         "ranks",
+        "root_approx",
+        "root_high",
+        "root_low",
         "root_p90",
         "scale",
         "scored",
@@ -93,6 +100,8 @@ class AdaptiveScorer(Scorer):
         #: of a new name)
         self.parents: dict[str, Parent] | None = None
         self.root_p90: tuple[int, float | None] = (-1, None)
+        #: the root's band (`hysteresis.Band`), as native floats
+        self.root_approx, self.root_low, self.root_high = NO_BAND
         if k:
             self.parents = {
                 name: Parent.of(node.any_index) for name, node in state.children.items()
@@ -102,8 +111,8 @@ class AdaptiveScorer(Scorer):
         for name, node in state.children.items():
             for index, group in node.by_index.items():
                 key: GroupKey = (name, index)
-                mean = _copy(group.score) if self.hysteresis else None
-                self.groups[key] = Group(self.predictors[key], self._parent_of(name), mean)
+                score = group.score if self.hysteresis else None
+                self.groups[key] = Group(self.predictors[key], self._parent_of(name), score)
         self.predictors = {}  # the groups hold them
         #: the observations `score` last read, and the group of each (None: new)
         self.scored: list[CallObservation] | None = None
@@ -167,8 +176,8 @@ class AdaptiveScorer(Scorer):
             raise ValueError("a unit per observation")
         found = self.found if observations is self.scored else None
         self.scored = None
-        approx = levels.approx
         margin = self.margin
+        hysteresis = self.hysteresis
         total = 0.0  # the run's scores: as floats, in order, and exactly (None: not in units)
         units_sum: int | None = 0
         for i in range(len(rows)):
@@ -184,25 +193,20 @@ class AdaptiveScorer(Scorer):
             unit = units[i]
             total += score
             units_sum = None if unit is None or units_sum is None else units_sum + unit
-            mean = group.mean
-            if mean is None:  # no hysteresis
+            if not hysteresis:
                 continue
-            count = mean.count = mean.count + 1  # one score in, as `Mean.add_fast` adds it
-            if unit is not None and mean.shift == _FAST_SHIFT:
-                mean.units += unit
+            count = group.count = group.count + 1  # one score in, as `Mean.add_fast` adds it
+            if unit is not None and group.shift == _FAST_SHIFT:
+                group.units += unit
             else:
-                mean.units, mean.shift = add_exact(mean.units, mean.shift, *exact(score))
-            band = group.band
-            if band is None:
-                band = group.band = approx.get(obs[:2])
-            if band is not None:  # the float mean, moved; inside the band the level stays
-                moved = band.mean + (score - band.mean) / count
-                if band.low <= moved < band.high:
-                    band.mean = moved
-                    continue
+                group.units, group.shift = add_exact(group.units, group.shift, *exact(score))
+            approx = group.approx  # the float mean, moved; inside the band the level stays
+            moved = approx + (score - approx) / count
+            if group.low <= moved < group.high:
+                group.approx = moved
+                continue
             key: GroupKey = obs[:2]
-            levels.update(key, mean, scale, margin)
-            group.band = approx.get(key)  # a new band, or none
+            group.approx, group.low, group.high = levels.update(key, group, scale, margin)
         self._learn_root(observations, units, units_sum)
         if margin:
             self._learn_root_level(len(rows), total, levels, scale, margin)
@@ -210,17 +214,15 @@ class AdaptiveScorer(Scorer):
     def means(self) -> dict[GroupKey, Mean]:
         """With hysteresis: the score mean of each group keeping a level (the root's too)."""
         found: dict[GroupKey, Mean] = {(None, 0): self.root_score}
-        for key, group in self.groups.items():
-            if group.mean is not None:
-                found[key] = group.mean
+        if self.hysteresis:
+            found.update(self.groups)
         return found
 
     def _group(self, key: GroupKey) -> Group:
         """The group of a (name, call index) key, new when the agent has none yet."""
         group = self.groups.get(key)
         if group is None:
-            mean = Mean() if self.hysteresis else None
-            group = self.groups[key] = Group(Predictor(), self._parent_of(key[0]), mean)
+            group = self.groups[key] = Group(Predictor(), self._parent_of(key[0]), None)
         return group
 
     def _parent_of(self, name: str) -> Parent | None:
@@ -314,14 +316,10 @@ class AdaptiveScorer(Scorer):
     ) -> None:
         """The root's level after a run of `calls` calls whose scores sum to `total`."""
         root = self.root_score
-        band = levels.approx.get((None, 0))
-        if band is not None:
-            moved = band.mean + (total - calls * band.mean) / root.count
-            if band.low <= moved < band.high:
-                band.mean = moved
-                return
-        levels.update((None, 0), root, scale, margin)
-
-
-def _copy(mean: Mean) -> Mean:
-    return Mean(mean.count, mean.units, mean.shift)
+        approx = self.root_approx
+        moved = approx + (total - calls * approx) / root.count
+        if self.root_low <= moved < self.root_high:
+            self.root_approx = moved
+            return
+        band = levels.update((None, 0), root, scale, margin)
+        self.root_approx, self.root_low, self.root_high = band

@@ -34,53 +34,44 @@ def next_level(previous: int | None, mean: float, scale: int, margin: float) -> 
     return level if position < previous - 1.5 - margin else previous
 
 
-class Band:
-    """A group's mean score as a float kept in step with the exact one (`mean`), and the
-    float means, `low` up to (not including) `high`, at which its level stays (native
-    floats: moved once per call learned)."""
-
-    __slots__ = ("high", "low", "mean")
-
-    def __init__(self, mean: float, low: float, high: float) -> None:
-        self.mean = mean
-        self.low = low
-        self.high = high
+#: a group's mean score as a float, and the float means, `low` up to (not including)
+#: `high`, at which its level stays: (mean, low, high)
+Band = tuple[float, float, float]
+#: no band: every mean is outside it
+NO_BAND: Band = (0.0, float("inf"), float("-inf"))
 
 
 class Levels:
     """Each group's published level, as hysteresis left it after the last run.
 
-    Also, not stored: each group's mean score as a float kept in step with the exact one
-    (`approx`), and the band of means in which its level stays what it is. While the float
-    mean is inside the band (less a margin far above its rounding error), the level cannot
-    change and no exact mean is computed; the levels are the same either way."""
+    `update` also returns the group's band (not stored): while its mean score, as a float
+    kept in step with the exact one, stays inside the band (less a margin far above its
+    rounding error), its level cannot change and no exact mean need be computed; the levels
+    are the same either way."""
 
-    __slots__ = ("approx", "levels")
+    __slots__ = ("levels",)
 
     def __init__(self, levels: dict[GroupKey, int] | None = None) -> None:
         self.levels: dict[GroupKey, int] = levels if levels is not None else {}
-        #: per group: its float mean and the band of float means that keep its level
-        self.approx: dict[GroupKey, Band] = {}
 
     def get(self, key: GroupKey) -> int | None:
         return self.levels.get(key)
 
-    def update(self, key: GroupKey, score: Mean, scale: int, margin: float) -> None:
-        """After a run changed the group `key` (its mean score now `score`): its level."""
+    def update(self, key: GroupKey, score: Mean, scale: int, margin: float) -> Band:
+        """After a run changed the group `key` (its mean score now `score`): its level, and
+        the band its level now holds in."""
         levels = self.levels
         if not score.count:
             levels.pop(key, None)
-            self.approx.pop(key, None)
-            return
+            return NO_BAND
         mean = score.mean  # exact: a big-int division, done once
         level = levels[key] = next_level(levels.get(key), mean, scale, margin)
         low, high = _band(level, scale, margin)
-        self.approx[key] = Band(mean, low, high)
+        return mean, low, high
 
     def keep_only(self, keys: set[GroupKey]) -> None:
         """Forget the levels of groups that no longer exist (after a shift)."""
         self.levels = {k: v for k, v in self.levels.items() if k in keys}
-        self.approx = {}
 
     def dump(self) -> list[list[Any]]:
         return [
