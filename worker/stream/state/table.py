@@ -8,19 +8,20 @@ through `StateTable.put`, every store (this worker's after a restart, another wo
 rebuilt one) holds a prefix of the changelog (rule 0 of the argument in docs/operations.md).
 
 Under at_least_once the records go in one batch per partition through the worker's own
-idempotent producer (`send_through`, `changelog_batches`), not one by one through faust's;
+idempotent producer (`send_through`, `PartitionBatches`), not one by one through faust's;
 faust's transactions (exactly_once) keep faust's own path, whose producer is transactional.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 from typing import Any
 
 import faust
 
 from worker.stream.faust_internals import write_local
-from worker.stream.state.changelog_batches import ChangelogBatches
+from worker.stream.output_batches import PartitionBatches
 
 #: a record waiting in a batch: its key, its value (None: delete) and its receipt
 Pending = tuple[bytes, bytes | None, "SentReceipt"]
@@ -33,7 +34,7 @@ class SentReceipt:
     __slots__ = ("applied", "sent")
 
     def __init__(self, sent: asyncio.Future[Any] | None) -> None:
-        self.sent = sent  # None while it waits in a batch
+        self.sent = sent  # None: batched (the table's `wait_changelog` waits for the batch)
         self.applied = False
 
     @property
@@ -59,15 +60,16 @@ class StateTable(faust.Table[bytes, bytes]):
         #: the first failed changelog send: memory is then ahead of the changelog for good,
         #: so no offset may be committed again (the worker must restart and replay)
         self.failure: BaseException | None = None
-        self._batches: ChangelogBatches[Pending] | None = None
+        self._batches: PartitionBatches[Pending] | None = None
+        self._topic = ""  # the changelog's name, for the batches
         super().__init__(*args, **kwargs)
 
     def send_through(self, producer: Any) -> None:
         """Send the changelog in batches through `producer` (idempotent, acks=all) unless
         faust's transactions are on."""
         if not self.app.in_transaction:
-            topic = self.changelog_topic.get_topic_name()
-            self._batches = ChangelogBatches(producer, topic, self._on_batch_sent)
+            self._batches = PartitionBatches(producer)
+            self._topic = self.changelog_topic.get_topic_name()
 
     def send_changelog(self, *args: Any, **kwargs: Any) -> Any:
         fut = super().send_changelog(*args, **kwargs)
@@ -79,7 +81,7 @@ class StateTable(faust.Table[bytes, bytes]):
         local store gets it once the broker has it (batched: once `send_batches` sent it)."""
         if self._batches is not None:
             receipt = SentReceipt(None)
-            self._batches.add(partition, key, value, (key, value, receipt))
+            self._batches.add((self._topic, partition), key, value, (key, value, receipt))
             return receipt
         sent = self.send_changelog(partition, key, value, value_serializer="raw")
         receipt = SentReceipt(sent)
@@ -99,16 +101,15 @@ class StateTable(faust.Table[bytes, bytes]):
     async def send_batches(self) -> None:
         """Hand the records put so far to the producer (they go while the caller goes on)."""
         if self._batches is not None:
-            futures = await self._batches.hand_over()
-            self._unacked.extend(futures)
+            for (_, partition), records, sent in await self._batches.hand_over():
+                sent.add_done_callback(functools.partial(self._on_batch_sent, partition, records))
+                self._unacked.append(sent)
 
     def _on_batch_sent(
         self, partition: int, records: list[Pending], sent: asyncio.Future[Any]
     ) -> None:
         """A batch is done: acknowledged, its records go to the local store in order, and the
         store's persisted offset (where a recovery resumes) moves past them."""
-        for _, _, receipt in records:
-            receipt.sent = sent
         if sent.cancelled() or sent.exception() is not None:
             return  # `wait_changelog` raises it
         for key, value, receipt in records:
