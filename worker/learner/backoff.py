@@ -23,7 +23,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Final
 
 from worker.learner.bisection import bisect_after
-from worker.learner.predictor import Values, int_sum
+from worker.learner.predictor import Values, group_counts
 from worker.learner.stats import (
     EXACT_LIMIT,
     EXACT_RANKS,
@@ -113,10 +113,7 @@ class Parent:
         the limit), as `Predictor.of` reads them."""
         parent = cls()
         tokens = group.output_tokens
-        parent.count = tokens.count
-        parent.remaining_sum = int_sum(group.remaining_calls)
-        parent.gap_sum = int_sum(group.interarrival_ms)
-        parent.gap_count = group.interarrival_ms.count
+        parent.count, parent.remaining_sum, parent.gap_sum, parent.gap_count = group_counts(group)
         if tokens.exact:
             parent.samples = sorted(tokens.pending)  # type: ignore[arg-type]
         else:

@@ -78,10 +78,8 @@ class Predictor:
         """From a group's statistics (its queued observations folded in)."""
         predictor = cls()
         tokens = group.output_tokens
-        predictor.count = tokens.count
-        predictor.remaining_sum = int_sum(group.remaining_calls)
-        predictor.gap_sum = int_sum(group.interarrival_ms)
-        predictor.gap_count = group.interarrival_ms.count
+        sums = group_counts(group)
+        predictor.count, predictor.remaining_sum, predictor.gap_sum, predictor.gap_count = sums
         if tokens.exact:
             predictor.tokens = sorted(tokens.pending)  # type: ignore[arg-type]
             predictor.values = predictor._exact_values()
@@ -216,6 +214,18 @@ class Predictor:
             p90 += (value_of(keys[at + 1]) - p90) * (rank - low)
         remaining, gap = self._means()
         return int(p90 + 0.5), p50, remaining, gap
+
+
+def group_counts(group: StatGroup) -> tuple[int, int, int, int]:
+    """A group's sample count and the sums behind its means (remaining calls, gaps, how many
+    gaps), as a `Predictor` and a back-off `Parent` start from them."""
+    gaps = group.interarrival_ms
+    return (
+        group.output_tokens.count,
+        int_sum(group.remaining_calls),
+        int_sum(gaps),
+        gaps.count,
+    )
 
 
 def int_sum(stat: Statistic) -> int:
