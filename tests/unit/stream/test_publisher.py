@@ -4,9 +4,11 @@ everybody else keeps being published (no broker)."""
 from __future__ import annotations
 
 import asyncio
+import functools
 from typing import Any
 
 import orjson
+import pytest
 from aiokafka.errors import MessageSizeTooLargeError
 
 from worker.demo_workload import generate_runs
@@ -15,6 +17,7 @@ from worker.models import parse_run
 from worker.observability.metrics import WorkerMetrics
 from worker.settings import TopicSettings
 from worker.stream import publisher as publisher_module
+from worker.stream.pacing import Pacer
 from worker.stream.publish_queue import PublishQueue
 from worker.stream.publish_retries import Retries
 from worker.stream.publisher import Publisher
@@ -186,16 +189,20 @@ async def test_an_agents_last_trie_is_never_older_than_its_last_hints() -> None:
     assert len(producer.sent) == len(topics)
 
 
-async def test_a_rebalance_hurries_the_paced_tries_cycle_under_way() -> None:
+async def test_a_rebalance_hurries_the_paced_tries_cycle_under_way(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """The commit builds tries at a small share of the loop; a rebalance (or shutdown) that
     waits for them must not wait for the resting: the cycle under way finishes at full
     speed, then its own publish runs."""
+    # rest after every build, however fast this machine builds them
+    monkeypatch.setattr(publisher_module, "Pacer", functools.partial(Pacer, slice_s=0.0))
     producer = Producer(refused=set())
     worker = Worker(producer)
     learn(worker, 40)
     publisher = worker.publisher
     await publisher.publish_hints()  # their tries are now due
-    paced = asyncio.create_task(publisher.publish_tries(share=1e-5))  # would rest for minutes
+    paced = asyncio.create_task(publisher.publish_tries(share=1e-6))  # would rest for minutes
     await asyncio.sleep(0.05)
     assert not paced.done()
     await asyncio.wait_for(publisher.publish_pending(), timeout=10)
