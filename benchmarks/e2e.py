@@ -153,9 +153,11 @@ async def saturation(
     bootstrap: str,
     topics: TopicNames,
     workers: list[WorkerProcess],
+    broker_pid: int = 0,
 ) -> tuple[Saturation, HintsWatcher]:
     """Backlog first, then the workers (one group): how fast do they catch up? The CPU
-    figures are the first worker's."""
+    figures are the first worker's, all workers' together and the broker's (`broker_pid`,
+    a local one)."""
     worker = workers[0]
     targets = Counter(agent for agent, _ in runs)
     rate = await produce_all(bootstrap, topics.runs, runs)
@@ -165,7 +167,7 @@ async def saturation(
     watcher = HintsWatcher(bootstrap, topics.hints)
     await watcher.start()
     marks: dict[str, float] = {}
-    cpu = CpuMeter(0)
+    cpu = CpuMeter([], broker_pid)
 
     def on_hints(agent: str, runs_count: int, now: float, created: float) -> None:
         done = watcher.total()
@@ -183,7 +185,7 @@ async def saturation(
     for each in workers:
         each.start()
     assert worker.proc is not None
-    cpu.worker_pid = worker.proc.pid
+    cpu.worker_pids = [each.proc.pid for each in workers if each.proc is not None]
     timeout = 60 + len(runs) / 200
     result.complete = await watcher.wait_until(
         lambda: all(watcher.runs.get(a, 0) >= n for a, n in targets.items()), timeout, workers
@@ -240,7 +242,7 @@ async def latency(
     # two cores realistic (1,000 one-record requests a second cost it more than the worker)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
     await producer.start()
-    cpu = CpuMeter(worker.proc.pid if worker.proc else 0)
+    cpu = CpuMeter([worker.proc.pid] if worker.proc else [])
     cpu.reset()
     try:
         futures = []

@@ -47,8 +47,8 @@ DEFAULT_PLOT = REPO_ROOT / "docs" / "fleet-curve.png"
 
 @dataclass
 class Point:
-    """One fleet size on one checkout: distinct agents, runs/s, worker CPU us per run,
-    worker RSS bytes."""
+    """One fleet size on one checkout: distinct agents, runs/s, the workers' CPU us per run
+    (all of them), the first worker's RSS bytes."""
 
     label: str
     agents: int
@@ -57,6 +57,7 @@ class Point:
     cpu_us: float
     rss: int
     complete: bool
+    broker_cpu_us: float = 0.0
 
 
 def rss_of(pid: int) -> int:
@@ -94,15 +95,28 @@ async def run_point(
         for i, pinned in enumerate(cpus or [None])
     ]
     try:
-        sat, watcher = await saturation(runs, bootstrap, topics, workers)
+        broker = pinning.broker_pid(bootstrap) or 0
+        sat, watcher = await saturation(runs, bootstrap, topics, workers, broker)
         await watcher.stop()
         proc = workers[0].proc
         rss = rss_of(proc.pid) if proc is not None else 0
     finally:
         for worker in workers:
             await asyncio.to_thread(stop_worker, worker)
-    cpu_us = sat.cpu["worker_cores"] / sat.mid_rate * 1e6 if sat.cpu and sat.mid_rate else 0.0
-    return Point(checkout[0], sat.agents, sat.runs, sat.mid_rate, cpu_us, rss, sat.complete)
+
+    def per_run(key: str) -> float:
+        return sat.cpu[key] / sat.mid_rate * 1e6 if sat.cpu and sat.mid_rate else 0.0
+
+    return Point(
+        checkout[0],
+        sat.agents,
+        sat.runs,
+        sat.mid_rate,
+        per_run("workers_cores"),
+        rss,
+        sat.complete,
+        per_run("broker_cores"),
+    )
 
 
 async def bench(args: argparse.Namespace, bootstrap: str, workdir: Path) -> list[str]:
@@ -119,7 +133,7 @@ async def bench(args: argparse.Namespace, bootstrap: str, workdir: Path) -> list
     points: list[Point] = []
     with contextlib.ExitStack() as stack:
         if plan is not None:
-            os.sched_setaffinity(0, plan.others)
+            stack.enter_context(pinning.pinned_self(plan.others))
             stack.enter_context(pinning.pinned_broker(bootstrap, plan.others))
         for agents in args.agents_list:
             for checkout in checkouts:  # side by side: each size on each checkout in turn
@@ -143,7 +157,8 @@ async def bench(args: argparse.Namespace, bootstrap: str, workdir: Path) -> list
 
 async def scale_out(args: argparse.Namespace, bootstrap: str, workdir: Path) -> list[str]:
     """One worker alone, then two in one group (one CPU each), on the same fleet's shape;
-    the broker and this process float (there are only so many CPUs)."""
+    the broker and this process float (there are only so many CPUs). The workers' CPU per
+    run says what the second costs apart from the CPUs it competes for."""
     cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
     if len(cpus) < 2:
         return ["scale-out: needs two CPUs"]
@@ -156,7 +171,10 @@ async def scale_out(args: argparse.Namespace, bootstrap: str, workdir: Path) -> 
     return [
         f"scale-out, {agents:,} agents, {one.runs:,} runs, one CPU per worker, broker and "
         f"bench unpinned: one worker {one.rate:,.0f} runs/s, two {two.rate:,.0f} runs/s "
-        f"= {ratio:.2f}x (target >= {TARGET_SCALE_OUT}x: {met})"
+        f"= {ratio:.2f}x (target >= {TARGET_SCALE_OUT}x: {met}); workers' CPU per run "
+        f"{one.cpu_us:,.0f} us one, {two.cpu_us:,.0f} us two "
+        f"({two.cpu_us / one.cpu_us if one.cpu_us else 0:.2f}x); the broker's "
+        f"{one.broker_cpu_us:,.0f} us and {two.broker_cpu_us:,.0f} us"
     ]
 
 

@@ -69,25 +69,37 @@ def machine_busy() -> tuple[float, float]:
 
 @dataclass
 class CpuMeter:
-    """CPU used by the worker, by this process and by the machine over an interval."""
+    """CPU used by the worker (the first of `worker_pids`), by all of them, by the broker
+    (when its process is known), by this process and by the machine over an interval."""
 
-    worker_pid: int
-    start: tuple[float, float, float, float, float] = (0, 0, 0, 0, 0)
+    worker_pids: list[int]
+    broker_pid: int = 0
+    start: tuple[float, ...] = (0, 0, 0, 0, 0, 0, 0)
+
+    def _workers(self) -> tuple[float, float]:
+        """(first worker's, all workers') CPU seconds so far."""
+        seconds = [cpu_seconds(pid) for pid in self.worker_pids] or [0.0]
+        return seconds[0], sum(seconds)
 
     def reset(self) -> None:
-        self.start = (time.monotonic(), cpu_seconds(self.worker_pid), time.process_time(),
-                      *machine_busy())  # fmt: skip
+        self.start = (time.monotonic(), *self._workers(), time.process_time(), *machine_busy(),
+                      cpu_seconds(self.broker_pid) if self.broker_pid else 0.0)  # fmt: skip
 
     def read(self) -> dict[str, float]:
         """Cores' worth used since `reset` (1.0 = one core fully busy); machine busy share."""
         wall = max(time.monotonic() - self.start[0], 1e-9)
+        first, every = self._workers()
         busy, total = machine_busy()
-        span = max(total - self.start[4], 1e-9)
+        span = max(total - self.start[5], 1e-9)
         return {
             "seconds": wall,
-            "worker_cores": (cpu_seconds(self.worker_pid) - self.start[1]) / wall,
-            "bench_cores": (time.process_time() - self.start[2]) / wall,
-            "machine_busy": (busy - self.start[3]) / span,
+            "worker_cores": (first - self.start[1]) / wall,
+            "workers_cores": (every - self.start[2]) / wall,
+            "bench_cores": (time.process_time() - self.start[3]) / wall,
+            "machine_busy": (busy - self.start[4]) / span,
+            "broker_cores": (cpu_seconds(self.broker_pid) - self.start[6]) / wall
+            if self.broker_pid
+            else 0.0,
         }
 
 

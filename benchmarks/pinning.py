@@ -71,11 +71,27 @@ def pin_process(pid: int, cpus: set[int]) -> None:
             os.sched_setaffinity(int(task.name), cpus)
 
 
+def broker_pid(bootstrap: str) -> int | None:
+    """The process of a local broker at `bootstrap` (its first address), if it can be seen."""
+    host, _, port = bootstrap.split(",")[0].rpartition(":")
+    return listener_pid(int(port)) if host in ("127.0.0.1", "localhost", "") else None
+
+
+@contextlib.contextmanager
+def pinned_self(cpus: set[int]) -> Iterator[None]:
+    """Pin this process to `cpus` for the duration (what it had before comes back after)."""
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, cpus)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
+
+
 @contextlib.contextmanager
 def pinned_broker(bootstrap: str, cpus: set[int]) -> Iterator[bool]:
     """Pin a local broker to `cpus` for the duration; yields whether it was found."""
-    host, _, port = bootstrap.split(",")[0].rpartition(":")
-    pid = listener_pid(int(port)) if host in ("127.0.0.1", "localhost", "") else None
+    pid = broker_pid(bootstrap)
     if pid is None:
         yield False
         return
