@@ -12,6 +12,7 @@ loads, and `python -m worker run` exits 2 naming the extra to install.
 
 from __future__ import annotations
 
+import gc
 import os
 import shutil
 import subprocess
@@ -98,3 +99,20 @@ def test_learner_is_compiled() -> None:
     else:
         assert build.compiled(), "the learner is not compiled: run `make install`"
         assert build.stale_modules() == []
+
+
+def test_compiled_agent_states_stay_out_of_the_collectors_walks() -> None:
+    """The learner's per-agent objects hold numbers and lists of numbers, never a cycle:
+    compiled, they are not tracked by the cyclic GC (`mypyc_attr(acyclic=True)`), which at
+    10,000 agents walked hundreds of thousands of them per collection (docs/performance.md)."""
+    from worker.learner.adaptive_scoring import Group
+    from worker.learner.backoff import Parent
+    from worker.learner.exact_sums import Mean
+    from worker.learner.nodes import NodeStats, StatGroup
+    from worker.learner.predictor import Predictor
+    from worker.learner.stats import Statistic
+
+    objects = [Statistic(), Mean(), StatGroup(), NodeStats(), Predictor(), Parent()]
+    objects.append(Group(Predictor(), Parent(), None))
+    tracked = {type(each).__name__: gc.is_tracked(each) for each in objects}
+    assert tracked == dict.fromkeys(tracked, not build.compiled())

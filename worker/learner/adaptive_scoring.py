@@ -20,6 +20,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Final, cast
 
+from mypy_extensions import mypyc_attr
+
 from worker.learner.analysis import CallObservation, scores_of
 from worker.learner.backoff import Parent, RankTable, own_p90, rank_table, uppers
 from worker.learner.config import LearnerConfig
@@ -38,6 +40,7 @@ _FAST_SHIFT: Final = FAST_SHIFT
 Tally = tuple[int, int, int]
 
 
+@mypyc_attr(acyclic=True)
 class Group(Mean):
     """What the scorer keeps for one (name, call index) group: its predictor, its node's
     any-index group (its back-off parent, shared by the node's groups) and, with hysteresis,

@@ -22,6 +22,8 @@ from fractions import Fraction
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Final
 
+from mypy_extensions import mypyc_attr
+
 from worker.learner.bisection import bisect_after
 from worker.learner.predictor import Values, group_counts
 from worker.learner.stats import (
@@ -91,6 +93,7 @@ def own_p90(stat: Statistic, ranks: RankTable) -> tuple[float, bool] | None:
 _NO_COUNTS: Final[list[int]] = []
 
 
+@mypyc_attr(acyclic=True)
 class Parent:
     """One node's any-index group as the adaptive scorer keeps it, sample by sample: its
     output tokens (a sorted list while exact, then the statistic's bucket sketch) and the

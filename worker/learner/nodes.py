@@ -9,6 +9,8 @@ from bisect import bisect_right
 from operator import itemgetter
 from typing import Any, Final, cast
 
+from mypy_extensions import mypyc_attr
+
 from worker.learner.exact_sums import FAST_SHIFT, Mean, Number, fast_units, has_none
 from worker.learner.stats import FOLD_BATCH, Statistic
 
@@ -34,6 +36,7 @@ def units_of(values: list[float]) -> list[int | None]:
     return units
 
 
+@mypyc_attr(acyclic=True)
 class StatGroup:
     """The four statistics SPEC 4.6 folds, for one node and one call index (or all)."""
 
@@ -107,6 +110,7 @@ class StatGroup:
         )
 
 
+@mypyc_attr(acyclic=True)
 class NodeStats:
     """Statistics of one trie node: per call index, and across all indices.
 

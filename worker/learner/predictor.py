@@ -17,6 +17,8 @@ from collections import Counter
 from itertools import accumulate
 from typing import TYPE_CHECKING, Final, Self
 
+from mypy_extensions import mypyc_attr
+
 from worker.learner.bisection import bisect_after
 from worker.learner.stats import (
     EXACT_LIMIT,
@@ -38,6 +40,7 @@ _RANKS: Final[list[tuple[int, int, float, int, int, float]]] = [
 ]
 
 
+@mypyc_attr(acyclic=True)
 class Predictor:
     """One group's prediction numbers (`values`), updated by `add` one sample at a time.
 
