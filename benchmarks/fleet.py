@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,11 +121,25 @@ async def run_point(
     )
 
 
+def checkout_label(repo: Path) -> str:
+    """A checkout by its commit (`git rev-parse --short HEAD`), else by its path."""
+    try:
+        done = subprocess.run(
+            ["git", "-C", str(repo), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return str(repo)
+    return done.stdout.strip() or str(repo)
+
+
 async def bench(args: argparse.Namespace, bootstrap: str, workdir: Path) -> list[str]:
     plan = pinning.plan() if args.pin else None
     checkouts: list[tuple[str, Path | None]] = [("this tree", args.worker_repo)]
     if args.compare is not None:
-        checkouts.append((f"{args.compare}", args.compare))
+        checkouts.append((checkout_label(args.compare), args.compare))
     lines = [
         f"fleet curve: one worker, {plan.describe() if plan else 'CPUs not pinned'}; "
         f"backlog 4 x agents runs (>= 20,000), every agent known, Zipf {FLEET_ZIPF}",
