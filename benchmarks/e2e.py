@@ -166,10 +166,8 @@ async def saturation(
     targets = Counter(agent for agent, _ in runs)
     watcher = HintsWatcher(bootstrap, topics.hints)
     await watcher.start()
-    started = time.monotonic()
     if group_first:
-        for each in workers:
-            each.start()
+        started = start_all(workers)
         await asyncio.to_thread(settle_group, workers)
     rate = await produce_all(bootstrap, topics.runs, runs)
     result = Saturation(len(runs), len(targets), rate)
@@ -190,9 +188,7 @@ async def saturation(
 
     watcher.on_hints = on_hints
     if not group_first:
-        started = time.monotonic()
-        for each in workers:
-            each.start()
+        started = start_all(workers)
     assert worker.proc is not None
     cpu.worker_pids = [each.proc.pid for each in workers if each.proc is not None]
     timeout = 60 + len(runs) / 200
@@ -208,6 +204,14 @@ async def saturation(
     if "p10" in marks and "p90" in marks:
         result.mid_rate = 0.8 * len(runs) / max(marks["p90"] - marks["p10"], 1e-9)
     return result, watcher
+
+
+def start_all(workers: list[WorkerProcess]) -> float:
+    """Start every worker; returns when they were started (`time.monotonic`)."""
+    started = time.monotonic()
+    for each in workers:
+        each.start()
+    return started
 
 
 def settle_group(workers: list[WorkerProcess], quiet_s: float = 5.0) -> None:

@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from aiokafka import AIOKafkaProducer
@@ -67,6 +67,18 @@ def machine_busy() -> tuple[float, float]:
     return float(sum(values) - idle), float(sum(values))
 
 
+class CpuReading(NamedTuple):
+    """CPU seconds so far (and the clock), for `CpuMeter` to subtract."""
+
+    wall: float
+    worker: float  # the first worker's
+    workers: float  # all workers' together
+    bench: float  # this process's
+    machine_busy: float  # jiffies
+    machine_total: float
+    broker: float
+
+
 @dataclass
 class CpuMeter:
     """CPU used by the worker (the first of `worker_pids`), by all of them, by the broker
@@ -74,32 +86,31 @@ class CpuMeter:
 
     worker_pids: list[int]
     broker_pid: int = 0
-    start: tuple[float, ...] = (0, 0, 0, 0, 0, 0, 0)
+    start: CpuReading | None = None
 
-    def _workers(self) -> tuple[float, float]:
-        """(first worker's, all workers') CPU seconds so far."""
+    def now(self) -> CpuReading:
         seconds = [cpu_seconds(pid) for pid in self.worker_pids] or [0.0]
-        return seconds[0], sum(seconds)
+        busy, total = machine_busy()
+        broker = cpu_seconds(self.broker_pid) if self.broker_pid else 0.0
+        return CpuReading(time.monotonic(), seconds[0], sum(seconds), time.process_time(),
+                          busy, total, broker)  # fmt: skip
 
     def reset(self) -> None:
-        self.start = (time.monotonic(), *self._workers(), time.process_time(), *machine_busy(),
-                      cpu_seconds(self.broker_pid) if self.broker_pid else 0.0)  # fmt: skip
+        self.start = self.now()
 
     def read(self) -> dict[str, float]:
         """Cores' worth used since `reset` (1.0 = one core fully busy); machine busy share."""
-        wall = max(time.monotonic() - self.start[0], 1e-9)
-        first, every = self._workers()
-        busy, total = machine_busy()
-        span = max(total - self.start[5], 1e-9)
+        start = self.start or CpuReading(0, 0, 0, 0, 0, 0, 0)
+        now = self.now()
+        wall = max(now.wall - start.wall, 1e-9)
         return {
             "seconds": wall,
-            "worker_cores": (first - self.start[1]) / wall,
-            "workers_cores": (every - self.start[2]) / wall,
-            "bench_cores": (time.process_time() - self.start[3]) / wall,
-            "machine_busy": (busy - self.start[4]) / span,
-            "broker_cores": (cpu_seconds(self.broker_pid) - self.start[6]) / wall
-            if self.broker_pid
-            else 0.0,
+            "worker_cores": (now.worker - start.worker) / wall,
+            "workers_cores": (now.workers - start.workers) / wall,
+            "bench_cores": (now.bench - start.bench) / wall,
+            "machine_busy": (now.machine_busy - start.machine_busy)
+            / max(now.machine_total - start.machine_total, 1e-9),
+            "broker_cores": (now.broker - start.broker) / wall,
         }
 
 
