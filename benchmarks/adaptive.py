@@ -6,8 +6,9 @@ it runs `replay --evaluate` under `adaptive` (whose evaluation learns the same r
 it served, adaptive on the calls corrected served too (the like-for-like comparison), and
 the `agent_default` baseline; then each target of issue 24, met or not. For drift it also
 prints a bound no forgetting rule can beat: an oracle told each changed agent's change point,
-which forgets everything before it. It draws osl coverage and MAE against the runs each
-agent had learned (docs/adaptive.png).
+which forgets everything before it; and for every scenario the bound no learner can pass:
+each call predicted from the distribution its tokens were drawn from. It draws osl coverage
+and MAE against the runs each agent had learned (docs/adaptive.png).
 
     python -m benchmarks.adaptive [--seed 24] [--out docs/adaptive.png]
 """
@@ -15,6 +16,7 @@ agent had learned (docs/adaptive.png).
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -23,10 +25,11 @@ from typing import Any
 import orjson
 
 from benchmarks.accuracy import Curves, _binned
-from benchmarks.scenarios import SCENARIOS
+from benchmarks.scenarios import SCENARIOS, SPREAD, TRUE_MEDIAN
 from worker.learner import AdaptiveSettings, LearnerConfig
 from worker.learner.evaluation import CallScore
 from worker.learner.fleet_evaluation import Evaluation, Tally
+from worker.learner.kendall import tau_b
 from worker.models import Run, parse_run
 
 REPO = Path(__file__).resolve().parents[1]
@@ -35,13 +38,18 @@ COLUMNS = ("served", "osl_coverage", "osl_mae", "osl_tau", "level_flips_per_100_
 TITLES = ("served", "osl coverage", "osl MAE", "tau", "flips/100 runs")
 #: drift: the run (counted per agent from 0) from which changed agents behave otherwise
 CHANGE_RUN = 40
+#: a lognormal's p90 is its median times exp(Z90 * sigma)
+Z90 = 1.2815515655446004
 
 
 class Scenario:
     """One scenario evaluated under adaptive, corrected beside it; rows of the table."""
 
-    def __init__(self, name: str, runs: list[Run], focus: set[str] = frozenset()) -> None:
+    def __init__(
+        self, name: str, runs: list[Run], focus: set[str] = frozenset(), known: Any = None
+    ) -> None:
         self.name = name
+        self.known: dict[str, Any] | None = known  # `known_distributions` of its runs
         self.evaluation = Evaluation(ADAPTIVE)
         self.same_calls = Tally()  # adaptive's scores on the calls corrected served
         #: both rule sets on the runs of the `focus` agents from run CHANGE_RUN on
@@ -86,7 +94,38 @@ class Scenario:
             ("adaptive", report),
             ("adaptive, corrected's calls", {**same, "served": same["scored"] / calls}),
             ("agent_default", {**baseline, "served": baseline["scored"] / calls}),
+            *([("known distributions (bound)", self.known)] if self.known else []),
         ]
+
+
+def known_distributions(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The bound no learner can pass: every call predicted from the distribution its output
+    tokens were drawn from (its median and p90 known exactly, from the first run after a
+    change on), scored as SPEC 10 scores a prediction, on the calls after each agent's first
+    run (those corrected serves). A calibrated p90 covers 0.9 of them, and the median is the
+    prediction with the least absolute error."""
+    first_seen: set[str] = set()
+    medians: list[float] = []
+    covered = 0
+    tokens: list[float] = []
+    calls = 0
+    for run in runs:  # in time order: an agent's first run is its first here
+        llm = [call for call in run["calls"] if call["kind"] == "llm"]
+        calls += len(llm)
+        if run["agent_id"] not in first_seen:
+            first_seen.add(run["agent_id"])
+            continue
+        for call in llm:
+            median, y = call[TRUE_MEDIAN], call["output_tokens"]
+            medians.append(median)
+            tokens.append(y)
+            covered += y <= round(median * math.exp(Z90 * SPREAD))
+    return {
+        "served": len(tokens) / calls,
+        "osl_coverage": covered / len(tokens),
+        "osl_mae": sum(abs(m - y) for m, y in zip(medians, tokens, strict=True)) / len(tokens),
+        "osl_tau": tau_b(medians, tokens),
+    }
 
 
 def _curve(totals: dict[int, list[float]] | list[float], scores: list[CallScore]) -> None:
@@ -234,6 +273,14 @@ def targets(scenarios: dict[str, Scenario]) -> list[str]:
             f"{ours['osl_coverage']:.3f} vs {cor['osl_coverage']:.3f}, "
             f"osl MAE {cut:.1%} lower ({ours['osl_mae']:.1f} vs {cor['osl_mae']:.1f})"
         )
+    known, cor = scenarios["drift"].known, d["corrected"]
+    if known:
+        out.append(
+            "  (info)   drift, each call's own distribution known (the bound): coverage "
+            f"{known['osl_coverage']:.3f} (corrected + "
+            f"{known['osl_coverage'] - cor['osl_coverage']:.3f}), osl MAE "
+            f"{1 - known['osl_mae'] / cor['osl_mae']:.1%} lower ({known['osl_mae']:.1f})"
+        )
     c = rows("cold_start")["adaptive"]
     out.append(
         _target(
@@ -302,9 +349,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     scenarios = {}
     for name, make in SCENARIOS.items():
-        _RUNS[name] = [parse_run(orjson.dumps(r)) for r in make(args.seed)]
+        raw = make(args.seed)
+        _RUNS[name] = [parse_run(orjson.dumps(r)) for r in raw]
         focus = changed_agents(_RUNS[name]) if name == "drift" else set()
-        scenarios[name] = Scenario(name, _RUNS[name], focus)
+        scenarios[name] = Scenario(name, _RUNS[name], focus, known_distributions(raw))
     oracle = oracle_drift(_RUNS["drift"])
     print(
         f"adaptive against corrected, scenarios of seed {args.seed} (SPEC 10, replay --evaluate)\n"

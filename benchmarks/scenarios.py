@@ -12,7 +12,10 @@
 
 Call names keep one model and one typical size fleet-wide (a `writer` on `gpt-4o` writes
 ~900 tokens whoever calls it), scaled per agent by 0.7-1.4; fan-outs run same-named calls in
-parallel; tool calls sit between some steps. Runs are in time order across agents.
+parallel; tool calls sit between some steps. Runs are in time order across agents. Each LLM
+call also carries `true_median_tokens`, the median of the distribution its output tokens were
+drawn from (lognormal, sigma `SPREAD`): the learner ignores it (SPEC 2: fields not listed are
+ignored), `benchmarks.adaptive` scores it as the bound no learner can pass.
 
 Run: `python -m benchmarks.scenarios --out DIR [--seed N]` writes `NAME.runs.jsonl` for each.
 """
@@ -55,6 +58,10 @@ TOKENS = {name: tokens for name, _, tokens in CALLS}
 TOOLS = ("search", "retriever", "sql", "browser")
 #: decode speed of the simulated models, tokens per second (durations follow the tokens)
 TOKENS_PER_S = 60.0
+#: a call's output tokens are lognormal around its typical size with this sigma
+SPREAD = 0.35
+#: the field of a generated LLM call that holds its distribution's median (ignored by parsers)
+TRUE_MEDIAN = "true_median_tokens"
 
 
 @dataclass(frozen=True)
@@ -101,11 +108,13 @@ def make_run(rng: random.Random, profile: Profile, start_ns: int) -> dict[str, A
         step_end = cursor
         for _ in range(width):
             typical = TOKENS[name] * profile.scale * step_scale
-            tokens = max(1, round(rng.lognormvariate(math.log(typical), 0.35)))
+            tokens = max(1, round(rng.lognormvariate(math.log(typical), SPREAD)))
             begin = cursor + rng.randint(0, 30) * NS_PER_MS
             seconds = 0.15 + tokens / TOKENS_PER_S * rng.uniform(0.8, 1.25)
             end = begin + int(seconds * 1e9)
-            calls.append(call_record("llm", name, begin, end, tokens, MODEL[name]))
+            call = call_record("llm", name, begin, end, tokens, MODEL[name])
+            call[TRUE_MEDIAN] = typical
+            calls.append(call)
             step_end = max(step_end, end)
         cursor = step_end + rng.randint(*profile.think_ms) * NS_PER_MS
     return run_record(rng, profile.agent_id, start_ns, cursor, calls)

@@ -9,8 +9,10 @@ from typing import Any
 import orjson
 
 from benchmarks import scenarios
+from benchmarks.adaptive import known_distributions
 from worker.learner import LearnerConfig
 from worker.learner.analysis import SCORE, observe_run
+from worker.learner.fleet_evaluation import Evaluation
 from worker.models import parse_run
 
 
@@ -87,3 +89,32 @@ def test_boundary_agents_average_on_the_level_boundary() -> None:
     assert abs(mean(means) - scenarios.BOUNDARY_SCORE) < 0.01
     assert sum(m < scenarios.BOUNDARY_SCORE for m in means) >= 8  # on both sides
     assert sum(m > scenarios.BOUNDARY_SCORE for m in means) >= 8
+
+
+def test_each_llm_call_carries_the_median_its_tokens_were_drawn_around() -> None:
+    """Half of a call's draws fall at or below its true median, and the learner reads the
+    same run with or without the field (SPEC 2: fields not listed are ignored)."""
+    runs = scenarios.stationary(11)
+    calls = [c for run in runs for c in run["calls"] if c["kind"] == "llm"]
+    below = sum(c["output_tokens"] <= c[scenarios.TRUE_MEDIAN] for c in calls) / len(calls)
+    assert 0.47 < below < 0.53, below
+    run = runs[0]
+    bare = {
+        **run,
+        "calls": [{k: v for k, v in c.items() if k != scenarios.TRUE_MEDIAN} for c in run["calls"]],
+    }
+    assert bare != run and parse_run(orjson.dumps(bare)) == parse_run(orjson.dumps(run))
+
+
+def test_the_known_distributions_bound_is_a_calibrated_p90_and_the_best_median() -> None:
+    """The bound covers about 0.9 of the calls it scores, and its MAE is below that of any
+    learner fed the same runs (corrected's here)."""
+    runs = scenarios.drift(5)
+    bound = known_distributions(runs)
+    assert 0.88 < bound["osl_coverage"] < 0.92, bound
+    evaluation = Evaluation(LearnerConfig())
+    for run in runs:
+        evaluation.learn(parse_run(orjson.dumps(run)))
+    summary = evaluation.summary()
+    assert bound["served"] == summary["scored"] / summary["calls"]
+    assert bound["osl_mae"] < 0.8 * summary["osl_mae"], (bound, summary)
