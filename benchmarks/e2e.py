@@ -449,7 +449,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="append",
         default=[],
         metavar="WORKER_X=VALUE",
-        help="a setting for the worker (repeatable), e.g. WORKER_PUBLISH_INTERVAL_MS=100",
+        help="a setting for the worker (repeatable), e.g. WORKER_PUBLISH_INTERVAL_MS=25",
     )
     parser.add_argument(
         "--profile", type=Path, help="run the worker under cProfile, write pstats here"

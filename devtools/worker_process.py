@@ -47,8 +47,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
 #: worker logs outlive the worker and its state dir, for a failing test to show
 LOG_DIR = Path(tempfile.gettempdir())
-#: settings the tests run workers with: faster publishing, fewer partitions
-TEST_ENV = {"WORKER_PUBLISH_INTERVAL_MS": "100", "WORKER_TOPICS__PARTITIONS": "4"}
+#: settings the tests run workers with: fewer partitions
+TEST_ENV = {"WORKER_TOPICS__PARTITIONS": "4"}
 
 
 def parse_metrics(text: str) -> dict[str, float]:

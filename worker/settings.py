@@ -237,7 +237,7 @@ class Settings(BaseSettings):
     log_json: bool = False
     processing_guarantee: Literal["at_least_once", "exactly_once"] = "at_least_once"
     #: how often changed agents' hints are published (coalescing window)
-    publish_interval_ms: int = Field(default=100, ge=10, le=900)
+    publish_interval_ms: int = Field(default=50, ge=10, le=900)
     #: how often processed offsets (and the agent states and hints behind them) are committed
     commit_interval_s: float = Field(default=1.0, gt=0, le=60)
     #: how often changed agents' tries are built and published; offsets are committed only
