@@ -20,6 +20,7 @@ import math
 import sys
 from collections import defaultdict
 from pathlib import Path
+from statistics import NormalDist
 from typing import Any
 
 import orjson
@@ -39,17 +40,21 @@ TITLES = ("served", "osl coverage", "osl MAE", "tau", "flips/100 runs")
 #: drift: the run (counted per agent from 0) from which changed agents behave otherwise
 CHANGE_RUN = 40
 #: a lognormal's p90 is its median times exp(Z90 * sigma)
-Z90 = 1.2815515655446004
+Z90 = NormalDist().inv_cdf(0.9)
 
 
 class Scenario:
     """One scenario evaluated under adaptive, corrected beside it; rows of the table."""
 
     def __init__(
-        self, name: str, runs: list[Run], focus: set[str] = frozenset(), known: Any = None
+        self,
+        name: str,
+        runs: list[Run],
+        focus: set[str] = frozenset(),
+        known: dict[str, Any] | None = None,  # `known_distributions` of its runs
     ) -> None:
         self.name = name
-        self.known: dict[str, Any] | None = known  # `known_distributions` of its runs
+        self.known = known
         self.evaluation = Evaluation(ADAPTIVE)
         self.same_calls = Tally()  # adaptive's scores on the calls corrected served
         #: both rule sets on the runs of the `focus` agents from run CHANGE_RUN on
@@ -103,7 +108,7 @@ def known_distributions(runs: list[dict[str, Any]]) -> dict[str, Any]:
     tokens were drawn from (its median and p90 known exactly, from the first run after a
     change on), scored as SPEC 10 scores a prediction, on the calls after each agent's first
     run (those corrected serves). A calibrated p90 covers 0.9 of them, and the median is the
-    prediction with the least absolute error."""
+    prediction with the least expected absolute error."""
     first_seen: set[str] = set()
     medians: list[float] = []
     covered = 0
