@@ -85,6 +85,8 @@ class Checkpoint:
             return await self._commit_covered(consumer, commit_offsets)
 
     async def _commit_covered(self, consumer: Assignment, commit_offsets: Commit) -> bool:
+        if self.publisher.producer_lost is not None:  # hints may be missing: replay them
+            return False
         covered = self.publisher.covered
         assigned = consumer.assignment()
         offsets = {}

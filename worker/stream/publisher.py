@@ -22,6 +22,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import OutOfOrderSequenceNumber, ProducerFenced
 
 from worker.learner import LearnerConfig, state_hints, trie_dict
 from worker.models import dumps
@@ -46,6 +47,11 @@ def _digest(data: bytes) -> bytes:
 Owner = tuple[str, str, AgentEntry]
 #: a source (topic, partition)
 Position = tuple[str, int]
+#: errors after which the idempotent producer fails every later batch of the partition
+#: (aiokafka does not reset its sequence numbers: aio-libs/aiokafka#1017): only a new
+#: producer, that is a restart, sends again. Seen after batches expired while a partition
+#: had no leader for 40 s.
+PRODUCER_LOST = (OutOfOrderSequenceNumber, ProducerFenced)
 
 
 class Publisher:
@@ -86,6 +92,8 @@ class Publisher:
         self._tries_pacer: Pacer | None = None  # of the tries cycle under way
         self._partition_counts: dict[str, int] = {}
         self.retries = Retries()
+        #: the first error that left the producer unable to send again (`PRODUCER_LOST`)
+        self.producer_lost: BaseException | None = None
 
     def _hints_record(self, agent_id: str, entry: AgentEntry) -> bytes | None:
         """The HintsRecord to send, or None when there are none yet or they are unchanged."""
@@ -220,6 +228,13 @@ class Publisher:
         """Forget what was sent for the agent (so it is built again) and retry it later."""
         (self._last_hints if output == "hints" else self._last_trie).pop(agent_id, None)
         self.metrics.publish_failures.labels(output).inc()
+        if isinstance(error, PRODUCER_LOST) and self.producer_lost is None:
+            self.producer_lost = error
+            log.error(
+                "the output producer cannot send again (its idempotent session is out of "
+                "step with the broker); /healthz now asks for a restart",
+                extra={"error": repr(error)[:500]},
+            )
         first = self.retries.failed(output, agent_id, entry, error, time.monotonic())
         log.log(
             logging.ERROR if first else logging.DEBUG,

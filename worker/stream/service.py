@@ -157,6 +157,8 @@ class StreamService:
         lost = self.table.failure or self.records.sends.failure
         if lost is not None:  # no offset can be committed again: restart and replay
             return False, f"a send the offsets depend on failed: {lost!r}"
+        if self.publisher.producer_lost is not None:  # a new producer sends again
+            return False, f"the output producer cannot send again: {self.publisher.producer_lost!r}"
         failing = self.publisher.retries.describe()
         # still healthy: a restart would not help an agent whose record cannot be sent
         return True, f"running; {failing}" if failing else "running"

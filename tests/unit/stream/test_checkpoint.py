@@ -26,6 +26,7 @@ class Publisher:
         self.covered: dict[tuple[str, int], int] = {}
         self.tries_cycles = 0
         self.positions: dict[tuple[str, int], int] = {}
+        self.producer_lost: BaseException | None = None
 
     async def publish_hints(self) -> int:
         return 0
@@ -100,3 +101,15 @@ async def test_a_rebalance_forgets_what_was_asked_and_committed() -> None:
     point.reset()  # another worker may have committed further meanwhile
     assert not await point.catch_up()  # nothing asked since: nothing committed, no regression
     assert consumer.committed == [{RUNS0: 400}]
+
+
+async def test_no_offset_is_committed_once_the_output_producer_cannot_send() -> None:
+    """Hints that failed then are not out: the runs behind them must be read again, and
+    published again, by the restarted worker."""
+    point, publisher, consumer = checkpoint()
+    publisher.covered = {("runs", 0): 100}
+    assert await point.commit({RUNS0: 50}, consumer, consumer.commit, 1.0)
+    publisher.producer_lost = RuntimeError("OutOfOrderSequenceNumber")
+    assert not await point.commit({RUNS0: 100}, consumer, consumer.commit, 1.0)
+    assert not await point.catch_up()
+    assert consumer.committed == [{RUNS0: 50}]

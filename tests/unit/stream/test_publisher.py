@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 import pytest
-from aiokafka.errors import MessageSizeTooLargeError
+from aiokafka.errors import MessageSizeTooLargeError, OutOfOrderSequenceNumber
 
 from worker.demo_workload import generate_runs
 from worker.learner import LearnerConfig
@@ -77,9 +77,15 @@ class Producer:
     """Accepts every record but those of `refused` agents (too large, as the broker says),
     on every topic or only on `refused_topic`."""
 
-    def __init__(self, refused: set[str], refused_topic: str | None = None) -> None:
+    def __init__(
+        self,
+        refused: set[str],
+        refused_topic: str | None = None,
+        error: type[Exception] = MessageSizeTooLargeError,
+    ) -> None:
         self.refused = refused
         self.refused_topic = refused_topic
+        self.error = error
         self.sent: list[tuple[str, str]] = []
 
     async def partitions_for(self, topic: str) -> set[int]:
@@ -91,7 +97,7 @@ class Producer:
     async def send_batch(self, batch: Batch, topic: str, *, partition: int) -> Any:
         done = asyncio.get_running_loop().create_future()
         if self.refused_topic in (None, topic) and any(k in self.refused for k in batch.keys):
-            done.set_exception(MessageSizeTooLargeError("The message is 1200000 bytes"))
+            done.set_exception(self.error())
         else:
             self.sent += [(topic, key) for key in batch.keys]
             done.set_result(None)
@@ -128,6 +134,22 @@ async def test_a_failing_agent_is_retried_alone_with_backoff(monkeypatch: Any) -
     await publisher.publish_pending()
     assert {agent for _, agent in producer.sent} == {"agent-0002"}
     assert len(publisher.retries) == 0 and publisher.retries.describe() is None
+
+
+async def test_a_record_the_broker_refuses_leaves_the_producer_usable() -> None:
+    worker = Worker(Producer(refused={"agent-0002"}))
+    learn(worker, 4)
+    await worker.publisher.publish_pending()
+    assert len(worker.publisher.retries) == 1 and worker.publisher.producer_lost is None
+
+
+async def test_an_out_of_order_sequence_marks_the_producer_lost() -> None:
+    """aiokafka fails every later batch of that partition (aio-libs/aiokafka#1017): only a
+    restart sends again, so the publisher says so for /healthz and the checkpoint."""
+    worker = Worker(Producer(refused={"agent-0002"}, error=OutOfOrderSequenceNumber))
+    learn(worker, 4)
+    await worker.publisher.publish_pending()
+    assert isinstance(worker.publisher.producer_lost, OutOfOrderSequenceNumber)
 
 
 async def test_the_backoff_doubles_up_to_a_minute(monkeypatch: Any) -> None:

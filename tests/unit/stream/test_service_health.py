@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from aiokafka.errors import OutOfOrderSequenceNumber
+
 from worker.kafka.topics import TopicLayout
 from worker.settings import Settings
 from worker.stream.service import StreamService
@@ -28,3 +30,12 @@ async def test_a_failed_changelog_send_also_asks_for_a_restart(tmp_path: Path) -
     svc.table.failure = RuntimeError("changelog gone")
     healthy, why = svc.healthy()
     assert not healthy and "changelog gone" in why
+
+
+async def test_an_output_producer_that_cannot_send_again_asks_for_a_restart(
+    tmp_path: Path,
+) -> None:
+    svc = service(tmp_path)
+    svc.publisher.producer_lost = OutOfOrderSequenceNumber()
+    healthy, why = svc.healthy()
+    assert not healthy and "OutOfOrderSequenceNumber" in why
