@@ -4,6 +4,7 @@
   must keep);
 - `drift`: 40 agents x 80 runs; half-way through, half of them change model or prompt: their
   output tokens triple and their call mix changes (a step renamed, one added);
+- `drift_every`: the same, every agent changing;
 - `cold_start`: an established fleet (40 agents x 50 runs), then 1,000 new agents with 5 runs
   each, built from the same call names and models (what the fleet already knows);
 - `boundary`: 40 agents x 80 runs mixing short and long chains in the proportion that puts
@@ -144,15 +145,23 @@ def stationary(seed: int) -> list[dict[str, Any]]:
     return interleave(rng, [(p, 60) for p in profiles], START_NS)
 
 
-def drift(seed: int) -> list[dict[str, Any]]:
+def drift(seed: int, share: float = 0.5) -> list[dict[str, Any]]:
+    """`share` of the agents change at their run 40."""
     rng = random.Random(seed + 1)
     profiles = [random_profile(rng, f"drift-{i:03d}") for i in range(40)]
-    changed = {p.agent_id: p.changed(rng) for p in rng.sample(profiles, len(profiles) // 2)}
+    picked = rng.sample(profiles, int(len(profiles) * share))
+    changed = {p.agent_id: p.changed(rng) for p in picked}
 
     def profile_at(profile: Profile, k: int) -> Profile:
         return changed.get(profile.agent_id, profile) if k >= 40 else profile
 
     return interleave(rng, [(p, 80) for p in profiles], START_NS, profile_at)
+
+
+def drift_every(seed: int) -> list[dict[str, Any]]:
+    """`drift` where every agent changes: the fleet-wide figures are then decay's alone,
+    not diluted by agents that never change."""
+    return drift(seed, share=1.0)
 
 
 def cold_start(seed: int) -> list[dict[str, Any]]:
@@ -219,6 +228,7 @@ def _score_sum(rng: random.Random, profile: Profile, runs: int) -> tuple[float, 
 SCENARIOS: dict[str, Callable[[int], list[dict[str, Any]]]] = {
     "stationary": stationary,
     "drift": drift,
+    "drift_every": drift_every,
     "cold_start": cold_start,
     "boundary": boundary,
 }

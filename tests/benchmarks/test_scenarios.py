@@ -45,6 +45,18 @@ def test_drift_triples_half_the_agents_tokens_half_way() -> None:
     assert changed == kept == 20
 
 
+def test_drift_every_changes_every_agent_half_way() -> None:
+    by_agent: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for run in scenarios.drift_every(3):
+        by_agent[run["agent_id"]].append(run)
+    assert len(by_agent) == 40
+    for runs in by_agent.values():
+        before, after = tokens_by_name(runs[:40]), tokens_by_name(runs[40:])
+        assert before.keys() != after.keys()
+        ratios = [mean(after[n]) / mean(before[n]) for n in before.keys() & after.keys()]
+        assert all(2.2 < ratio < 4 for ratio in ratios), ratios
+
+
 def tokens_by_name(runs: list[dict[str, Any]]) -> dict[str, list[int]]:
     tokens: dict[str, list[int]] = defaultdict(list)
     for run in runs:
