@@ -243,6 +243,9 @@ class Settings(BaseSettings):
     #: how often changed agents' tries are built and published; offsets are committed only
     #: over runs whose tries are out (a crash replays up to this much, skipped as learned)
     tries_interval_s: float = Field(default=5.0, gt=0, le=600)
+    #: the share of the worker's time trie builds may take: when a tries cycle's builds took
+    #: more of tries_interval_s, the next cycle comes that much later (up to 60 s)
+    tries_budget: float = Field(default=0.05, gt=0, le=1)
     #: the broker answers a fetch once this many bytes wait, or after fetch_max_wait_ms:
     #: fewer, larger batches (each costs a round trip through faust's consumer thread)
     fetch_min_bytes: int = Field(default=262_144, ge=1)

@@ -81,6 +81,12 @@ class WorkerMetrics:
             "Agents whose last publish failed, waiting for a retry",
             registry=r,
         )
+        self.tries_interval = Gauge(
+            "agent_hints_tries_interval_seconds",
+            "The interval between tries cycles now: tries_interval_s, or longer when trie "
+            "builds took more than tries_budget of it",
+            registry=r,
+        )
         self.publish_skipped = Counter(
             "agent_hints_publish_unchanged",
             "Publishes skipped because the value equals the last one published",

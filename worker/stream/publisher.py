@@ -52,6 +52,9 @@ Position = tuple[str, int]
 #: producer, that is a restart, sends again. Seen after batches expired while a partition
 #: had no leader for 40 s.
 PRODUCER_LOST = (OutOfOrderSequenceNumber, ProducerFenced)
+#: the longest a tries budget stretches the tries interval to (unless tries_interval_s is
+#: longer): it bounds how stale a per-call hint gets and how much a crash replays
+TRIES_INTERVAL_MAX_S = 60.0
 
 
 class Publisher:
@@ -94,6 +97,8 @@ class Publisher:
         self.retries = Retries()
         #: the first error that left the producer unable to send again (`PRODUCER_LOST`)
         self.producer_lost: BaseException | None = None
+        self._built_s = 0.0  # seconds spent building tries, for ever (`tries_interval`)
+        self._last_cycle_built_s = 0.0  # of the last completed tries cycle
 
     def _hints_record(self, agent_id: str, entry: AgentEntry) -> bytes | None:
         """The HintsRecord to send, or None when there are none yet or they are unchanged."""
@@ -119,9 +124,11 @@ class Publisher:
 
         Serialized once: the digest covers everything but `generated_at`, which is then
         spliced in front of the same bytes."""
+        began = time.perf_counter()
         trie = trie_dict(agent_id, self.store.state(entry), self.config)
         generated_at = trie.pop("generated_at")
         body = dumps(trie)
+        self._built_s += time.perf_counter() - began
         digest = _digest(body)
         if self._last_trie.get(agent_id) == digest and agent_id not in self._hints_newer:
             self.metrics.publish_skipped.labels("tries").inc()
@@ -174,6 +181,7 @@ class Publisher:
                 self._tries_due.setdefault(entry.agent_id, entry)
             tries, self._tries_due = list(self._tries_due.items()), {}
             batches = self._batches()
+            built_before = self._built_s
             self._tries_pacer = pacer = Pacer(share)
             try:
                 for agent_id, entry in tries:
@@ -183,6 +191,7 @@ class Publisher:
                 self._tries_pacer = None
             await self._settle(batches)  # a failed agent is retried alone, as for hints
             self.covered = marks
+            self._last_cycle_built_s = self._built_s - built_before
             return len(tries)
 
     def _batches(self) -> OutputBatches[Owner]:
@@ -255,33 +264,52 @@ class Publisher:
         self.retries.clear()
 
     async def run_forever(
-        self, hints_interval_s: float, tries_interval_s: float, share: Callable[[], float]
+        self,
+        hints_interval_s: float,
+        tries_interval_s: float,
+        share: Callable[[], float],
+        tries_budget: float = 1.0,
     ) -> None:
         """The publish timers, each on its own so that building tries never holds the hints
-        back. Tries are built once per `tries_interval_s` (a rebalance or shutdown publishes
+        back. Tries are built once per `tries_interval` (a rebalance or shutdown publishes
         them too, and moves the timer back), with at most `share()` of the loop."""
         await asyncio.gather(
-            self._every(hints_interval_s, self.publish_hints, lambda: self._hints_started, "hints"),
             self._every(
-                tries_interval_s,
+                lambda: hints_interval_s,
+                self.publish_hints,
+                lambda: self._hints_started,
+                "hints",
+            ),
+            self._every(
+                lambda: self.tries_interval(tries_interval_s, tries_budget),
                 lambda: self.publish_tries(share()),
                 lambda: self._tries_started,
                 "tries",
             ),
         )
 
+    def tries_interval(self, base_s: float, budget: float) -> float:
+        """`base_s`, or longer when the last tries cycle's builds took more than `budget` of
+        it: then as long as makes them `budget` of the interval (at most
+        TRIES_INTERVAL_MAX_S). A fleet of many agents, each running now and then, pays a
+        whole trie build per run at short intervals; a longer one coalesces its runs."""
+        fitted = min(self._last_cycle_built_s / budget, TRIES_INTERVAL_MAX_S)
+        interval = max(base_s, fitted)
+        self.metrics.tries_interval.set(interval)
+        return interval
+
     async def _every(
         self,
-        interval_s: float,
+        interval_s: Callable[[], float],
         publish: Callable[[], Awaitable[int]],
         last_started: Callable[[], float],
         what: str,
     ) -> None:
-        """Call `publish` `interval_s` after its last cycle started (`last_started()`), for
-        ever: a cycle run by someone else (a commit publishes hints too) moves the next one
-        back, so nothing is built twice as often as needed."""
+        """Call `publish` `interval_s()` after its last cycle started (`last_started()`),
+        for ever: a cycle run by someone else (a commit publishes hints too) moves the next
+        one back, so nothing is built twice as often as needed."""
         while True:
-            due = last_started() + interval_s - time.monotonic()
+            due = last_started() + interval_s() - time.monotonic()
             if due > 0:
                 await asyncio.sleep(max(due, 0.01))
                 continue

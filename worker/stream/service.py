@@ -185,7 +185,7 @@ class StreamService:
         await self.producer.start()
         self._publish_task = asyncio.gather(
             self.publisher.run_forever(
-                s.publish_interval_ms / 1000, s.tries_interval_s, self._share
+                s.publish_interval_ms / 1000, s.tries_interval_s, self._share, s.tries_budget
             ),
             self._catch_up_forever(s.tries_interval_s),
         )

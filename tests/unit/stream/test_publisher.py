@@ -254,3 +254,20 @@ async def test_a_tries_cycle_covers_the_positions_it_started_from() -> None:
     assert tried == {first.agent_id, second.agent_id}
     worker.publisher.forget()  # a rebalance: faust seeks the partitions again
     assert worker.publisher.covered == {}
+
+
+async def test_tries_come_later_when_their_builds_take_more_than_the_budget() -> None:
+    """The interval is the base while the builds fit the budget, stretched to fit them
+    otherwise, never past the cap (unless the base is longer)."""
+    worker = Worker(Producer(refused=set()))
+    learn(worker, 4)
+    publisher = worker.publisher
+    assert publisher.tries_interval(5.0, 0.05) == 5.0  # nothing built yet
+    await publisher.publish_pending()
+    assert 0 < publisher._last_cycle_built_s < 1.0  # four tries, timed
+    assert publisher.tries_interval(5.0, 1.0) == 5.0
+    assert publisher.tries_interval(5.0, 1e-9) == publisher_module.TRIES_INTERVAL_MAX_S
+    publisher._last_cycle_built_s = 0.5
+    assert publisher.tries_interval(5.0, 0.05) == pytest.approx(10.0)
+    assert worker.metrics.tries_interval._value.get() == pytest.approx(10.0)  # type: ignore[attr-defined]
+    assert publisher.tries_interval(120.0, 0.05) == 120.0
