@@ -2,8 +2,9 @@
 
 Hints (a few root statistics) go out every `publish_interval_ms` (and at each offset
 commit, which waits for them); whole tries, which cost far more per agent to build, every
-`tries_interval_s`, each agent's runs coalesced into one build, paced (`pacing`) so that
-building them never holds hints or runs back. A tries cycle notes how far each source
+`tries_interval_s` (longer while the builds would take more than `tries_budget` of the
+worker), each agent's runs coalesced into one build, paced (`pacing`) so that building them
+never holds hints or runs back. A tries cycle notes how far each source
 partition had been processed when it took its agents (`covered`): the checkpoint commits
 offsets only up to there, so a run's offset is committed only once its trie is out.
 Values equal to the last published one (ignoring `generated_at` / `updated_at`) are
