@@ -146,6 +146,7 @@ class Saturation:
     complete: bool = False
     reflected: int = 0
     cpu: dict[str, float] = field(default_factory=dict)
+    health: str = ""  # the workers' /healthz, when the backlog did not complete
 
 
 async def saturation(
@@ -197,6 +198,8 @@ async def saturation(
     )
     finished = time.monotonic()
     result.reflected = watcher.total()
+    if not result.complete:
+        result.health = "; ".join(each.health() for each in workers)
     if "first" in marks:
         result.startup_s = marks["first"] - started
         span = finished - marks["first"]
@@ -373,7 +376,11 @@ def report(
     lines.append(
         f"  sustained: {sat.first_to_last_rate:,.0f} runs/s first->last hints; "
         f"{sat.mid_rate:,.0f} runs/s over 10%..90%"
-        + ("" if sat.complete else f"  (INCOMPLETE: {sat.reflected:,} reflected)")
+        + (
+            ""
+            if sat.complete
+            else f"  (INCOMPLETE: {sat.reflected:,} reflected; /healthz {sat.health})"
+        )
     )
     if sat.cpu and sat.mid_rate:
         per_run = sat.cpu["worker_cores"] / sat.mid_rate * 1e6

@@ -190,6 +190,11 @@ class WorkerProcess:
     def is_ready(self) -> bool:
         return self._get("/readyz")[0] == 200
 
+    def health(self) -> str:
+        """What `/healthz` says now (its status and detail), for a bench that stalled."""
+        status, text = self._get("/healthz")
+        return f"{status} {text.strip()[:300]}"
+
     def wait_ready(self, timeout: float = 60.0) -> None:
         self.wait_for(self.is_ready, "/readyz to return 200", timeout)
 
