@@ -50,8 +50,8 @@ Owner = tuple[str, str, AgentEntry]
 Position = tuple[str, int]
 #: errors after which the idempotent producer fails every later batch of the partition
 #: (aiokafka does not reset its sequence numbers: aio-libs/aiokafka#1017): only a new
-#: producer, that is a restart, sends again. Seen after batches expired while the producer's
-#: metadata had no leader for their partition (aiokafka's own NotLeaderForPartitionError).
+#: producer, that is a restart, sends again. It follows a batch that expired unsent, its
+#: sequence number taken (no leader for 40 s: see `service.track_topics`).
 PRODUCER_LOST = (OutOfOrderSequenceNumber, ProducerFenced)
 #: the longest a tries budget stretches the tries interval to (unless tries_interval_s is
 #: longer): it bounds how stale a per-call hint gets and how much a crash replays

@@ -40,12 +40,16 @@ from worker.stream.state.store import StateStore
 log = logging.getLogger(__name__)
 
 
+def output_topics(settings: Settings) -> tuple[str, ...]:
+    """The topics the output producer writes besides the state changelog."""
+    topics = settings.topics
+    return (topics.hints, topics.tries, topics.dlq, topics.rekey_topic)
+
+
 def output_producer(settings: Settings, layout: TopicLayout) -> AIOKafkaProducer:
     """The producer of every output (hints, tries, dead letters, rekeyed runs) and of the
     state changelog's batches: idempotent, batches that fit every output topic."""
-    topics = settings.topics
-    outputs = (topics.hints, topics.tries, topics.dlq, topics.rekey_topic)
-    limits = [layout.record_limit(t) for t in outputs]
+    limits = [layout.record_limit(t) for t in output_topics(settings)]
     return AIOKafkaProducer(
         **client_kwargs(settings.bootstrap_servers, settings.kafka),
         acks="all",
@@ -58,6 +62,19 @@ def output_producer(settings: Settings, layout: TopicLayout) -> AIOKafkaProducer
         # the topics' own limits are the ones that count
         max_request_size=max(limits),
     )
+
+
+async def track_topics(producer: AIOKafkaProducer, topics: tuple[str, ...]) -> None:
+    """Keep `topics` in every metadata fetch of the (started) producer.
+
+    aiokafka's producer starts knowing every topic (its bootstrap fetches them all) but
+    tracking none, and from its first send to a topic it did not know (the state changelog,
+    which faust creates after the producer starts) it fetches only the topics it tracks: the
+    others drop out of its metadata. A batch already queued for one of them then finds no
+    leader until it expires (after request_timeout_ms, 40 s), and the sequence number it
+    took leaves the idempotent producer failing every later batch of that partition
+    (`publisher.PRODUCER_LOST`). Tracked from the start, the outputs stay in every fetch."""
+    await asyncio.gather(*(producer.client.add_topic(topic) for topic in topics))
 
 
 class StreamService:
@@ -183,6 +200,7 @@ class StreamService:
         s = self.settings
         self.checkpoint.install(self.app, self._share)
         await self.producer.start()
+        await track_topics(self.producer, output_topics(s))
         self._publish_task = asyncio.gather(
             self.publisher.run_forever(
                 s.publish_interval_ms / 1000, s.tries_interval_s, self._share, s.tries_budget
