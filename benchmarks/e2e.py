@@ -245,6 +245,8 @@ class Latency:
     total: list[float] = field(default_factory=list)
     in_worker: list[float] = field(default_factory=list)
     delivery: list[float] = field(default_factory=list)
+    #: (seconds into the phase the run was sent, its produce -> hints time), in arrival order
+    timeline: list[tuple[float, float]] = field(default_factory=list)
     missing: int = 0
     cpu: dict[str, float] = field(default_factory=dict)
 
@@ -268,6 +270,7 @@ async def latency(
         while queue and queue[0][0] <= runs_count:
             _, sent_at = queue.popleft()
             result.total.append(now - sent_at)
+            result.timeline.append((sent_at - started_at, now - sent_at))
             result.in_worker.append(created - sent_at)
             result.delivery.append(now - created)
 
@@ -278,6 +281,7 @@ async def latency(
     await producer.start()
     cpu = CpuMeter([worker.proc.pid] if worker.proc else [])
     cpu.reset()
+    started_at = time.time()
     try:
         futures = []
         start = time.monotonic()
@@ -362,6 +366,25 @@ def _cores(cpu: dict[str, float]) -> str:
     )
 
 
+def timeline_lines(timeline: list[tuple[float, float]], seconds: float) -> list[str]:
+    """p50/p99 of produce -> hints by when the runs were sent, in ten slices of the phase
+    (for phases of 30 s and more: whether the tail is steady, periodic or growing)."""
+    if seconds < 30 or not timeline:
+        return []
+    step = seconds / 10
+    slices: list[list[float]] = [[] for _ in range(10)]
+    for sent, took in timeline:
+        slices[min(int(sent / step), 9)].append(took)
+    cells = []
+    for i, values in enumerate(slices):
+        if values:
+            values.sort()
+            cells.append(
+                f"{i * step:.0f}s {ms(percentile(values, 50))}/{ms(percentile(values, 99))}"
+            )
+    return ["  p50/p99 by when sent: " + ", ".join(cells)]
+
+
 def report(
     sat: Saturation,
     lat: Latency | None,
@@ -400,6 +423,7 @@ def report(
             p50, p90, p99 = (percentile(values, p) for p in (50, 90, 99))
             top = values[-1] if values else 0.0
             lines.append(f"  {label}: p50 {ms(p50)}  p90 {ms(p90)}  p99 {ms(p99)}  max {ms(top)}")
+        lines.extend(timeline_lines(lat.timeline, lat.seconds))
         if lat.missing:
             lines.append(f"  {lat.missing} runs never showed up in hints within 30 s")
         consume_to_publish = lat_means.get("agent_hints_consume_to_publish_seconds")
