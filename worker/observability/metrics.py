@@ -113,6 +113,25 @@ class WorkerMetrics:
             "The configured bound on agent_hints_state_bytes (state_cache_bytes)",
             registry=r,
         )
+        self.state_decodes = Counter(
+            "agent_hints_state_decodes",
+            "Agent states decoded for a run or a publish, from the state cache's serialized "
+            "copy (source=cache) or read from the state table (source=table)",
+            ["source"],
+            registry=r,
+        )
+        self.state_serialized = Counter(
+            "agent_hints_state_serialized",
+            "Decoded agent states serialized, by why: to keep the decoded ones within their "
+            "share of state_cache_bytes (bytes) or within 8,192 (count), or unused for 30 "
+            "commits (idle)",
+            ["reason"],
+            registry=r,
+        )
+        for source in ("cache", "table"):
+            self.state_decodes.labels(source)
+        for reason in ("bytes", "count", "idle"):
+            self.state_serialized.labels(reason)
         self.state_writes = Counter(
             "agent_hints_state_writes", "Records written to the state table", registry=r
         )
@@ -123,7 +142,8 @@ class WorkerMetrics:
             ["record"],
             registry=r,
         )
-        self._state_written_seen: dict[str, int] = {}
+        #: per counter, the running totals it was last advanced to (`_advance`)
+        self._seen: dict[Counter, dict[str, int]] = {}
         self.consumer_lag = Gauge(
             "agent_hints_consumer_lag_records",
             "Records not yet processed (high watermark - next offset)",
@@ -155,12 +175,21 @@ class WorkerMetrics:
 
     def observe_state_writes(self, totals: dict[str, int]) -> None:
         """Advance `state_written_bytes` to the state cache's running totals."""
-        seen = self._state_written_seen
-        for record, total in totals.items():
-            increase = total - seen.get(record, 0)
+        self._advance(self.state_written_bytes, totals)
+
+    def observe_state_cache(self, decodes: dict[str, int], serialized: dict[str, int]) -> None:
+        """Advance `state_decodes` and `state_serialized` to the state cache's running totals."""
+        self._advance(self.state_decodes, decodes)
+        self._advance(self.state_serialized, serialized)
+
+    def _advance(self, counter: Counter, totals: dict[str, int]) -> None:
+        """Advance a counter with one label to running totals kept elsewhere."""
+        seen = self._seen.setdefault(counter, {})
+        for label, total in totals.items():
+            increase = total - seen.get(label, 0)
             if increase > 0:
-                self.state_written_bytes.labels(record).inc(increase)
-                seen[record] = total
+                counter.labels(label).inc(increase)
+                seen[label] = total
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -185,6 +185,7 @@ class StreamService:
         self.metrics.state_bytes.set(self.store.state_bytes)
         self.metrics.agents_decoded.set(self.store.decoded_count)
         self.metrics.observe_state_writes(self.store.written_bytes)
+        self.metrics.observe_state_cache(self.store.decodes, self.store.cache.serialized_by)
         self.metrics.ready.set(1 if self.ready()[0] else 0)
         try:
             for topic, partition, lag in self.offsets.lags(self.app.consumer, self.source_topics):

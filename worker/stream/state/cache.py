@@ -70,6 +70,11 @@ class AgentCache:
         self._unapplied: list[AgentEntry] = []
         self.decoded_count = 0
         self.state_bytes = 0
+        #: decoded states serialized, by why: to make room ("bytes": the decoded share of
+        #: `max_bytes`; "count": `max_decoded`) or unused for `COOL_AFTER` commits ("idle")
+        self.serialized_by = {"bytes": 0, "count": 0, "idle": 0}
+        #: cold entries decoded again (a run or a publish of an agent kept serialized)
+        self.decodes = 0
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -97,6 +102,7 @@ class AgentCache:
         if state is None:
             assert entry.serialized is not None  # a cold entry always has its bytes
             state = entry.state = agent_records.decode(entry.serialized, self.config)
+            self.decodes += 1
             if self._entries.get(entry.agent_id) is entry:
                 self.decoded_count += 1
                 self._resize(entry)
@@ -152,7 +158,7 @@ class AgentCache:
             agent_id, entry = next(iter(decoded.items()))
             if used_at[agent_id] > due:
                 break  # least recently used first: the rest are younger
-            self._encode(entry)
+            self._encode(entry, "idle")
         self.fit()
 
     def fit(self) -> None:
@@ -161,8 +167,13 @@ class AgentCache:
         then drop serialized ones until it is within `max_bytes`."""
         decoded, serialized = self._decoded, self._serialized
         decoded_bound = int(self.max_bytes * DECODED_SHARE)
-        while decoded and (len(decoded) > self.max_decoded or self.state_bytes > decoded_bound):
-            self._encode(next(iter(decoded.values())))
+        while decoded:
+            if len(decoded) > self.max_decoded:
+                self._encode(next(iter(decoded.values())), "count")
+            elif self.state_bytes > decoded_bound:
+                self._encode(next(iter(decoded.values())), "bytes")
+            else:
+                break
         while serialized and self.state_bytes > self.max_bytes:
             _, entry = serialized.popitem(last=False)
             del self._entries[entry.agent_id]
@@ -207,10 +218,11 @@ class AgentCache:
         else:
             self._serialized.pop(agent_id, None)
 
-    def _encode(self, entry: AgentEntry) -> None:
+    def _encode(self, entry: AgentEntry, why: str) -> None:
         """Keep an unheld decoded entry serialized only: its snapshot body and deltas when
         known (nothing to encode), else its state encoded now."""
         assert entry.state is not None
+        self.serialized_by[why] += 1
         if entry.serialized is None:
             entry.serialized = Serialized(entry.state.to_bytes())
         self._unfile(entry)

@@ -46,6 +46,8 @@ class StateStore:
         self._owned: set[int] | None = None
         #: bytes (key + value) written to the table, by record kind (metrics, benchmarks)
         self.written_bytes: dict[str, int] = {}
+        #: agents with learned runs read back from the table (not cached, or no longer)
+        self.table_reads = 0
 
     def __len__(self) -> int:
         return len(self.cache)
@@ -75,6 +77,8 @@ class StateStore:
             cache.state(entry)
             return entry
         entry = part.read(agent_id, self.table.get, self.config)
+        if entry.state is not None and entry.state.runs:
+            self.table_reads += 1
         cache.fit()  # room first: the new entry is not serialized before it is used
         cache.add(entry)
         if entry.unlogged:
@@ -187,3 +191,9 @@ class StateStore:
     @property
     def decoded_count(self) -> int:
         return self.cache.decoded_count
+
+    @property
+    def decodes(self) -> dict[str, int]:
+        """States decoded for a run or a publish, by where from: the cache's serialized copy
+        ("cache") or the table ("table")."""
+        return {"cache": self.cache.decodes, "table": self.table_reads}

@@ -432,8 +432,12 @@ def test_memory_stays_within_the_bound_in_bytes() -> None:
             assert store.state_bytes <= 5_000_000
     assert store.decoded_count < 100  # the rest are kept serialized ...
     assert 500 < len(store) < 1_900  # ... and the least recently used dropped
+    assert store.cache.serialized_by["bytes"] > 0
+    assert store.cache.serialized_by["idle"] == 0
     agent, state = _any_dropped_agent(store, runs)
+    reads = store.decodes["table"]
     assert stored_state(store, agent, 0).to_bytes() == state.to_bytes()  # read from the table
+    assert store.decodes["table"] == reads + 1  # and counted
 
 
 def _any_dropped_agent(store: StateStore, runs: list[bytes]) -> tuple[str, AgentState]:
@@ -485,6 +489,25 @@ def test_agents_released_by_the_acknowledgements_are_kept_within_max_decoded() -
     store.acknowledged()
     assert store.decoded_count == 8
     assert len(store) >= 40  # kept serialized, not dropped
+    assert store.cache.serialized_by == {"bytes": 0, "count": len(store) - 8, "idle": 0}
+
+
+def test_agents_unused_for_cool_after_commits_are_serialized_as_idle() -> None:
+    table = SimTable(LocalStore(), Changelog(), None)
+    store = make_store(table)
+    processor = make_processor(store, 1)
+    for run in generate_runs(60, 20, seed=8, start_ns=START):
+        processor.process(orjson.dumps(run), 0, event=object())
+    store.write_all()
+    processor.to_publish.take()
+    table.acknowledge()
+    store.acknowledged()
+    decoded = store.decoded_count
+    assert decoded == len(store) > 10
+    for _ in range(cache.COOL_AFTER):
+        store.committed()
+    assert store.cache.serialized_by == {"bytes": 0, "count": 0, "idle": decoded}
+    assert store.decoded_count == 0 and len(store) == decoded  # kept, serialized
 
 
 def test_decoded_agents_give_way_once_the_estimate_passes_its_share_of_the_bound() -> None:
@@ -502,8 +525,13 @@ def test_decoded_agents_give_way_once_the_estimate_passes_its_share_of_the_bound
     assert len(store) == len(expected) > 150  # none dropped: serialized, they take little
     assert 0 < store.decoded_count < len(expected) / 2
     assert store.state_bytes <= 4_000_000 * cache.DECODED_SHARE
+    serialized = len(expected) - store.decoded_count
+    assert store.cache.serialized_by == {"bytes": serialized, "count": 0, "idle": 0}
+    decodes = store.decodes["cache"]
     for agent, state in expected.items():  # decoded again as they were
         assert stored_state(store, agent, 0).to_bytes() == state
+    assert store.decodes["cache"] >= decodes + serialized  # each counted (some twice)
+    assert store.decodes["table"] == 0
 
 
 def test_format_1_values_are_read_and_their_run_ids_kept() -> None:
@@ -556,26 +584,19 @@ def test_unreadable_records_are_a_clear_error(value: bytes) -> None:
             records.decode_snapshot_head(value)
 
 
-def test_a_backlog_of_new_agents_costs_linear_bookkeeping(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_backlog_of_new_agents_costs_linear_bookkeeping() -> None:
     """Thousands of new agents learned between two commits are all held (unwritten,
     unpublished). Each read of a new agent used to walk every held one looking for one to
     serialize: quadratic (a 50,000-agent backlog ran at ~130 runs/s). Held agents are now
     outside the orders that making room walks: count the agents it looks at."""
     store = make_store(_DiscardingTable(), max_decoded=16)
-    checks = [0]
-    encode = cache.AgentCache._encode
-
-    def counting(self: cache.AgentCache, entry: Any) -> None:
-        checks[0] += 1
-        encode(self, entry)
-
-    monkeypatch.setattr(cache.AgentCache, "_encode", counting)
     processor = make_processor(store, 1)
     runs = [orjson.dumps(r) for r in generate_runs(3_000, 3_000, seed=9, start_ns=START)]
     for value in runs:
         processor.process(value, 0, event=object())
     assert store.decoded_count == len(store) > 1_500  # all held: kept decoded
-    assert checks[0] < 10 * len(runs), checks[0]  # quadratic would be ~4,500,000
+    serialized = sum(store.cache.serialized_by.values())
+    assert serialized < 10 * len(runs), serialized  # quadratic would be ~4,500,000
     store.write_all()
     processor.to_publish.take()
     store.acknowledged()
