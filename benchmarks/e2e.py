@@ -375,13 +375,11 @@ def timeline_lines(timeline: list[tuple[float, float]], seconds: float) -> list[
     slices: list[list[float]] = [[] for _ in range(10)]
     for sent, took in timeline:
         slices[min(int(sent / step), 9)].append(took)
-    cells = []
-    for i, values in enumerate(slices):
-        if values:
-            values.sort()
-            cells.append(
-                f"{i * step:.0f}s {ms(percentile(values, 50))}/{ms(percentile(values, 99))}"
-            )
+    cells = [
+        f"{i * step:.0f}s {ms(percentile(values, 50))}/{ms(percentile(values, 99))}"
+        for i, values in enumerate(slices)
+        if values
+    ]
     return ["  p50/p99 by when sent: " + ", ".join(cells)]
 
 
